@@ -1,0 +1,35 @@
+# The README's two commands: `make demo` (the main job on the embedded data) and `make test`.
+# Both set up a fresh machine from a clean clone: a virtual environment with the pinned stack.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
+
+.PHONY: demo test lint setup browser clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	rm -f $(VENV)/.installed-*; touch $@
+
+setup: $(STAMP)
+
+# Debian's Chromium for the web calculator's browser test (the project installs it; nothing by hand).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+demo: $(STAMP)
+	$(BIN)/crlm demo
+
+test: $(STAMP) browser
+	$(BIN)/ruff check src tests
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(VENV) mlflow.db mlartifacts .pytest_cache

@@ -1,0 +1,178 @@
+"""The ``crlm`` command. Each command is a thin shell over the library; errors are one clear line."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Prognostic models for colorectal liver metastases: cohorts, scores, training, serving.")
+console = Console(width=140)
+err_console = Console(stderr=True, width=140)
+
+
+def friendly_errors(fn):
+    """Known failures (missing file, bad mapping, bad input) end with one red line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from crlm.cohort import CohortValidationError
+
+        try:
+            return fn(*args, **kwargs)
+        except CohortValidationError as err:
+            err_console.print(f"[red]strict validation failed[/red]\n{err}")
+            raise typer.Exit(1) from None
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            err_console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def print_frame(df, title: str | None = None, floatfmt: str = "{:.3f}") -> None:
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for col in df.columns:
+        table.add_column(str(col))
+    for _, row in df.iterrows():
+        table.add_row(*[floatfmt.format(v) if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+
+
+def _load(file: Path, mapping: Path | None, strict: bool = False):
+    from crlm.cohort import load_cohort
+
+    return load_cohort(file, mapping, strict=strict)
+
+
+@app.command()
+@friendly_errors
+def simulate(
+    n: Annotated[int, typer.Option("--n", help="number of patients")] = 2000,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same cohort)")] = 1,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="write the cohort (.csv or .parquet)")] = None,
+    check: Annotated[bool, typer.Option("--check", help="print the target table and fail if a band is missed")
+                     ] = False,
+):
+    """Generate a synthetic cohort from the literature-calibrated generative model."""
+    from crlm.cohort.simulate import check_passes, check_table, format_check, simulate_cohort
+
+    if n < 1:
+        raise ValueError("--n must be at least 1")
+    cohort = simulate_cohort(n, seed)
+    if out is not None:
+        write_frame(cohort.data, out)
+        console.print(f"wrote {len(cohort)} simulated patients to {out}")
+    if check:
+        table = check_table(cohort)
+        console.print(format_check(table))
+        if not check_passes(table):
+            raise typer.Exit(1)
+    elif out is None:
+        console.print(cohort.data.head(10).to_string())
+
+
+def write_frame(df, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() in (".parquet", ".pq"):
+        df.to_parquet(out, index=False)
+    elif out.suffix.lower() == ".csv":
+        df.to_csv(out, index=False)
+    else:
+        raise ValueError(f"unsupported output format {out.suffix!r}: use .csv or .parquet")
+
+
+@app.command()
+@friendly_errors
+def validate(
+    file: Annotated[Path, typer.Argument(help="cohort file (.csv, .tsv or .parquet)")],
+    mapping: Annotated[Path | None, typer.Option("--mapping", "-m", help="YAML mapping onto the schema")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="fail the whole load on any bad cell")] = False,
+    report: Annotated[Path | None, typer.Option("--report", help="write the bad cells to this CSV")] = None,
+):
+    """Validate a cohort against the schema and report every bad cell (row, field, value, rule)."""
+    from crlm.cohort import CohortValidationError
+
+    try:
+        cohort = _load(file, mapping, strict=strict)
+        rep = cohort.report
+    except CohortValidationError as err:
+        rep = err.report
+        if report:
+            rep.to_frame().to_csv(report, index=False)
+        raise
+    for w in rep.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    if rep.problems:
+        print_frame(rep.to_frame().astype(str), title="bad cells (rows set aside)")
+    if report:
+        rep.to_frame().to_csv(report, index=False)
+    console.print(rep.summary())
+
+
+@app.command()
+@friendly_errors
+def scores(
+    file: Annotated[Path, typer.Argument(help="cohort file")],
+    mapping: Annotated[Path | None, typer.Option("--mapping", "-m")] = None,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples for the 95% intervals")] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="write the per-patient score table (CSV)")
+                   ] = None,
+):
+    """The clinical scores of every patient and each score's Harrell C (95% bootstrap CI) per endpoint."""
+    from crlm.evaluation.baselines import score_agreement, score_concordance
+    from crlm.scores import score_table
+
+    cohort = _load(file, mapping)
+    table = score_table(cohort.data)
+    if out:
+        table.insert(0, "patient_id", cohort.data.get("patient_id"))
+        write_frame(table, out)
+        console.print(f"wrote the score table to {out}")
+    else:
+        console.print(table.head(10).to_string())
+    print_frame(score_concordance(cohort, n_boot=n_boot, seed=seed), title="Harrell's C of each score")
+    agreement = score_agreement(cohort)
+    if agreement:
+        console.print(agreement)
+
+
+@app.command()
+@friendly_errors
+def dictionary(
+    out: Annotated[Path, typer.Option("-o", "--out")] = Path("data/DATA_DICTIONARY.md"),
+    check: Annotated[bool, typer.Option("--check", help="fail if the file is not up to date")] = False,
+):
+    """Write the data dictionary generated from the schema."""
+    from crlm.schema import data_dictionary_markdown
+
+    text = data_dictionary_markdown()
+    if check:
+        if not out.exists() or out.read_text() != text:
+            err_console.print(f"[red]{out} is out of date: run `crlm dictionary`[/red]")
+            raise typer.Exit(1)
+        return
+    out.write_text(text)
+    console.print(f"wrote {out}")
+
+
+@app.command()
+@friendly_errors
+def demo(
+    fast: Annotated[bool, typer.Option("--fast", help="smaller runs, for a quick look")] = False,
+):
+    """The main job on the embedded data: simulator targets, the TCIA cohort and its scores."""
+    from crlm.demo import run_demo
+
+    run_demo(console, fast=fast)
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,172 @@
+"""Load a cohort file (CSV or Parquet) with an optional YAML mapping, then validate it.
+
+A mapping turns an institution's export into schema fields, in this order: missing-value codes become
+missing; supplementary files are joined on a key; expressions derive new columns from source columns;
+columns are renamed to schema fields; values are recoded (1/2 -> male/female); units are converted
+(mm -> cm, fraction -> percent). Source columns not named by the mapping are not kept.
+Rows that fail validation are set aside with a report; ``strict=True`` fails the whole load instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from crlm.cohort.base import Cohort, CohortValidationError
+from crlm.cohort.validate import ROW_COLUMN, validate_frame
+from crlm.schema import FIELDS_BY_NAME
+
+UNIT_FACTORS = {"mm": 0.1, "cm": 1.0, "fraction": 100.0, "percent": 1.0, "ug_l": 1.0, "ng_ml": 1.0,
+                "days": 12 / 365.25, "weeks": 12 / 52.1775, "years": 12.0, "months": 1.0}
+
+
+class JoinSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    left_key: str
+    right_key: str
+    columns: list[str]
+    encoding: str | None = None
+
+
+class Mapping(BaseModel):
+    """The YAML mapping. Unknown keys are refused, naming the key."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    source: str = ""
+    licence: str = ""
+    citation: str = ""
+    encoding: str | None = None
+    missing_values: list[Any] = []
+    join: list[JoinSpec] = []
+    derive: dict[str, str] = {}
+    rename: dict[str, str]
+    recode: dict[str, dict[Any, Any]] = {}
+    units: dict[str, Literal[tuple(UNIT_FACTORS)]] = {}  # type: ignore[valid-type]
+
+
+class MappingError(ValueError):
+    pass
+
+
+def read_mapping(path: str | Path) -> Mapping:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"mapping file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        mapping = Mapping.model_validate(raw)
+    except ValidationError as err:
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise MappingError(f"invalid mapping {path}: {details}") from None
+    unknown = [f for f in [*mapping.rename.values(), *mapping.recode, *mapping.units] if f not in FIELDS_BY_NAME]
+    if unknown:
+        raise MappingError(f"invalid mapping {path}: unknown schema field(s) {sorted(set(unknown))}")
+    return mapping
+
+
+def read_table(path: str | Path, encoding: str | None = None) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"cohort file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv", ".txt"):
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding=encoding or "utf-8-sig",
+                               dtype=object, keep_default_na=True)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, OSError, ValueError) as err:
+        raise ValueError(f"cannot read {path} as {suffix[1:]}: {err}") from None
+    raise ValueError(f"unreadable format {suffix or '(no extension)'} for {path}: use .csv, .tsv or .parquet")
+
+
+def apply_mapping(raw: pd.DataFrame, mapping: Mapping, base_dir: Path) -> pd.DataFrame:
+    df = raw.copy()
+    df[ROW_COLUMN] = np.arange(1, len(df) + 1)
+    df = _replace_missing(df, mapping.missing_values)
+    for join in mapping.join:
+        extra = _replace_missing(read_table(base_dir / join.path, join.encoding), mapping.missing_values)
+        _require_columns(extra, [join.right_key, *join.columns], base_dir / join.path)
+        _require_columns(df, [join.left_key], "the cohort file")
+        extra = extra[[join.right_key, *join.columns]].rename(columns={join.right_key: join.left_key})
+        clash = [c for c in join.columns if c in df.columns]
+        df = df.merge(extra, on=join.left_key, how="left", suffixes=("", "__joined"))
+        for c in clash:  # the main file wins; the supplement fills its gaps
+            df[c] = df[c].where(df[c].notna(), df[f"{c}__joined"])
+            df = df.drop(columns=f"{c}__joined")
+    for target, expression in mapping.derive.items():
+        numeric = df.drop(columns=[ROW_COLUMN]).apply(pd.to_numeric, errors="coerce")
+        try:
+            df[target] = numeric.eval(expression, engine="python")
+        except Exception as err:  # pandas raises many types for a bad expression
+            raise MappingError(f"derive {target!r}: cannot evaluate {expression!r}: {err}") from None
+    _require_columns(df, list(mapping.rename), "the cohort file")
+    out = df[[*mapping.rename, ROW_COLUMN]].rename(columns=mapping.rename)
+    for field_name, codes in mapping.recode.items():
+        if field_name in out:
+            lookup = {_code_key(k): v for k, v in codes.items()}
+            out[field_name] = out[field_name].map(lambda v, lk=lookup: lk.get(_code_key(v), v)
+                                                  if not pd.isna(v) else v)
+    for field_name, unit in mapping.units.items():
+        if field_name in out:
+            values = pd.to_numeric(out[field_name], errors="coerce")
+            # non-numeric cells are left as they are, so validation reports them as they were written
+            out[field_name] = out[field_name].where(values.isna(), values * UNIT_FACTORS[unit])
+    return out
+
+
+def load_cohort(path: str | Path, mapping: str | Path | Mapping | None = None, *, strict: bool = False,
+                name: str | None = None) -> Cohort:
+    """Read, map and validate a cohort. Bad rows are set aside and reported (``cohort.report``)."""
+    path = Path(path)
+    if isinstance(mapping, str | Path):
+        mapping_path = Path(mapping)
+        mapping = read_mapping(mapping_path)
+        base_dir = mapping_path.parent
+    else:
+        base_dir = path.parent
+    raw = read_table(path, mapping.encoding if mapping else None)
+    if mapping is not None:
+        frame = apply_mapping(raw, mapping, base_dir)
+    else:
+        frame = raw.copy()
+        frame[ROW_COLUMN] = np.arange(1, len(frame) + 1)
+    data, report = validate_frame(frame)
+    if strict and not report.ok:
+        raise CohortValidationError(report, str(path))
+    return Cohort(data=data, name=name or (mapping.name if mapping else path.stem),
+                  source=(mapping.source if mapping and mapping.source else str(path)),
+                  licence=mapping.licence if mapping else "", citation=mapping.citation if mapping else "",
+                  report=report)
+
+
+def _replace_missing(df: pd.DataFrame, codes: list[Any]) -> pd.DataFrame:
+    if not codes:
+        return df
+    keys = {_code_key(c) for c in codes}
+    return df.apply(lambda col: col.map(lambda v: np.nan if _code_key(v) in keys else v)
+                    if col.name != ROW_COLUMN else col)
+
+
+def _code_key(v) -> str:
+    """Compare codes across types: 1, 1.0 and '1' are the same code."""
+    try:
+        x = float(v)
+        return f"{x:g}"
+    except (TypeError, ValueError):
+        return str(v).strip()
+
+
+def _require_columns(df: pd.DataFrame, columns: list[str], where) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        available = ", ".join(map(str, df.columns[:40]))
+        raise MappingError(f"column(s) {missing} named by the mapping are not in {where} (it has: {available})")

@@ -1,0 +1,326 @@
+"""The patient field catalogue: the single source of truth for every patient field.
+
+Each field is declared once here (name, type, unit, valid range or categories, block, timing,
+description). Generated from it: the pandera schema that validates a cohort, the pydantic model of one
+patient (the API's input), the feature pipeline's column lists and ``data/DATA_DICTIONARY.md``.
+
+Conventions: snake_case names with the unit in the name; times in months; genomic markers are
+``mutant`` / ``wild_type`` / ``unknown`` (unknown is information, not an error); yes/no fields are booleans.
+This module imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["float", "int", "bool", "category", "string"]
+Block = Literal["id", "clinical", "genomic", "response", "operative", "score", "outcome"]
+Timing = Literal["preoperative", "postoperative", "outcome", "none"]
+
+MARKER_VALUES = ("mutant", "wild_type", "unknown")
+PREDICTOR_BLOCKS = ("clinical", "genomic", "response", "operative")
+DEFAULT_HORIZONS_MONTHS = (12.0, 36.0, 60.0)
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: Kind
+    block: Block
+    timing: Timing
+    description: str
+    unit: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: tuple[str, ...] | None = None
+    required_for_prediction: bool = False  # the API refuses a patient without it
+    derived_from: tuple[str, ...] = ()  # filled from these fields when absent
+
+    @property
+    def rule(self) -> str:
+        """The validation rule in words, as reports and API errors show it."""
+        if self.kind == "category":
+            return f"one of {', '.join(self.categories or ())}"
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "string":
+            return "text"
+        bounds = []
+        if self.minimum is not None:
+            bounds.append(f">= {self.minimum:g}")
+        if self.maximum is not None:
+            bounds.append(f"<= {self.maximum:g}")
+        kind = "integer" if self.kind == "int" else "number"
+        return f"{kind} {' and '.join(bounds)}".strip()
+
+
+def _marker(name: str, gene: str, description: str) -> Field:
+    return Field(name, "category", "genomic", "preoperative", description, categories=MARKER_VALUES)
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("patient_id", "string", "id", "none", "Pseudonymous patient identifier (never used as a predictor)."),
+    # --- clinical (all known before surgery) -------------------------------------------------------
+    Field("age_years", "float", "clinical", "preoperative", "Age at liver resection.", "years", 18, 100,
+          required_for_prediction=True),
+    Field("sex", "category", "clinical", "preoperative", "Sex.", categories=("male", "female")),
+    Field("primary_side", "category", "clinical", "preoperative",
+          "Side of the primary tumour: right (caecum to transverse), left (splenic flexure to sigmoid), rectum.",
+          categories=("right", "left", "rectum")),
+    Field("primary_t_stage", "category", "clinical", "preoperative", "Pathological T stage of the primary.",
+          categories=("T1", "T2", "T3", "T4")),
+    Field("primary_node_positive", "bool", "clinical", "preoperative",
+          "Lymph-node metastases in the primary tumour (pN1-2)."),
+    Field("primary_grade", "category", "clinical", "preoperative", "Differentiation of the primary tumour.",
+          categories=("well", "moderate", "poor")),
+    Field("disease_free_interval_months", "float", "clinical", "preoperative",
+          "Months from the primary's diagnosis to detection of the liver metastases; 0 = synchronous.",
+          "months", 0, 600),
+    Field("synchronous_metastases", "bool", "clinical", "preoperative",
+          "Liver metastases found with the primary (derived from the disease-free interval when it is known).",
+          derived_from=("disease_free_interval_months",)),
+    Field("n_liver_metastases", "int", "clinical", "preoperative", "Number of liver metastases.", "count", 1, 100,
+          required_for_prediction=True),
+    Field("multiple_metastases", "bool", "clinical", "preoperative",
+          "More than one liver metastasis (derived from the count when it is known).",
+          derived_from=("n_liver_metastases",)),
+    Field("largest_metastasis_cm", "float", "clinical", "preoperative",
+          "Largest diameter of the largest liver metastasis (0 only after a complete radiological response).",
+          "cm", 0, 30, required_for_prediction=True),
+    Field("bilobar_disease", "bool", "clinical", "preoperative", "Metastases in both liver lobes."),
+    Field("cea_ng_ml", "float", "clinical", "preoperative", "Serum CEA before liver resection (ng/mL = ug/L).",
+          "ng/mL", 0, 100_000),
+    Field("ca19_9_u_ml", "float", "clinical", "preoperative", "Serum CA19-9 before liver resection.", "U/mL",
+          0, 100_000),
+    Field("extrahepatic_disease", "bool", "clinical", "preoperative",
+          "Extrahepatic disease present at liver resection (e.g. lung, nodes), treated or resectable."),
+    Field("major_comorbidity", "bool", "clinical", "preoperative", "A major comorbidity is present."),
+    Field("body_mass_index", "float", "clinical", "preoperative", "Body mass index.", "kg/m2", 10, 80),
+    # --- genomic ------------------------------------------------------------------------------------
+    _marker("kras_status", "KRAS", "KRAS mutation status of the tumour."),
+    _marker("nras_status", "NRAS", "NRAS mutation status of the tumour."),
+    _marker("braf_v600e_status", "BRAF", "BRAF V600E mutation status (non-V600E variants count as wild_type)."),
+    _marker("pik3ca_status", "PIK3CA", "PIK3CA mutation status of the tumour."),
+    Field("ras_status", "category", "genomic", "preoperative",
+          "RAS (KRAS or NRAS) status: mutant if either is, wild_type if both are, else unknown.",
+          categories=MARKER_VALUES, derived_from=("kras_status", "nras_status")),
+    Field("mmr_status", "category", "genomic", "preoperative",
+          "Mismatch-repair status: deficient (dMMR/MSI-high) or proficient (pMMR/MSS).",
+          categories=("deficient", "proficient", "unknown")),
+    # --- response to preoperative chemotherapy -------------------------------------------------------
+    Field("neoadjuvant_chemotherapy", "bool", "response", "preoperative",
+          "Chemotherapy given before the liver resection."),
+    Field("chemo_regimen", "category", "response", "preoperative", "Preoperative chemotherapy backbone.",
+          categories=("none", "folfox", "capox", "folfiri", "folfoxiri", "fluoropyrimidine", "other")),
+    Field("chemo_biologic", "category", "response", "preoperative", "Biologic agent given with chemotherapy.",
+          categories=("none", "bevacizumab", "anti_egfr")),
+    Field("chemo_cycles", "int", "response", "preoperative", "Number of preoperative chemotherapy cycles.",
+          "cycles", 0, 60),
+    Field("chemo_line", "category", "response", "preoperative", "Line of the preoperative chemotherapy.",
+          categories=("first", "second_or_later")),
+    Field("recist_response", "category", "response", "preoperative",
+          "Best RECIST 1.1 response of the liver metastases on preoperative chemotherapy.",
+          categories=("CR", "PR", "SD", "PD")),
+    Field("tumour_size_change_percent", "float", "response", "preoperative",
+          "Change in the sum of target-lesion diameters on chemotherapy (negative = shrinkage).", "%", -100, 500),
+    Field("progression_before_surgery", "bool", "response", "preoperative",
+          "Progression between the end of chemotherapy and the liver resection."),
+    Field("viable_tumour_percent", "float", "response", "postoperative",
+          "Residual viable tumour in the resected metastases (pathological response; 0 = complete).", "%", 0, 100),
+    # --- operative (postoperative models only) -------------------------------------------------------
+    Field("resection_margin", "category", "operative", "postoperative",
+          "Resection margin: R0 (>= 1 mm), R1 (< 1 mm, microscopic), R2 (macroscopic residue).",
+          categories=("R0", "R1", "R2")),
+    Field("major_hepatectomy", "bool", "operative", "postoperative", "Resection of three or more segments."),
+    Field("two_stage_hepatectomy", "bool", "operative", "postoperative", "Planned two-stage hepatectomy."),
+    Field("portal_vein_embolisation", "bool", "operative", "postoperative",
+          "Portal vein embolisation before the resection (part of the operative strategy)."),
+    Field("ablation", "bool", "operative", "postoperative", "Ablation of some metastases with the resection."),
+    # --- scores recorded by the source cohort ---------------------------------------------------------
+    Field("fong_score_recorded", "int", "score", "preoperative",
+          "Fong clinical risk score as recorded by the source institution (0-5).", "points", 0, 5),
+    # --- outcomes --------------------------------------------------------------------------------------
+    Field("os_months", "float", "outcome", "outcome", "Overall survival time from liver resection.", "months",
+          0, 600),
+    Field("os_event", "bool", "outcome", "outcome", "Death from any cause observed (false = censored)."),
+    Field("rfs_months", "float", "outcome", "outcome",
+          "Recurrence-free survival time (recurrence or death, whichever first).", "months", 0, 600),
+    Field("rfs_event", "bool", "outcome", "outcome", "Recurrence or death observed (false = censored)."),
+    Field("liver_rfs_months", "float", "outcome", "outcome",
+          "Liver recurrence-free survival time (liver recurrence or death).", "months", 0, 600),
+    Field("liver_rfs_event", "bool", "outcome", "outcome", "Liver recurrence or death observed."),
+)
+
+FIELDS_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    time: str
+    event: str
+    description: str
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "os": Endpoint("os", "os_months", "os_event", "overall survival"),
+    "rfs": Endpoint("rfs", "rfs_months", "rfs_event", "recurrence-free survival (recurrence or death)"),
+    "liver_rfs": Endpoint("liver_rfs", "liver_rfs_months", "liver_rfs_event",
+                          "liver recurrence-free survival (liver recurrence or death)"),
+}
+# Published names for the same endpoints (TCIA calls recurrence-or-death "DFS").
+ENDPOINT_ALIASES = {"dfs": "rfs", "liver_dfs": "liver_rfs"}
+
+
+def endpoint(name: str) -> Endpoint:
+    key = ENDPOINT_ALIASES.get(name, name)
+    if key not in ENDPOINTS:
+        known = ", ".join(sorted([*ENDPOINTS, *ENDPOINT_ALIASES]))
+        raise ValueError(f"unknown endpoint {name!r}; known endpoints: {known}")
+    return ENDPOINTS[key]
+
+
+def field(name: str) -> Field:
+    try:
+        return FIELDS_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown patient field {name!r}") from None
+
+
+def predictor_fields(blocks: tuple[str, ...] | list[str] = PREDICTOR_BLOCKS, *, postoperative: bool = False
+                     ) -> list[Field]:
+    """Fields a model may use: the chosen blocks, and postoperative ones only for postoperative models."""
+    unknown = set(blocks) - set(PREDICTOR_BLOCKS)
+    if unknown:
+        raise ValueError(f"unknown feature block(s) {sorted(unknown)}; blocks are {list(PREDICTOR_BLOCKS)}")
+    return [f for f in FIELDS if f.block in blocks
+            and (postoperative or f.timing == "preoperative")]
+
+
+def input_fields() -> list[Field]:
+    """Fields a patient record may carry at prediction time (predictors and recorded scores)."""
+    return [f for f in FIELDS if f.block not in ("outcome",)]
+
+
+def outcome_fields() -> list[Field]:
+    return [f for f in FIELDS if f.block == "outcome"]
+
+
+# --- derivations shared by the loader, the simulator and the API -------------------------------------
+
+def derive_fields(df):
+    """Fill derived fields (``synchronous_metastases``, ``multiple_metastases``, ``ras_status``) where missing.
+
+    Works on a pandas DataFrame in place and returns it. A value given by the source is kept.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if "disease_free_interval_months" in df:
+        dfi = pd.to_numeric(df["disease_free_interval_months"], errors="coerce")
+        from_dfi = pd.Series(np.where(dfi.isna(), None, dfi == 0), index=df.index, dtype="object")
+        if "synchronous_metastases" in df:
+            df["synchronous_metastases"] = df["synchronous_metastases"].where(
+                df["synchronous_metastases"].notna(), from_dfi)
+        else:
+            df["synchronous_metastases"] = from_dfi
+    if "n_liver_metastases" in df:
+        n = pd.to_numeric(df["n_liver_metastases"], errors="coerce")
+        from_n = pd.Series(np.where(n.isna(), None, n > 1), index=df.index, dtype="object")
+        if "multiple_metastases" in df:
+            df["multiple_metastases"] = df["multiple_metastases"].where(df["multiple_metastases"].notna(), from_n)
+        else:
+            df["multiple_metastases"] = from_n
+    if "kras_status" in df or "nras_status" in df:
+        kras = df.get("kras_status", pd.Series("unknown", index=df.index)).fillna("unknown")
+        nras = df.get("nras_status", pd.Series("unknown", index=df.index)).fillna("unknown")
+        ras = np.where((kras == "mutant") | (nras == "mutant"), "mutant",
+                       np.where((kras == "wild_type") & (nras == "wild_type"), "wild_type", "unknown"))
+        if "ras_status" in df:
+            df["ras_status"] = df["ras_status"].where(df["ras_status"].notna(), pd.Series(ras, index=df.index))
+        else:
+            df["ras_status"] = ras
+    return df
+
+
+# --- generated artefacts -----------------------------------------------------------------------------
+
+def pandera_schema():
+    """The pandera schema of a cohort (every field optional and nullable; ranges and categories enforced)."""
+    import pandera.pandas as pa
+
+    columns = {}
+    for f in FIELDS:
+        checks = []
+        if f.kind == "category":
+            checks.append(pa.Check.isin(list(f.categories), error=f.rule))
+        elif f.kind in ("float", "int"):
+            if f.minimum is not None:
+                checks.append(pa.Check.ge(f.minimum, error=f">= {f.minimum:g}"))
+            if f.maximum is not None:
+                checks.append(pa.Check.le(f.maximum, error=f"<= {f.maximum:g}"))
+            if f.kind == "int":
+                checks.append(pa.Check(lambda s: s.isna() | (s == s.round()), element_wise=False,
+                                       error="integer"))
+        dtype = {"float": float, "int": float, "bool": "boolean", "category": object, "string": object}[f.kind]
+        columns[f.name] = pa.Column(dtype, checks=checks, nullable=True, required=False,
+                                    coerce=f.kind in ("float", "int"))
+    return pa.DataFrameSchema(columns, strict=False, name="crlm-cohort")
+
+
+def patient_model():
+    """The pydantic model of one patient, for the API: unknown fields, wrong types and out-of-range values
+    are refused with the field's name and the rule."""
+    from pydantic import ConfigDict, Field as PydField, create_model
+
+    definitions = {}
+    for f in input_fields():
+        if f.block == "id":
+            annotation: object = str | None
+            definitions[f.name] = (annotation, PydField(None, description=f.description, max_length=64))
+            continue
+        if f.kind == "category":
+            annotation = Literal[f.categories]  # type: ignore[valid-type]
+        elif f.kind == "bool":
+            annotation = bool
+        elif f.kind == "int":
+            annotation = int
+        else:
+            annotation = float
+        constraints = {}
+        if f.minimum is not None:
+            constraints["ge"] = f.minimum
+        if f.maximum is not None:
+            constraints["le"] = f.maximum
+        description = f.description + (f" Unit: {f.unit}." if f.unit else "")
+        if f.required_for_prediction:
+            definitions[f.name] = (annotation, PydField(..., description=description, **constraints))
+        else:
+            definitions[f.name] = (annotation | None, PydField(None, description=description, **constraints))
+    return create_model("Patient", __config__=ConfigDict(extra="forbid", strict=False), **definitions)
+
+
+def data_dictionary_markdown() -> str:
+    lines = [
+        "# Data dictionary",
+        "",
+        "Generated from `src/crlm/schema.py` by `crlm dictionary`; do not edit by hand.",
+        "",
+        "Timing: *preoperative* fields are known before the liver resection and may enter preoperative",
+        "models; *postoperative* fields (pathology, operative details) only enter postoperative models.",
+        "Genomic markers are `mutant` / `wild_type` / `unknown`; unknown is information, not an error.",
+        "",
+        "| field | block | timing | type | unit | valid values | required by the API | description |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f in FIELDS:
+        derived = f" Derived from {', '.join(f.derived_from)} when absent." if f.derived_from else ""
+        lines.append(
+            f"| `{f.name}` | {f.block} | {f.timing} | {f.kind} | {f.unit or ''} | {f.rule} | "
+            f"{'yes' if f.required_for_prediction else ''} | {f.description}{derived} |")
+    lines += ["", "Endpoints:", ""]
+    for e in ENDPOINTS.values():
+        lines.append(f"- `{e.name}`: {e.description} (`{e.time}`, `{e.event}`)")
+    lines.append("- aliases: " + ", ".join(f"`{a}` = `{b}`" for a, b in ENDPOINT_ALIASES.items()))
+    return "\n".join(lines) + "\n"
