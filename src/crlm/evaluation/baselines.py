@@ -53,8 +53,7 @@ def score_agreement(cohort: Cohort) -> str:
     recomputed = compute_score("fong", data)["total"].to_numpy(dtype=float)
     both = ~np.isnan(recorded) & ~np.isnan(recomputed)
     if both.sum() == 0:
-        return "Fong score: recorded for {} patients; recomputable for none (components missing).".format(
-            int((~np.isnan(recorded)).sum()))
+        return f"Fong score: recorded for {int((~np.isnan(recorded)).sum())} patients; recomputable for none (components missing)."
     exact = np.mean(recorded[both] == recomputed[both])
     within_one = np.mean(np.abs(recorded[both] - recomputed[both]) <= 1)
     high_agree = np.mean((recorded[both] >= 3) == (recomputed[both] >= 3))

@@ -1,0 +1,568 @@
+"""The literature-calibrated simulator: synthetic resected-CRLM cohorts whose true survival is known.
+
+Every prevalence, correlation and hazard ratio comes from ``shared/references/clinical.md`` §3 (the written-down
+model with its sources is ``docs/SIMULATOR.md``). Outline:
+
+- Covariates: a latent tumour-burden factor drives the number of metastases, their size, CEA (and CA19-9),
+  node status, synchronous presentation, extrahepatic disease and the choice of chemotherapy; BRAF V600E is
+  tied to right side, female sex and age >= 65; RAS and BRAF are mutually exclusive; response to chemotherapy
+  depends on RAS/BRAF, burden, anti-EGFR and line. Missingness (genomic testing by era, CEA, CA19-9, grade ...)
+  is applied after the outcomes are drawn, so the truth always uses the true values.
+- Outcomes: proportional-hazards promotion-time cure models, S(t|x) = S0(t) ** exp(lp(x)) with
+  S0(t) = cure + (1 - cure) * exp(-(t / scale) ** shape), one for cancer death and one for recurrence, plus
+  a perioperative death risk in the first 3 months. The linear predictors hold the clinical.md HRs, non-linear
+  terms (CEA flat below 5 ng/mL, log-linear to a plateau at 1000; size flat below 2 cm, log-linear to 10 cm;
+  a decaying DFI effect; age above 60) and a RAS x response interaction (response matters less in RAS mutants).
+  Recurrence and cancer death share one uniform with probability ``COUPLING`` (the same disease course), else
+  they are drawn independently; RFS = min(recurrence, death), so RFS <= OS for every patient.
+- Censoring: accrual uniform over 14 years, common closing date at 15 years (administrative follow-up 12-180
+  months), and loss to follow-up at 3 % per year.
+
+``SimulationTruth`` gives the exact S(t|x) of every patient for ``os``, ``rfs`` (alias ``dfs``) and ``liver_rfs``:
+the oracle no model can beat. ``check_table`` compares a cohort with the clinical.md targets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from crlm.cohort.base import Cohort, to_canonical
+from crlm.schema import endpoint
+
+# --------------------------------------------------------------------------- parameters
+
+ACCRUAL_MONTHS = 168.0  # patients enter uniformly over 14 years ...
+CLOSING_MONTHS = 180.0  # ... and are followed to a common closing date 15 years after the first entry
+LOSS_PER_YEAR = 0.03  # random loss to follow-up (exponential)
+OPERATIVE_WINDOW_MONTHS = 3.0  # perioperative (90-day) deaths fall uniformly in this window
+COUPLING = 0.75  # probability that recurrence and cancer death share one uniform (one disease course)
+RAS_RESPONSE_FACTOR = 0.4  # in RAS mutants the response log-HRs (SD, PD, pCR) are multiplied by this
+
+
+@dataclass(frozen=True)
+class CureBaseline:
+    """Baseline of a promotion-time cure model: S0(t) = cure + (1 - cure) exp(-(t/scale)^shape).
+
+    With S(t|x) = S0(t)^exp(lp) the hazard ratio between two patients is exp(lp1 - lp2) at every t
+    (proportional hazards) and the patient's cure fraction is cure^exp(lp).
+    """
+
+    cure: float
+    scale: float  # months
+    shape: float
+
+    def survival(self, t) -> np.ndarray:
+        t = np.maximum(np.asarray(t, dtype=float), 0.0)
+        return self.cure + (1.0 - self.cure) * np.exp(-((t / self.scale) ** self.shape))
+
+    def quantile(self, v) -> np.ndarray:
+        """The time t with S0(t) = v (inf where v <= cure: never)."""
+        v = np.asarray(v, dtype=float)
+        frac = np.clip((v - self.cure) / (1.0 - self.cure), 1e-300, 1.0)
+        t = self.scale * (-np.log(frac)) ** (1.0 / self.shape)
+        return np.where(v <= self.cure, np.inf, t)
+
+
+# Baselines of the reference patient (every term of the linear predictor 0: node-negative, DFI long, one
+# metastasis <= 2 cm, CEA <= 5, RAS/BRAF wild-type, left/rectum, age <= 60, R0, ...). Fitted (least squares
+# on the truth's mean curves, n = 40000) so that the cohort's marginal curves meet clinical.md §3.1: OS 45 %
+# at 5 years, 25 % at 10, median 52 months; RFS 65 % at 1 year, median 19 months, 25 % at 5 years. The
+# Weibull shape > 1 gives the low hazard of the first months after surgery; without it the mixture over
+# patients front-loads the marginal hazard and 1-year recurrence and median RFS cannot both be met.
+DEATH_BASELINE = CureBaseline(cure=0.623, scale=95.0, shape=1.48)
+RECURRENCE_BASELINE = CureBaseline(cure=0.732, scale=27.2, shape=1.53)
+
+# Hazard ratios (OS = cancer death, RFS = recurrence) per unit of each term of the linear predictor.
+# Terms are defined in ``_terms``; sources are clinical.md sections (see docs/SIMULATOR.md).
+HAZARD_RATIOS: dict[str, tuple[float, float]] = {
+    "node_positive": (1.40, 1.40),  # §3.2 meta-RR 1.6; §3.6 RFS 1.4-1.6
+    "early_dfi": (1.30, 1.60),  # exp(-DFI/12): synchronous vs long DFI; §3.2/§3.6 sync 1.2-1.5, RFS 1.5
+    "metastases": (1.25, 1.45),  # log(n)/log(4), n capped at 20; §3.2 >1 RR 1.6; §3.6 RFS 1.2/lesion
+    "size": (1.40, 1.60),  # log(size/2)/log(4) on 2-10 cm; §3.2 >5 cm RR 1.5; §3.6 RFS 1.08/cm
+    "cea": (1.45, 1.40),  # log(CEA/5)/log(40) on 5-1000 ng/mL: 1 at 200; §3.2 CEA>200 RR 1.9
+    "ca19_9": (1.30, 1.25),  # log(CA19-9/37)/log(10) on 37-1000 U/mL; §1.11 (Imai, Beppu cut-offs) [D]
+    "extrahepatic": (1.90, 2.00),  # §3.2 meta-RR 1.9; §3.6 RFS >= 1.9
+    "ras": (1.90, 1.55),  # §3.3 KRAS HR 1.85-1.86 OS, 1.55-1.65 RFS
+    "braf": (3.00, 2.30),  # §3.3 BRAF V600E HR 2.8 OS, DFS 2.29
+    "pik3ca": (1.00, 1.10),  # §3.3 HR 0.96 OS, PFS 1.20
+    "right_side": (1.30, 1.15),  # §3.4 HR 1.39 OS, DFS 1.18
+    "age": (1.25, 1.00),  # per decade above 60 (capped at 90); §3.4/§3.6 >70 vs <=70 HR 1.3, RFS ~1.0
+    "comorbidity": (1.20, 1.00),  # [D] competing non-cancer mortality
+    "poor_grade": (1.35, 1.25),  # §3.2 poor grade meta-RR 1.9 (unadjusted), attenuated [D]
+    "t4": (1.15, 1.15),  # §1.2/§1.6 pT4 in Nordlinger/Nagashima [D]
+    "response_stable": (1.10, 1.15),  # §3.5 SD vs response ~1.2-1.4
+    "response_progression": (2.20, 1.90),  # §3.5 PD vs response ~2.0-3.0
+    "pcr": (0.35, 0.35),  # §3.5 pCR HR ~0.3-0.4
+    "progression_before_surgery": (1.80, 2.00),  # §3.5 Viganò 2018 early progression, DFS 21.6 vs 6.3 mo [D]
+    "margin_r1": (1.70, 1.70),  # §3.4 R1 HR 1.60-1.92 OS, §3.6 RFS 1.5-2.0
+    "margin_r2": (2.50, 3.00),  # [D] macroscopic residue, worse than R1
+    "ablation": (1.00, 1.15),  # [D] local recurrence after ablation
+}
+
+# Operative (90-day) mortality: base probability and log-odds-like multipliers (§3.1: 2.8 % Fong, 0.55-8 %).
+OPERATIVE_MORTALITY = {"base": 0.012, "major_hepatectomy": 0.6, "age_per_year": 0.05, "comorbidity": 0.4,
+                       "two_stage": 0.5}
+
+
+# --------------------------------------------------------------------------- the truth
+
+
+@dataclass(frozen=True, eq=False)
+class SimulationTruth:
+    """The generating model's answers for each simulated patient (the oracle).
+
+    ``lp_death`` and ``lp_recurrence`` are the true log hazard ratios against the reference patient;
+    ``operative_mortality`` the probability of a perioperative death; ``liver_share`` the probability that a
+    recurrence involves the liver.
+    """
+
+    lp_death: np.ndarray
+    lp_recurrence: np.ndarray
+    operative_mortality: np.ndarray
+    liver_share: np.ndarray
+    death_baseline: CureBaseline = DEATH_BASELINE
+    recurrence_baseline: CureBaseline = RECURRENCE_BASELINE
+    coupling: float = COUPLING
+    operative_window: float = OPERATIVE_WINDOW_MONTHS
+
+    def __len__(self) -> int:
+        return len(self.lp_death)
+
+    def _parts(self, times) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        t = np.atleast_1d(np.asarray(times, dtype=float))[None, :]
+        s_op = 1.0 - self.operative_mortality[:, None] * np.minimum(t / self.operative_window, 1.0)
+        s_cancer = self.death_baseline.survival(t) ** np.exp(self.lp_death)[:, None]
+        s_rec = self.recurrence_baseline.survival(t) ** np.exp(self.lp_recurrence)[:, None]
+        # P(recurrence > t and cancer death > t): comonotone with prob. coupling, else independent.
+        joint = self.coupling * np.minimum(s_rec, s_cancer) + (1.0 - self.coupling) * s_rec * s_cancer
+        return s_op, s_cancer, s_rec, joint
+
+    def survival(self, endpoint_name: str, times) -> np.ndarray:
+        """True S(t|x), shape (n, len(times)), for ``os``, ``rfs`` (alias ``dfs``) or ``liver_rfs``."""
+        name = endpoint(endpoint_name).name
+        s_op, s_cancer, _, joint = self._parts(times)
+        if name == "os":
+            return s_op * s_cancer
+        if name == "rfs":
+            return s_op * joint
+        share = self.liver_share[:, None]  # liver_rfs: death, or a recurrence that involves the liver
+        return s_op * ((1.0 - share) * s_cancer + share * joint)
+
+    def risk(self, endpoint_name: str, horizon: float = 60.0) -> np.ndarray:
+        """True probability of the event by ``horizon`` months (5 years by default); higher = worse."""
+        return 1.0 - self.survival(endpoint_name, [horizon])[:, 0]
+
+    def subset(self, idx) -> SimulationTruth:
+        idx = np.asarray(idx)
+        return SimulationTruth(self.lp_death[idx], self.lp_recurrence[idx], self.operative_mortality[idx],
+                               self.liver_share[idx], self.death_baseline, self.recurrence_baseline,
+                               self.coupling, self.operative_window)
+
+
+# --------------------------------------------------------------------------- generation helpers
+
+
+def _expit(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _choice(rng: np.random.Generator, labels, probs) -> np.ndarray:
+    """One categorical draw per row of ``probs`` (n, k)."""
+    cum = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
+    pick = (rng.random(len(cum))[:, None] > cum).sum(axis=1)
+    return np.asarray(labels, dtype=object)[np.minimum(pick, len(labels) - 1)]
+
+
+def _terms(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The linear predictor's terms from the true patient values (non-linear transforms and interaction)."""
+    ras_factor = np.where(d["ras"], RAS_RESPONSE_FACTOR, 1.0)
+    return {
+        "node_positive": d["node"].astype(float),
+        "early_dfi": np.exp(-d["dfi"] / 12.0),
+        "metastases": np.log(np.minimum(d["n"], 20)) / np.log(4.0),
+        "size": np.log(np.clip(d["size"], 2.0, 10.0) / 2.0) / np.log(4.0),
+        "cea": np.log(np.clip(d["cea"], 5.0, 1000.0) / 5.0) / np.log(40.0),
+        "ca19_9": np.log(np.clip(d["ca19_9"], 37.0, 1000.0) / 37.0) / np.log(10.0),
+        "extrahepatic": d["ehd"].astype(float),
+        "ras": d["ras"].astype(float),
+        "braf": d["braf"].astype(float),
+        "pik3ca": d["pik3ca"].astype(float),
+        "right_side": (d["side"] == "right").astype(float),
+        "age": np.clip(d["age"] - 60.0, 0.0, 30.0) / 10.0,
+        "comorbidity": d["comorbidity"].astype(float),
+        "poor_grade": (d["grade"] == "poor").astype(float),
+        "t4": (d["t_stage"] == "T4").astype(float),
+        "response_stable": (d["recist"] == "SD") * ras_factor,
+        "response_progression": (d["recist"] == "PD") * ras_factor,
+        "pcr": d["pcr"] * ras_factor,
+        "progression_before_surgery": d["progression"].astype(float),
+        "margin_r1": (d["margin"] == "R1").astype(float),
+        "margin_r2": (d["margin"] == "R2").astype(float),
+        "ablation": d["ablation"].astype(float),
+    }
+
+
+def linear_predictors(d: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(lp_death, lp_recurrence): sums of log-HR x term."""
+    terms = _terms(d)
+    lp_os = sum(math.log(HAZARD_RATIOS[k][0]) * v for k, v in terms.items())
+    lp_rfs = sum(math.log(HAZARD_RATIOS[k][1]) * v for k, v in terms.items())
+    return np.asarray(lp_os, dtype=float), np.asarray(lp_rfs, dtype=float)
+
+
+def _covariates(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """True patient values (no missingness yet)."""
+    d: dict[str, np.ndarray] = {}
+    d["entry"] = rng.uniform(0.0, ACCRUAL_MONTHS, n)
+    era = d["entry"] / ACCRUAL_MONTHS
+    burden = rng.standard_normal(n)  # latent tumour burden
+    d["burden"] = burden
+    female = rng.random(n) < 0.40
+    d["sex"] = np.where(female, "female", "male")
+    d["age"] = np.round(np.clip(rng.normal(62.0, 10.5, n), 28.0, 88.0))
+    d["side"] = rng.choice(np.array(["right", "left", "rectum"], dtype=object), n, p=[0.30, 0.40, 0.30])
+    right = d["side"] == "right"
+
+    # Genomics: BRAF V600E with right side, female sex, age >= 65 (§3.3); RAS only in BRAF wild-type.
+    d["braf"] = rng.random(n) < _expit(-4.35 + 1.3 * right + 0.6 * female + 0.5 * (d["age"] >= 65))
+    ras = (rng.random(n) < _expit(-0.62 + 0.35 * right)) & ~d["braf"]
+    nras_only = rng.random(n) < 0.10  # ~10 % of RAS mutations are NRAS
+    d["kras"] = ras & ~nras_only
+    d["nras"] = ras & nras_only
+    d["ras"] = ras
+    d["pik3ca"] = rng.random(n) < _expit(-2.1 + 0.4 * ras)
+    d["dmmr"] = rng.random(n) < _expit(-4.0 + 1.2 * right + 1.5 * d["braf"])
+
+    # Primary tumour.
+    t_latent = 0.25 * burden + rng.standard_normal(n)
+    d["t_stage"] = np.select([t_latent < -1.88, t_latent < -1.15, t_latent < 0.70], ["T1", "T2", "T3"], "T4")
+    early_t = np.isin(d["t_stage"], ["T1", "T2"])
+    d["node"] = rng.random(n) < _expit(0.40 + 0.40 * burden + 0.5 * (d["t_stage"] == "T4") - 0.8 * early_t)
+    poor = rng.random(n) < _expit(-1.95 + 0.5 * right + 0.9 * d["braf"] + 0.8 * d["dmmr"])
+    well = ~poor & (rng.random(n) < 0.11)
+    d["grade"] = np.where(poor, "poor", np.where(well, "well", "moderate"))
+
+    # Liver disease: number, size and CEA load on the burden factor.
+    sync = rng.random(n) < _expit(-0.12 + 0.35 * burden)
+    meta_dfi = np.maximum(1.0, np.round(np.exp(rng.normal(math.log(22.0), 0.8, n))))
+    d["dfi"] = np.where(sync, 0.0, np.minimum(meta_dfi, 480.0))
+    z_n = 0.6 * burden + 0.8 * rng.standard_normal(n)
+    d["n"] = np.clip(np.round(np.exp(0.685 + 1.108 * z_n)), 1, 60)
+    z_s = 0.5 * burden + 0.866 * rng.standard_normal(n)
+    d["size_baseline"] = np.clip(np.round(np.exp(math.log(4.2) + 0.72 * z_s), 1), 0.5, 22.0)
+    e_cea = rng.standard_normal(n)
+    d["cea"] = np.clip(np.round(np.exp(math.log(10.0) + 2.1 * (0.5 * burden + 0.866 * e_cea)), 1), 0.3, 50000.0)
+    z_ca = 0.3 * burden + 0.4 * e_cea + 0.866 * rng.standard_normal(n)
+    d["ca19_9"] = np.clip(np.round(np.exp(math.log(18.0) + 1.6 * z_ca), 1), 0.5, 50000.0)
+    d["bilobar"] = (d["n"] > 1) & (rng.random(n) < _expit(-0.8 + 1.0 * np.log(d["n"])))
+    d["ehd"] = rng.random(n) < _expit(-2.55 + 0.5 * burden + 0.4 * ras)
+    d["comorbidity"] = rng.random(n) < _expit(-1.45 + 0.05 * (d["age"] - 62.0))
+    d["bmi"] = np.round(np.clip(rng.normal(27.0, 4.5, n), 16.0, 50.0), 1)
+
+    # Genomic testing became routine over the accrual period: untested markers are "unknown".
+    d["kras_tested"] = rng.random(n) < 0.68 + 0.30 * era
+    d["nras_tested"] = d["kras_tested"] & (rng.random(n) < 0.65 + 0.35 * era)
+    d["braf_tested"] = d["kras_tested"] & (rng.random(n) < 0.75 + 0.25 * era)
+    d["pik3ca_tested"] = rng.random(n) < 0.25 + 0.40 * era
+    d["mmr_tested"] = rng.random(n) < 0.35 + 0.40 * era
+    _chemotherapy(rng, d, era)
+    _operation(rng, d)
+    return d
+
+
+def _chemotherapy(rng: np.random.Generator, d: dict[str, np.ndarray], era: np.ndarray) -> None:
+    n = len(era)
+    burden, ras = d["burden"], d["ras"]
+    treated = rng.random(n) < _expit(0.05 + 0.7 * burden + 0.4 * (d["dfi"] == 0) + 0.5 * d["ehd"]
+                                     + 0.8 * (era - 0.5))
+    d["treated"] = treated
+    second = treated & (rng.random(n) < np.where(d["dfi"] == 0, 0.05, 0.20))
+    d["line"] = np.where(treated, np.where(second, "second_or_later", "first"), None)
+    first_probs = [0.45, 0.22, 0.12, 0.08, 0.08, 0.05]
+    second_probs = [0.20, 0.05, 0.55, 0.05, 0.05, 0.10]
+    regimens = ["folfox", "capox", "folfiri", "folfoxiri", "fluoropyrimidine", "other"]
+    probs = np.where(second[:, None], second_probs, first_probs)
+    d["regimen"] = np.where(treated, _choice(rng, regimens, probs), "none")
+    # Anti-EGFR only for known RAS wild-type, non-BRAF, left-sided/rectal primaries (S2 via §3.3).
+    ras_wt_known = d["kras_tested"] & d["nras_tested"] & ~ras & ~(d["braf_tested"] & d["braf"])
+    egfr_ok = ras_wt_known & (d["side"] != "right")
+    bio_probs = np.where(egfr_ok[:, None], [0.30, 0.30, 0.40], [0.55, 0.45, 0.0])
+    d["biologic"] = np.where(treated, _choice(rng, ["none", "bevacizumab", "anti_egfr"], bio_probs), "none")
+    d["cycles"] = np.where(treated, np.clip(3 + rng.poisson(3.0, n) + 2 * second, 2, 24), 0).astype(float)
+
+    # Response (§3.5): ordinal latent, worse with RAS/BRAF, burden and later lines, better with anti-EGFR.
+    r = (-0.50 * ras - 0.70 * d["braf"] - 0.25 * burden + 0.35 * (d["biologic"] == "anti_egfr")
+         + 0.25 * (d["regimen"] == "folfoxiri") - 0.50 * second + rng.standard_normal(n))
+    recist = np.select([r < -1.65, r < -0.40, r < 1.95], ["PD", "SD", "PR"], "CR")
+    d["recist"] = np.where(treated, recist, None)
+    u = rng.random(n)
+    change = np.select(
+        [recist == "CR", recist == "PR", recist == "SD"],
+        [-100.0, -30.0 - 60.0 * rng.beta(2.0, 2.5, n), -29.0 + 48.0 * u],
+        20.0 + 100.0 * rng.beta(1.5, 4.0, n))
+    d["change"] = np.where(treated, np.round(change, 1), np.nan)
+    post = d["size_baseline"] * (1.0 + np.nan_to_num(d["change"]) / 100.0)
+    d["size"] = np.where(treated & (recist == "CR"), 0.0,
+                         np.clip(np.round(post, 1), 0.3, 30.0))
+    pcr_prob = np.select([recist == "CR", recist == "PR", recist == "SD"], [0.55, 0.11, 0.01], 0.0)
+    d["pcr"] = treated & (rng.random(n) < pcr_prob)
+    viable = np.select([recist == "CR", recist == "PR", recist == "SD"],
+                       [5.0 + 40.0 * rng.beta(1.5, 3.0, n), 5.0 + 70.0 * rng.beta(2.0, 3.0, n),
+                        20.0 + 75.0 * rng.beta(3.0, 2.0, n)],
+                       50.0 + 50.0 * rng.beta(3.0, 1.5, n))
+    d["viable"] = np.where(treated, np.where(d["pcr"], 0.0, np.clip(np.round(viable), 1.0, 100.0)), np.nan)
+    d["progression"] = treated & (rng.random(n) < _expit(-3.4 + 1.0 * (recist == "SD")
+                                                         + 1.7 * (recist == "PD")))
+
+
+def _operation(rng: np.random.Generator, d: dict[str, np.ndarray]) -> None:
+    n = len(d["n"])
+    burden = d["burden"]
+    d["major"] = rng.random(n) < _expit(-0.55 + 0.6 * burden + 0.5 * (d["size_baseline"] > 5) + 0.3 * d["bilobar"])
+    d["two_stage"] = rng.random(n) < np.where(d["bilobar"] & (d["n"] >= 4), 0.18, 0.004)
+    d["pve"] = rng.random(n) < np.where(d["two_stage"], 0.7, np.where(d["major"], 0.08, 0.0))
+    d["ablation"] = rng.random(n) < _expit(-2.9 + 0.9 * np.log(d["n"]) + 0.5 * d["bilobar"])
+    p_r2 = np.where(d["two_stage"], 0.05, 0.012)
+    p_r1 = _expit(-2.35 + 0.40 * burden + 0.6 * d["ras"] + 0.5 * d["two_stage"] + 0.3 * (d["n"] >= 4))
+    u = rng.random(n)
+    d["margin"] = np.where(u < p_r2, "R2", np.where(u < p_r2 + p_r1, "R1", "R0"))
+
+
+def _outcomes(rng: np.random.Generator, d: dict[str, np.ndarray], truth: SimulationTruth) -> dict[str, np.ndarray]:
+    n = len(truth)
+    # Perioperative death, uniform in the first OPERATIVE_WINDOW_MONTHS.
+    op_death = rng.random(n) < truth.operative_mortality
+    t_op = np.where(op_death, rng.uniform(0.0, truth.operative_window, n), np.inf)
+    # Cancer death and recurrence from S0(t)^exp(lp): S0(T) = U^(1 / exp(lp)).
+    u_death = rng.random(n)
+    shared = rng.random(n) < truth.coupling
+    u_rec = np.where(shared, u_death, rng.random(n))
+    t_cancer = truth.death_baseline.quantile(u_death ** np.exp(-truth.lp_death))
+    t_rec = truth.recurrence_baseline.quantile(u_rec ** np.exp(-truth.lp_recurrence))
+    liver = rng.random(n) < truth.liver_share
+    t_death = np.minimum(t_op, t_cancer)
+    t_rfs = np.minimum(t_rec, t_death)
+    t_liver = np.where(liver & (t_rec <= t_death), t_rec, t_death)
+    # Censoring: administrative (common closing date) and random loss to follow-up.
+    admin = CLOSING_MONTHS - d["entry"]
+    loss = rng.exponential(12.0 / LOSS_PER_YEAR, n)
+    censor = np.minimum(admin, loss)
+    out = {}
+    for name, t in (("os", t_death), ("rfs", t_rfs), ("liver_rfs", t_liver)):
+        observed = np.minimum(t, censor)
+        out[f"{name}_months"] = np.maximum(np.round(observed, 2), 0.01)
+        out[f"{name}_event"] = t <= censor
+    return out
+
+
+def _missing(rng: np.random.Generator, values: np.ndarray, share: float | np.ndarray) -> np.ndarray:
+    """``values`` with a random ``share`` set to missing (object or float arrays)."""
+    drop = rng.random(len(values)) < share
+    if values.dtype.kind == "f":
+        return np.where(drop, np.nan, values)
+    return np.where(drop, None, values.astype(object))
+
+
+def _marker(mutant: np.ndarray, tested: np.ndarray) -> np.ndarray:
+    return np.where(tested, np.where(mutant, "mutant", "wild_type"), "unknown").astype(object)
+
+
+def _fong(d: dict[str, np.ndarray]) -> np.ndarray:
+    return (d["node"].astype(int) + (d["dfi"] < 12) + (d["n"] > 1) + (d["cea"] > 200)
+            + (d["size"] > 5)).astype(float)
+
+
+# --------------------------------------------------------------------------- the cohort
+
+
+def simulate_cohort(n: int, seed: int) -> Cohort:
+    """A synthetic resected-CRLM cohort of ``n`` patients, the same for the same seed, with its truth."""
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    rng = np.random.default_rng(seed)
+    d = _covariates(rng, n)
+    lp_death, lp_rec = linear_predictors(d)
+    om = OPERATIVE_MORTALITY
+    operative = np.clip(om["base"] * np.exp(om["major_hepatectomy"] * d["major"]
+                                            + om["age_per_year"] * (d["age"] - 62.0)
+                                            + om["comorbidity"] * d["comorbidity"]
+                                            + om["two_stage"] * d["two_stage"]), 0.0, 0.3)
+    liver_share = np.where(d["ras"], 0.55, 0.70)  # RAS mutants recur more often in the lung (§3.3)
+    truth = SimulationTruth(lp_death, lp_rec, operative, liver_share)
+    outcomes = _outcomes(rng, d, truth)
+
+    treated = d["treated"]
+    recist_known = ~treated | (rng.random(n) >= 0.05)
+    change_known = recist_known & (rng.random(n) >= 0.05)
+    dfi = _missing(rng, d["dfi"], 0.03)
+    data = {
+        "patient_id": np.array([f"SIM-{i:05d}" for i in range(1, n + 1)], dtype=object),
+        "age_years": d["age"],
+        "sex": d["sex"],
+        "primary_side": _missing(rng, d["side"], 0.02),
+        "primary_t_stage": _missing(rng, d["t_stage"], 0.06),
+        "primary_node_positive": _missing(rng, d["node"], 0.02),
+        "primary_grade": _missing(rng, d["grade"], 0.12),
+        "disease_free_interval_months": dfi,
+        "synchronous_metastases": d["dfi"] == 0,  # recorded even where the interval itself is missing
+        "n_liver_metastases": d["n"].astype(float),
+        "largest_metastasis_cm": d["size"],
+        "bilobar_disease": _missing(rng, d["bilobar"], 0.03),
+        "cea_ng_ml": _missing(rng, d["cea"], 0.04),
+        "ca19_9_u_ml": _missing(rng, d["ca19_9"], 0.28),
+        "extrahepatic_disease": d["ehd"],
+        "major_comorbidity": _missing(rng, d["comorbidity"], 0.04),
+        "body_mass_index": _missing(rng, d["bmi"], 0.15),
+        "kras_status": _marker(d["kras"], d["kras_tested"]),
+        "nras_status": _marker(d["nras"], d["nras_tested"]),
+        "braf_v600e_status": _marker(d["braf"], d["braf_tested"]),
+        "pik3ca_status": _marker(d["pik3ca"], d["pik3ca_tested"]),
+        "mmr_status": np.where(d["mmr_tested"], np.where(d["dmmr"], "deficient", "proficient"), "unknown"),
+        "neoadjuvant_chemotherapy": treated,
+        "chemo_regimen": d["regimen"],
+        "chemo_biologic": d["biologic"],
+        "chemo_cycles": np.where(treated & (rng.random(n) < 0.06), np.nan, d["cycles"]),
+        "chemo_line": d["line"],
+        "recist_response": np.where(recist_known, d["recist"], None),
+        "tumour_size_change_percent": np.where(change_known, d["change"], np.nan),
+        "progression_before_surgery": d["progression"],
+        "viable_tumour_percent": _missing(rng, d["viable"], 0.12),
+        "resection_margin": _missing(rng, d["margin"], 0.03),
+        "major_hepatectomy": _missing(rng, d["major"], 0.01),
+        "two_stage_hepatectomy": d["two_stage"],
+        "portal_vein_embolisation": d["pve"],
+        "ablation": d["ablation"],
+        "fong_score_recorded": _missing(rng, _fong(d), 0.10),
+        **outcomes,
+    }
+    df = to_canonical(pd.DataFrame(data))
+    return Cohort(df, name="simulated", source=f"crlm simulator n={n} seed={seed}",
+                  licence="synthetic, no real patients", truth=truth)
+
+
+# --------------------------------------------------------------------------- checks against clinical.md
+
+
+def _km(time, event, t: float) -> float:
+    from crlm.cohort.summary import km_at
+
+    return km_at(time, event, t)
+
+
+def _km_median(time, event) -> float:
+    from crlm.cohort.summary import km_median
+
+    return km_median(time, event)
+
+
+def _share(mask, known=None) -> float:
+    mask = np.asarray(mask, dtype=bool)
+    known = np.ones_like(mask) if known is None else np.asarray(known, dtype=bool)
+    return float(mask[known].mean()) if known.any() else float("nan")
+
+
+def check_table(cohort: Cohort) -> pd.DataFrame:
+    """One row per clinical.md target: quantity, band (low, high), observed value and whether it passes."""
+    from crlm.evaluation.metrics import harrell_c
+    from crlm.scores import compute_score
+
+    df = cohort.data
+    os_t, os_e = df["os_months"].to_numpy(float), df["os_event"].to_numpy(bool)
+    rfs_t, rfs_e = df["rfs_months"].to_numpy(float), df["rfs_event"].to_numpy(bool)
+    rows: list[tuple[str, float, float, float]] = []
+
+    def add(quantity: str, low: float, high: float, observed: float) -> None:
+        rows.append((quantity, low, high, float(observed)))
+
+    add("5-year OS (KM)", 0.40, 0.50, _km(os_t, os_e, 60))
+    add("10-year OS (KM)", 0.20, 0.30, _km(os_t, os_e, 120))
+    add("median OS (months)", 45, 65, _km_median(os_t, os_e))
+    add("1-year recurrence or death (1 - KM RFS)", 0.30, 0.40, 1 - _km(rfs_t, rfs_e, 12))
+    add("5-year recurrence or death (1 - KM RFS)", 0.65, 0.82, 1 - _km(rfs_t, rfs_e, 60))
+    add("median RFS (months)", 15, 24, _km_median(rfs_t, rfs_e))
+
+    def known(col):
+        s = df[col]
+        return (s.notna() & (s.astype(str) != "unknown")).to_numpy()
+
+    def yes(col):
+        return df[col].fillna(False).astype(bool).to_numpy()
+
+    dfi = df["disease_free_interval_months"].to_numpy(float)
+    add("node-positive primary", 0.55, 0.65, _share(yes("primary_node_positive"), known("primary_node_positive")))
+    add("synchronous (DFI 0)", 0.40, 0.60, _share(yes("synchronous_metastases"), known("synchronous_metastases")))
+    add("DFI < 12 months", 0.50, 0.65, _share(dfi < 12, ~np.isnan(dfi)))
+    add("> 1 liver metastasis", 0.55, 0.65, _share(df["n_liver_metastases"] > 1))
+    add("largest metastasis > 5 cm", 0.25, 0.45, _share(df["largest_metastasis_cm"] > 5))
+    add("CEA > 200 ng/mL", 0.05, 0.12, _share(df["cea_ng_ml"] > 200, known("cea_ng_ml")))
+    add("RAS mutant (among known)", 0.35, 0.45, _share(df["ras_status"] == "mutant", known("ras_status")))
+    add("BRAF V600E (among known)", 0.02, 0.05,
+        _share(df["braf_v600e_status"] == "mutant", known("braf_v600e_status")))
+    add("PIK3CA mutant (among known)", 0.10, 0.15, _share(df["pik3ca_status"] == "mutant", known("pik3ca_status")))
+    add("right-sided primary", 0.25, 0.35, _share(df["primary_side"] == "right", known("primary_side")))
+    add("extrahepatic disease", 0.05, 0.15, _share(yes("extrahepatic_disease"), known("extrahepatic_disease")))
+    add("R1 margin", 0.07, 0.19, _share(df["resection_margin"] == "R1", known("resection_margin")))
+    add("R2 margin", 0.0, 0.03, _share(df["resection_margin"] == "R2", known("resection_margin")))
+    treated = yes("neoadjuvant_chemotherapy")
+    add("preoperative chemotherapy", 0.50, 0.65, _share(treated))
+    resp = df["recist_response"]
+    resp_known = treated & resp.notna().to_numpy()
+    add("response CR/PR (treated)", 0.45, 0.70, _share(resp.isin(["CR", "PR"]), resp_known))
+    add("stable disease (treated)", 0.20, 0.45, _share(resp == "SD", resp_known))
+    add("progression (treated)", 0.05, 0.15, _share(resp == "PD", resp_known))
+    viable = df["viable_tumour_percent"].to_numpy(float)
+    add("pCR, 0 % viable (treated)", 0.05, 0.10, _share(viable == 0, treated & ~np.isnan(viable)))
+    add("progression before surgery", 0.01, 0.06,
+        _share(yes("progression_before_surgery"), known("progression_before_surgery")))
+
+    fong = compute_score("fong", df)["total"].to_numpy(float)
+    has_fong = ~np.isnan(fong)
+    add("Fong 3-5 (high)", 0.30, 0.45, _share(fong >= 3, has_fong))
+    low, high = has_fong & (fong <= 2), has_fong & (fong >= 3)
+    os_low, os_high = _km(os_t[low], os_e[low], 60), _km(os_t[high], os_e[high], 60)
+    add("5-year OS, Fong 0-2", 0.45, 0.60, os_low)
+    add("5-year OS, Fong 3-5", 0.25, 0.40, os_high)
+    add("5-year OS, Fong 0-2 minus 3-5", 0.0, 1.0, os_low - os_high)
+    by_resp = {}
+    for label, cats in (("R", ["CR", "PR"]), ("S", ["SD"]), ("P", ["PD"])):
+        m = resp_known & resp.isin(cats).to_numpy()
+        by_resp[label] = _km(os_t[m], os_e[m], 60)
+    add("5-year OS, responders minus stable", 0.0, 1.0, by_resp["R"] - by_resp["S"])
+    add("5-year OS, stable minus progression", 0.0, 1.0, by_resp["S"] - by_resp["P"])
+    add("5-year OS, progression on chemotherapy", 0.0, 0.25, by_resp["P"])
+
+    y_os = cohort.y("os")
+    add("Harrell C for OS, Fong", 0.55, 0.62, harrell_c(y_os[has_fong], fong[has_fong]))
+    game = compute_score("game", df)["total"].to_numpy(float)
+    has_game = ~np.isnan(game)
+    add("Harrell C for OS, GAME", 0.58, 0.66, harrell_c(y_os[has_game], game[has_game]))
+    if cohort.truth is not None:  # clinical.md §2.1: a full model above ~0.80 would be unrealistic
+        add("Harrell C for OS, true risk (oracle)", 0.60, 0.80, harrell_c(y_os, cohort.truth.risk("os")))
+
+    table = pd.DataFrame(rows, columns=["quantity", "low", "high", "observed"])
+    table["pass"] = (table["observed"] >= table["low"]) & (table["observed"] <= table["high"])
+    return table
+
+
+def check_passes(table: pd.DataFrame) -> bool:
+    return bool(table["pass"].all())
+
+
+def format_check(table: pd.DataFrame) -> str:
+    """A plain-text table: quantity, target band, observed value, PASS/FAIL."""
+    def fmt(x: float) -> str:
+        return "nan" if not np.isfinite(x) else (f"{x:.1f}" if abs(x) >= 10 else f"{x:.3f}")
+
+    width = max(len(q) for q in table["quantity"]) + 2
+    lines = [f"{'quantity':<{width}}{'target':>18}{'observed':>11}  result", "-" * (width + 37)]
+    for quantity, low, high, observed, ok in table[["quantity", "low", "high", "observed", "pass"]].itertuples(
+            index=False, name=None):
+        band = f"{fmt(low)} - {fmt(high)}"
+        lines.append(f"{quantity:<{width}}{band:>18}{fmt(observed):>11}  {'PASS' if ok else 'FAIL'}")
+    n_fail = int((~table["pass"]).sum())
+    lines.append(f"{len(table) - n_fail}/{len(table)} targets met")
+    return "\n".join(lines)

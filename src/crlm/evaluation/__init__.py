@@ -1,0 +1,1 @@
+"""Evaluation of survival predictions: discrimination, accuracy, calibration and bootstrap intervals."""

@@ -1,0 +1,440 @@
+"""The honest benchmark: nested resampling, every model and score on the same patients, paired against Fong.
+
+Design (stated once, reported with the results):
+- Population: the patients with the endpoint recorded and a computable reference score (the Fong baseline),
+  so that every model and score is compared on identical patients. Other scores are evaluated on the
+  patients where they are computable (their ``n`` says so) and compared with the reference on those.
+- Outer loop: repeated stratified K-fold (stratified by event). Inner loop: K-fold grid search on the outer
+  training part only (Harrell's C as the tuning criterion). No outer test patient reaches ``fit`` or the tuner.
+- Out-of-fold (OOF) predictions: each repeat predicts every patient once, from a model that never saw them.
+  Metrics are computed on each repeat's pooled OOF predictions and averaged over repeats (the point estimate).
+- Intervals: percentile bootstrap over patients (``n_boot`` resamples, stratified by event). Each resample
+  re-evaluates every model's repeat-averaged OOF predictions on the same resampled patients, so deltas
+  against the reference are paired. Models are not refitted inside the bootstrap: the interval reflects the uncertainty of the
+  performance on this many patients given the cross-validated predictions.
+- The censoring distribution for IPCW metrics is estimated from the whole population (outcomes only).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
+
+from crlm.cohort.base import Cohort
+from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
+from crlm.evaluation.metrics import (
+    evaluate_predictions,
+    harrell_c,
+    survival_from_matrix,
+    usable_horizons,
+)
+from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family
+from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint, outcome_fields
+
+LEARNED_MODELS = ("coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft")
+SCORE_BASELINES = ("score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger", "score:konopke")
+ORACLE = "oracle"
+# Metrics re-evaluated in every bootstrap resample (the others are point estimates from the full evaluation).
+BOOTSTRAP_METRICS = ("harrell_c", "uno_c", "mean_auc", "ibs", "ipa_ibs")
+HORIZON_BOOTSTRAP_METRICS = ("auc", "brier", "oe", "ici")
+HIGHER_IS_BETTER = {"harrell_c": True, "uno_c": True, "mean_auc": True, "ibs": False, "ipa_ibs": True}
+
+
+@dataclass
+class BenchmarkSpec:
+    endpoint: str = "os"
+    horizons: tuple[float, ...] = DEFAULT_HORIZONS_MONTHS
+    models: tuple[str, ...] = LEARNED_MODELS
+    baselines: tuple[str, ...] = SCORE_BASELINES
+    reference: str = "score:fong"
+    blocks: tuple[str, ...] = ("clinical", "genomic", "response")
+    postoperative: bool = False
+    outer_splits: int = 2
+    outer_repeats: int = 5
+    inner_splits: int = 3
+    n_boot: int = 200
+    seed: int = 0
+    n_jobs: int = 1
+    ablation_models: int = 2  # how many of the best learned model families get the feature-block ablation
+    search_spaces: dict[str, dict] | None = None  # overrides of crlm.models.SEARCH_SPACES
+    tune: bool = True
+
+
+@dataclass
+class OOF:
+    """Out-of-fold predictions of one model: risk (repeats, n) and survival (repeats, n, len(grid))."""
+
+    risk: np.ndarray
+    survival: np.ndarray
+    valid: np.ndarray  # (n,) patients the model could score (scores need their inputs)
+
+
+@dataclass
+class BenchmarkResult:
+    spec: BenchmarkSpec
+    cohort_name: str
+    population: Cohort
+    y: np.ndarray
+    horizons: list[float]
+    grid: np.ndarray
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    oof: dict[str, OOF]
+    metrics: pd.DataFrame  # tidy: model, kind, metric, horizon, estimate, ci_low, ci_high, n, interval
+    comparisons: pd.DataFrame  # paired differences against the reference
+    ablation: pd.DataFrame
+    chosen_params: pd.DataFrame  # per model x fold
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def estimate(self, model: str, metric: str, horizon: float | None = None) -> float:
+        m = self.metrics
+        sel = (m.model == model) & (m.metric == metric)
+        sel &= m.horizon.isna() if horizon is None else (m.horizon == horizon)
+        return float(m.loc[sel, "estimate"].iloc[0])
+
+    def leaderboard(self) -> pd.DataFrame:
+        """One row per model: the headline metrics with 95% intervals and the paired delta C vs reference."""
+        h36 = 36.0 if 36.0 in self.horizons else self.horizons[-1]
+        rows = []
+        for model in self.oof:
+            row = {"model": model, "kind": _kind(model), "n": int(self.oof[model].valid.sum())}
+            for metric, horizon in [("harrell_c", None), ("uno_c", None), ("mean_auc", None), ("ibs", None),
+                                    ("ipa_ibs", None), ("ici", h36), ("oe", h36)]:
+                sel = (self.metrics.model == model) & (self.metrics.metric == metric)
+                sel &= self.metrics.horizon.isna() if horizon is None else self.metrics.horizon == horizon
+                if sel.any():
+                    r = self.metrics[sel].iloc[0]
+                    name = metric if horizon is None else f"{metric}_{int(horizon)}"
+                    row[name] = r.estimate
+                    row[f"{name}_ci"] = _fmt_ci(r.ci_low, r.ci_high)
+            comp = self.comparisons
+            sel = (comp.model == model) & (comp.metric == "harrell_c")
+            if sel.any():
+                r = comp[sel].iloc[0]
+                row["delta_c_vs_ref"] = r.delta
+                row["delta_c_ci"] = _fmt_ci(r.ci_low, r.ci_high)
+                row["p_value"] = r.p_value
+            rows.append(row)
+        board = pd.DataFrame(rows)
+        return board.sort_values("uno_c", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def _fmt_ci(low: float, high: float) -> str:
+    return "" if np.isnan(low) else f"{low:.3f}-{high:.3f}"
+
+
+def _kind(model: str) -> str:
+    return "oracle" if model == ORACLE else "score" if is_score_model(model) else "learned"
+
+
+# ------------------------------------------------------------------------------------------- fitting
+
+
+def _harrell_scorer(estimator, X, y) -> float:
+    return harrell_c(y, estimator.predict(X))
+
+
+def fit_model(name: str, X: pd.DataFrame, y: np.ndarray, spec: BenchmarkSpec, *, blocks=None, seed: int = 0,
+              factory: Callable | None = None):
+    """Fit one model on training data only, tuning it by inner cross-validation. Returns (model, params)."""
+    factory = factory or _default_factory
+    model = factory(name, blocks or spec.blocks, spec.postoperative, list(X.columns), seed)
+    grid = (spec.search_spaces or {}).get(name, SEARCH_SPACES.get(name, {}))
+    if is_score_model(name) or not spec.tune or not grid or _n_combinations(grid) < 2:
+        return model.fit(X, y), {}
+    inner = list(StratifiedKFold(spec.inner_splits, shuffle=True, random_state=seed).split(X, y["event"]))
+    search = GridSearchCV(model, grid, scoring=_harrell_scorer, cv=inner, refit=True, n_jobs=1,
+                          error_score=np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        search.fit(X, y)
+    return search.best_estimator_, dict(search.best_params_)
+
+
+def _n_combinations(grid) -> int:
+    grids = grid if isinstance(grid, list) else [grid]
+    return sum(int(np.prod([len(v) for v in g.values()])) for g in grids)
+
+
+def _default_factory(name, blocks, postoperative, columns, seed):
+    return make_model(name, blocks=tuple(blocks), postoperative=postoperative, columns_present=columns,
+                      random_state=seed)
+
+
+def _fold_task(name, fold, train, test, X, y, grid, spec, blocks, factory):
+    started = time.perf_counter()
+    seed = spec.seed + fold
+    model, params = fit_model(name, X.iloc[train], y[train], spec, blocks=blocks, seed=seed, factory=factory)
+    X_test = X.iloc[test]
+    risk = np.asarray(model.predict(X_test), dtype=float)
+    surv = np.asarray(model.predict_survival(X_test, grid), dtype=float)
+    return name, fold, test, risk, surv, params, time.perf_counter() - started
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+
+def _evaluate(y, oof: OOF, grid, horizons, rows=None) -> dict[str, float]:
+    """Metrics of one model's OOF predictions averaged over repeats (optionally on resampled rows)."""
+    rows = np.arange(len(y)) if rows is None else rows
+    rows = rows[oof.valid[rows]]
+    per_repeat = []
+    for r in range(oof.risk.shape[0]):
+        surv = oof.survival[r][rows]
+        per_repeat.append(evaluate_predictions(y, y[rows], oof.risk[r][rows], survival_from_matrix(surv, grid),
+                                               horizons))
+    out = pd.DataFrame(per_repeat).mean(axis=0, skipna=False).to_dict()
+    out["n"] = float(len(rows))
+    return out
+
+
+def _bootstrap_model(y, oof: OOF, grid, horizons, indices) -> pd.DataFrame:
+    """The headline metrics on resampled patients, from the repeat-averaged OOF predictions (one evaluation
+    per resample instead of one per repeat: the patients, not the CV splits, are the unit resampled)."""
+    keys = list(BOOTSTRAP_METRICS) + [f"{m}_{int(h)}" for m in HORIZON_BOOTSTRAP_METRICS for h in horizons]
+    risk, surv = oof.risk.mean(axis=0), oof.survival.mean(axis=0)
+    values = []
+    for idx in indices:
+        rows = idx[oof.valid[idx]]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = evaluate_predictions(y, y[rows], risk[rows], survival_from_matrix(surv[rows], grid),
+                                              horizons, lean=True)
+            values.append({k: result.get(k, np.nan) for k in keys})
+        except ValueError:
+            values.append(dict.fromkeys(keys, np.nan))
+    return pd.DataFrame(values, columns=keys)
+
+
+def _tidy(model: str, point: dict, boot: pd.DataFrame | None, horizons) -> list[dict]:
+    rows = []
+    for key, value in point.items():
+        if key in ("n", "n_events"):
+            continue
+        metric, horizon = key, np.nan
+        for h in horizons:
+            suffix = f"_{int(h)}"
+            if key.endswith(suffix) and key != "uno_tau":
+                metric, horizon = key[: -len(suffix)], float(h)
+        low = high = np.nan
+        if boot is not None and key in boot:
+            low, high = percentile_interval(boot[key])
+        rows.append({"model": model, "kind": _kind(model), "metric": metric, "horizon": horizon,
+                     "estimate": float(value), "ci_low": low, "ci_high": high, "n": int(point["n"]),
+                     "interval": "bootstrap over patients" if not np.isnan(low) else ""})
+    return rows
+
+
+def _paired(model, ref, boots, points, valid_both_n) -> list[dict]:
+    rows = []
+    for metric in BOOTSTRAP_METRICS:
+        delta = boots[model][metric].to_numpy() - boots[ref][metric].to_numpy()
+        delta = delta[~np.isnan(delta)]
+        point = points[model][metric] - points[ref][metric]
+        low, high = percentile_interval(delta)
+        better = delta > 0 if HIGHER_IS_BETTER[metric] else delta < 0
+        p = float(min(1.0, 2 * min(better.mean(), 1 - better.mean()))) if len(delta) else np.nan
+        rows.append({"model": model, "reference": ref, "metric": metric, "delta": float(point), "ci_low": low,
+                     "ci_high": high, "p_value": p, "n": valid_both_n,
+                     "better_than_reference": bool(low > 0) if HIGHER_IS_BETTER[metric] else bool(high < 0)})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- the run
+
+
+def prepare_population(cohort: Cohort, spec: BenchmarkSpec) -> tuple[Cohort, list[str]]:
+    """The patients every model is compared on, with clear errors for data that cannot be benchmarked."""
+    endpoint(spec.endpoint)  # unknown endpoint -> ValueError naming the known ones
+    notes = []
+    if len(cohort) == 0:
+        raise ValueError(f"cohort {cohort.name!r} is empty: nothing to benchmark")
+    population = cohort.with_outcome(spec.endpoint)
+    if len(population) < len(cohort):
+        notes.append(f"{len(cohort) - len(population)} patients without the {spec.endpoint} outcome excluded")
+    if spec.reference:
+        scores = score_values(spec.reference, population.data)
+        has_ref = ~np.isnan(scores)
+        if has_ref.sum() < len(population):
+            notes.append(f"{int((~has_ref).sum())} patients without a computable {spec.reference} excluded, so "
+                         f"every model is compared on the same {int(has_ref.sum())} patients")
+        population = population.subset(has_ref)
+    y = population.y(spec.endpoint) if len(population) else np.array([])
+    n_events = int(y["event"].sum()) if len(y) else 0
+    min_events = spec.outer_splits * spec.inner_splits * 2
+    if n_events == 0:
+        raise ValueError(f"cohort {cohort.name!r} has no {spec.endpoint} events among {len(population)} patients: "
+                         "discrimination and calibration are undefined")
+    if n_events < min_events or len(population) < 4 * spec.outer_splits * spec.inner_splits:
+        raise ValueError(f"cohort {cohort.name!r}: {len(population)} patients with {n_events} events is too few "
+                         f"for {spec.outer_splits}-fold outer x {spec.inner_splits}-fold inner resampling "
+                         f"(need at least {min_events} events)")
+    return population, notes
+
+
+def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory: Callable | None = None,
+                  progress: Callable[[str, int, int], None] | None = None) -> BenchmarkResult:
+    spec = spec or BenchmarkSpec()
+    for name in (*spec.models, *spec.baselines, spec.reference):
+        if name:
+            make_model(name)  # unknown model names fail here, before any work
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    population, notes = prepare_population(cohort, spec)
+    y = population.y(spec.endpoint)
+    X = predictors_frame(population)
+    horizons = usable_horizons(y, y, spec.horizons)
+    grid = _grid(y, horizons)
+    splitter = RepeatedStratifiedKFold(n_splits=spec.outer_splits, n_repeats=spec.outer_repeats,
+                                       random_state=spec.seed)
+    folds = list(splitter.split(X, y["event"]))
+    names = list(dict.fromkeys([*spec.models, *(b for b in spec.baselines if b != spec.reference),
+                                *([spec.reference] if spec.reference else [])]))
+    names = [n for n in names if is_score_model(n) is False or _score_computable(n, X)]
+
+    oof, params = _cross_validate(names, folds, X, y, grid, spec, spec.blocks, factory, progress, "models")
+    timings["fit_and_predict"] = time.perf_counter() - started
+    if population.truth is not None:
+        oof[ORACLE] = _oracle_oof(population, spec, grid)
+
+    t0 = time.perf_counter()
+    points = {m: _evaluate(y, o, grid, horizons) for m, o in oof.items()}
+    timings["evaluate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    indices = bootstrap_indices(len(y), spec.n_boot, spec.seed, strata=y["event"]) if spec.n_boot else []
+    boot_list = Parallel(n_jobs=spec.n_jobs)(
+        delayed(_bootstrap_model)(y, oof[m], grid, horizons, indices) for m in oof) if spec.n_boot else []
+    boots = dict(zip(oof, boot_list, strict=False))
+    timings["bootstrap"] = time.perf_counter() - t0
+
+    metric_rows = [r for m in oof for r in _tidy(m, points[m], boots.get(m), horizons)]
+    comparisons = []
+    if spec.reference and spec.n_boot:
+        for m in oof:
+            if m != spec.reference:
+                both = int((oof[m].valid & oof[spec.reference].valid).sum())
+                comparisons += _paired(m, spec.reference, boots, points, both)
+
+    t0 = time.perf_counter()
+    ablation = _ablation(points, folds, X, y, grid, horizons, spec, factory, progress, indices)
+    timings["ablation"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    return BenchmarkResult(spec=spec, cohort_name=cohort.name, population=population, y=y, horizons=horizons,
+                           grid=grid, folds=folds, oof=oof, metrics=pd.DataFrame(metric_rows),
+                           comparisons=pd.DataFrame(comparisons, columns=[
+                               "model", "reference", "metric", "delta", "ci_low", "ci_high", "p_value", "n",
+                               "better_than_reference"]),
+                           ablation=ablation, chosen_params=params, timings=timings, notes=notes)
+
+
+def predictors_frame(cohort: Cohort) -> pd.DataFrame:
+    """The cohort rows without outcome columns: what a model may see."""
+    outcomes = [f.name for f in outcome_fields()]
+    return cohort.data.drop(columns=[c for c in cohort.data.columns if c in outcomes])
+
+
+def _grid(y, horizons) -> np.ndarray:
+    """Times at which OOF survival is stored: monthly up to the last follow-up, plus the horizons."""
+    t_max = float(np.max(y["time"]))
+    return np.unique(np.concatenate([[0.5], np.arange(1.0, np.ceil(t_max) + 1.0, 1.0), horizons]))
+
+
+def score_values(name: str, X: pd.DataFrame) -> np.ndarray:
+    """A score model's total per patient (NaN where a component is missing)."""
+    return final_estimator(make_model(name)).total(X)
+
+
+def _score_computable(name: str, X: pd.DataFrame) -> bool:
+    return bool(np.any(~np.isnan(score_values(name, X))))
+
+
+def _cross_validate(names, folds, X, y, grid, spec, blocks, factory, progress, stage):
+    tasks = [(name, k, train, test) for k, (train, test) in enumerate(folds) for name in names]
+    done = 0
+
+    def report(_):
+        nonlocal done
+        done += 1
+        if progress:
+            progress(stage, done, len(tasks))
+
+    results = []
+    for chunk in _chunks(tasks, max(1, spec.n_jobs) * 4):
+        out = Parallel(n_jobs=spec.n_jobs)(delayed(_fold_task)(name, k, train, test, X, y, grid, spec, blocks,
+                                                               factory) for name, k, train, test in chunk)
+        for r in out:
+            report(r)
+        results += out
+    n, repeats = len(y), spec.outer_repeats
+    oof = {}
+    for name in names:
+        risk = np.full((repeats, n), np.nan)
+        surv = np.full((repeats, n, len(grid)), np.nan)
+        for res_name, k, test, r, s, _, _ in results:
+            if res_name == name:
+                risk[k // spec.outer_splits, test] = r
+                surv[k // spec.outer_splits, test] = s
+        valid = ~np.isnan(risk).any(axis=0)
+        oof[name] = OOF(risk, surv, valid)
+    params = pd.DataFrame([{"model": name, "fold": k, "seconds": sec, **p}
+                           for name, k, _, _, _, p, sec in results])
+    return oof, params
+
+
+def _chunks(items, size):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _oracle_oof(population: Cohort, spec: BenchmarkSpec, grid) -> OOF:
+    truth = population.truth
+    risk = np.asarray(truth.risk(spec.endpoint), dtype=float)
+    surv = np.asarray(truth.survival(spec.endpoint, grid), dtype=float)
+    reps = spec.outer_repeats
+    return OOF(np.tile(risk, (reps, 1)), np.tile(surv, (reps, 1, 1)), np.ones(len(risk), dtype=bool))
+
+
+def _ablation(points, folds, X, y, grid, horizons, spec, factory, progress, indices) -> pd.DataFrame:
+    """Feature blocks added one at a time (clinical, + genomic, + response) for the best learned models."""
+    learned = [m for m in spec.models if m in points]
+    if not spec.ablation_models or not learned:
+        return pd.DataFrame()
+    best = sorted(learned, key=lambda m: -points[m]["uno_c"])[: spec.ablation_models]
+    order = [b for b in ("clinical", "genomic", "response", "operative") if b in spec.blocks]
+    steps = [tuple(order[: i + 1]) for i in range(len(order))]
+    rows = []
+    for blocks in steps:
+        if blocks == tuple(order):
+            block_oof = None  # the full model: already cross-validated
+        else:
+            block_oof, _ = _cross_validate(best, folds, X, y, grid, spec, blocks, factory, progress,
+                                           f"ablation {'+'.join(blocks)}")
+        for m in best:
+            if block_oof is None:
+                point = points[m]
+                boot = None
+            else:
+                point = _evaluate(y, block_oof[m], grid, horizons)
+                boot = _bootstrap_model(y, block_oof[m], grid, horizons, indices[: max(1, len(indices) // 4)]) \
+                    if len(indices) else None
+            row = {"model": m, "blocks": " + ".join(blocks), "n_blocks": len(blocks)}
+            for metric in ("harrell_c", "uno_c", "ibs"):
+                row[metric] = point[metric]
+                if boot is not None:
+                    low, high = percentile_interval(boot[metric])
+                    row[f"{metric}_ci"] = _fmt_ci(low, high)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def family_of(model: str) -> str:
+    return "oracle" if model == ORACLE else model_family(model)

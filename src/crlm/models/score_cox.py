@@ -1,0 +1,77 @@
+"""A clinical score as a survival model: a one-covariate Cox model on the score's total.
+
+``predict`` is the score total itself (higher = worse; monotone, so its C-index is the score's own) and
+``predict_survival`` comes from the Cox fit (Breslow baseline), so scores are compared with the learned models
+on probabilities too. Patients whose score cannot be computed (a missing component) get NaN from both:
+the fit uses the patients with a score, and evaluation must be restricted to them by the caller.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+from crlm.models.base import check_times, event_time, step_survival
+
+COLUMN_PREFIX = "column:"
+
+
+class ScoreCoxModel(BaseEstimator):
+    """``score``: a name of ``crlm.scores.compute_score`` (``"fong"``, ``"game"``, ...) or ``"column:<name>"``
+    to use a numeric column of X as the total (e.g. an externally computed score). ``alpha`` is a negligible
+    ridge penalty (sksurv's summed scale) that keeps the fit finite when the score separates perfectly.
+
+    The parameter ``score`` shadows sklearn's ``score(X, y)`` method, so this estimator has none: compute
+    C-indices with ``crlm``'s evaluation on the patients with a score."""
+
+    def __init__(self, score: str = "fong", alpha: float = 1e-3):
+        self.score = score
+        self.alpha = alpha
+
+    def total(self, X) -> np.ndarray:
+        """The score total per row (NaN when it cannot be computed)."""
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError("ScoreCoxModel needs the cohort rows as a DataFrame")
+        if self.score.startswith(COLUMN_PREFIX):
+            column = self.score[len(COLUMN_PREFIX):]
+            if column not in X:
+                raise ValueError(f"column {column!r} is not in X")
+            values = X[column]
+        else:
+            # imported here: crlm.scores is the score catalogue and need not load for learned models
+            values = importlib.import_module("crlm.scores").compute_score(self.score, X)["total"]
+        return pd.to_numeric(pd.Series(values).astype(object).where(pd.Series(values).notna(), np.nan),
+                             errors="coerce").to_numpy(dtype=float)
+
+    def fit(self, X, y):
+        total = self.total(X)
+        ok = np.isfinite(total)
+        event, _ = event_time(y)
+        if ok.sum() < 2 or not event[ok].any():
+            raise ValueError(f"score {self.score!r}: {int(ok.sum())} patients with a score and "
+                             f"{int(event[ok].sum())} events; cannot fit")
+        self.cox_ = CoxPHSurvivalAnalysis(alpha=self.alpha, ties="efron").fit(total[ok, None], y[ok])
+        self.coef_ = np.asarray(self.cox_.coef_, dtype=float)  # log hazard ratio per score point
+        self.n_scored_ = int(ok.sum())
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X):
+        check_is_fitted(self, "cox_")
+        return self.total(X)
+
+    def predict_survival(self, X, times):
+        check_is_fitted(self, "cox_")
+        times = check_times(times)
+        total = self.total(X)
+        ok = np.isfinite(total)
+        out = np.full((len(total), len(times)), np.nan)
+        if ok.any():
+            values = self.cox_.predict_survival_function(total[ok, None], return_array=True)
+            out[ok] = step_survival(self.cox_.unique_times_, values, times)
+        return out

@@ -1,0 +1,18 @@
+"""Tree ensembles from scikit-survival with ``predict_survival``: random survival forest (``rsf``; risk =
+summed cumulative hazard; needs ``low_memory=False`` for curves) and gradient boosting with the Cox loss
+(``gbsa``; risk = log hazard ratio, Breslow baseline)."""
+
+from __future__ import annotations
+
+from sksurv.ensemble import GradientBoostingSurvivalAnalysis, RandomSurvivalForest
+
+from crlm.models.base import SurvivalMixin
+
+
+class RSF(SurvivalMixin, RandomSurvivalForest):
+    """``RandomSurvivalForest`` with ``predict_survival`` (defaults for the zoo are set by ``make_model``)."""
+
+
+class GBSA(SurvivalMixin, GradientBoostingSurvivalAnalysis):
+    """``GradientBoostingSurvivalAnalysis`` with ``predict_survival`` (use ``loss="coxph"``: the other losses
+    have no survival function)."""

@@ -1,0 +1,263 @@
+"""The published clinical risk scores for resected colorectal liver metastases (the benchmarks).
+
+Definitions follow ``shared/references/clinical.md`` §1; every ``>`` versus ``>=`` choice is noted next to its
+factor with its source. All scores are "higher = worse".
+
+Missing data are strict: a factor whose inputs are missing (or a genomic marker that is ``unknown``) has NaN
+points, and a score with any NaN factor has a NaN total and no group, never a partial sum. Inputs are the
+canonical cohort fields of ``crlm.schema``; derived fields (``synchronous_metastases`` from the disease-free
+interval, ``ras_status`` from KRAS/NRAS) are filled on a copy by ``crlm.cohort.base.to_canonical``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from crlm.cohort.base import to_canonical
+from crlm.schema import FIELDS_BY_NAME
+
+Rule = Callable[[pd.DataFrame], pd.Series]
+
+DFI = "disease_free_interval_months"
+SYNC = "synchronous_metastases"
+N = "n_liver_metastases"
+MULTI = "multiple_metastases"  # derived from N when the count is known; some cohorts record only this
+SIZE = "largest_metastasis_cm"
+CEA = "cea_ng_ml"
+NODE = "primary_node_positive"
+
+
+# --- factor rules: each returns float points, NaN where the inputs do not decide the factor -------------
+
+def _points(condition, known, points: float = 1.0) -> pd.Series:
+    known = pd.Series(known)
+    values = np.where(np.asarray(known, dtype=bool), np.where(np.asarray(condition, dtype=bool), points, 0.0),
+                      np.nan)
+    return pd.Series(values, index=known.index, dtype=float)
+
+
+def _gt(col: str, cut: float) -> Rule:
+    return lambda d: _points(d[col] > cut, d[col].notna())
+
+
+def _ge(col: str, cut: float) -> Rule:
+    return lambda d: _points(d[col] >= cut, d[col].notna())
+
+
+def _yes(col: str, points: float = 1.0) -> Rule:
+    return lambda d: _points(d[col].fillna(False).astype(bool), d[col].notna(), points)
+
+
+def _is(col: str, positive: tuple[str, ...], negative: tuple[str, ...]) -> Rule:
+    """Category rule; any other value (NaN, genomic ``unknown``) leaves the factor missing."""
+    return lambda d: _points(d[col].isin(positive), d[col].isin(positive + negative))
+
+
+def _dfi_below(months: float) -> Rule:
+    """DFI < ``months``. Without a DFI, synchronous metastases (DFI 0) score the point, but "metachronous"
+    alone does not tell whether the DFI is below the cut-off, so the factor stays missing."""
+    def rule(d: pd.DataFrame) -> pd.Series:
+        dfi, sync = d[DFI], d[SYNC].fillna(False).astype(bool)
+        return _points(np.where(dfi.notna(), dfi < months, sync), dfi.notna() | sync)
+    return rule
+
+
+def _tbs(d: pd.DataFrame) -> pd.Series:
+    return pd.Series(np.hypot(d[SIZE], d[N]), index=d.index)
+
+
+def _game_tbs(d: pd.DataFrame) -> pd.Series:
+    # Margonis 2018: TBS "3-8" = 1 point, ">= 9" = 2; the gap between 8 and 9 is closed with < 9 (as PLATO).
+    tbs = _tbs(d)
+    return pd.Series(np.select([tbs >= 9, tbs >= 3], [2.0, 1.0], 0.0), index=d.index).where(tbs.notna())
+
+
+def _value(col: str) -> Rule:
+    return lambda d: d[col].astype(float)
+
+
+# --- definitions ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Factor:
+    name: str  # column name in compute_score's output
+    fields: tuple[str, ...]  # inputs it reads (reported as missing when they are)
+    rule: Rule
+
+
+@dataclass(frozen=True)
+class ScoreDefinition:
+    name: str
+    label: str
+    reference: str
+    fields: tuple[str, ...]  # input fields read (ras_status is derived from kras/nras_status when absent)
+    groups: tuple[str, ...]  # in order of increasing risk
+    preoperative: bool
+    factors: tuple[Factor, ...] = ()
+    group_starts: tuple[float, ...] = ()  # lowest total of each group (same order as groups)
+    total: Callable[[pd.DataFrame], pd.Series] | None = None  # default: sum of the factor points
+
+
+def _score(name, label, reference, groups, group_starts, factors, *, preoperative=True, total=None):
+    fields = tuple(dict.fromkeys(f for factor in factors for f in factor.fields))
+    return ScoreDefinition(name, label, reference, fields, groups, preoperative, tuple(factors),
+                           group_starts, total)
+
+
+_FONG_REF = "Fong Y et al. Ann Surg 1999;230(3):309-18. PMID 10493478"
+
+SCORES: dict[str, ScoreDefinition] = {s.name: s for s in (
+    _score("fong", "Fong CRS", _FONG_REF, ("low", "high"), (0, 3), [  # groups 0-2 / 3-5 (Fong 1999; S1)
+        Factor("node_positive", (NODE,), _yes(NODE)),
+        Factor("dfi_lt_12", (DFI, SYNC), _dfi_below(12)),  # "DFI < 12 months"; synchronous counts as < 12
+        Factor("n_gt_1", (N, MULTI), _yes(MULTI)),  # "> 1 hepatic tumour" (MULTI = N > 1 when N is known)
+        Factor("cea_gt_200", (CEA,), _gt(CEA, 200)),  # "CEA > 200 ng/mL"
+        Factor("size_gt_5", (SIZE,), _gt(SIZE, 5)),  # "largest tumour > 5 cm"
+    ]),
+    _score("game", "GAME score", "Margonis GA et al. Br J Surg 2018;105(9):1210-20. doi:10.1002/bjs.10838",
+           ("low", "medium", "high"), (0, 2, 4), [  # low 0-1, medium 2-3, high >= 4 (Margonis 2018)
+        Factor("kras_mutant", ("kras_status",), _is("kras_status", ("mutant",), ("wild_type",))),  # KRAS only
+        Factor("cea_ge_20", (CEA,), _ge(CEA, 20)),  # paper: ">= 20 ng/mL"; PLATO codes > 20, we follow the paper
+        Factor("node_positive", (NODE,), _yes(NODE)),
+        Factor("tbs", (SIZE, N), _game_tbs),  # 0 / 1 / 2 points, see _game_tbs
+        Factor("extrahepatic", ("extrahepatic_disease",), _yes("extrahepatic_disease", 2.0)),  # 2 points
+    ]),
+    _score("mcs", "m-CS (modified clinical score)",
+           "Brudvik KW et al. Ann Surg 2019;269(1):120-6. doi:10.1097/SLA.0000000000002319",
+           # PLATO's four groups (0 / 1 / 2 / 3); the original "low 0, medium 1-2, high 3" is unverified.
+           ("low", "intermediate", "moderate", "high"), (0, 1, 2, 3), [
+        Factor("ras_mutant", ("ras_status",), _is("ras_status", ("mutant",), ("wild_type",))),  # KRAS or NRAS
+        Factor("node_positive", (NODE,), _yes(NODE)),
+        Factor("size_gt_5", (SIZE,), _gt(SIZE, 5)),  # "> 5 cm" (PLATO)
+    ]),
+    # TBS = sqrt(size_cm^2 + n^2); zones < 3 / 3 to < 9 / >= 9 (Sasaki 2018, cut-offs verified through GAME).
+    # Its "factors" are the two inputs themselves and its total is the TBS value.
+    _score("tbs", "Tumor Burden Score",
+           "Sasaki K et al. Ann Surg 2018;267(1):132-41. doi:10.1097/SLA.0000000000002064",
+           ("zone 1", "zone 2", "zone 3"), (0, 3, 9),
+           [Factor("size_cm", (SIZE,), _value(SIZE)), Factor("n_metastases", (N,), _value(N))], total=_tbs),
+    # Margin is post-resection, so the score is not preoperative. The data have R status, not margin width:
+    # R1/R2 (< 1 mm) are certainly < 1 cm and score; R0 (>= 1 mm) is taken as the "adequate margin" (no
+    # point), an approximation since an R0 margin may still be < 1 cm.
+    _score("nordlinger", "Nordlinger score", "Nordlinger B et al. Cancer 1996;77(7):1254-62. PMID 8608500",
+           ("low", "intermediate", "high"), (0, 3, 5), [  # 0-2 / 3-4 / 5-7 (PLATO)
+        Factor("age_gt_60", ("age_years",), _gt("age_years", 60)),  # "> 60 years"
+        Factor("pt4", ("primary_t_stage",), _is("primary_t_stage", ("T4",), ("T1", "T2", "T3"))),  # serosa
+        Factor("node_positive", (NODE,), _yes(NODE)),
+        Factor("dfi_lt_24", (DFI, SYNC), _dfi_below(24)),  # "DFI < 24 months"
+        Factor("n_ge_4", (N,), _ge(N, 4)),  # ">= 4 nodules" (PLATO > 3: the same for counts)
+        Factor("size_ge_5", (SIZE,), _ge(SIZE, 5)),  # paper ">= 5 cm"; PLATO > 50 mm, we follow the paper
+        Factor("margin_lt_1cm", ("resection_margin",),
+               _is("resection_margin", ("R1", "R2"), ("R0",))),  # "< 1 cm", see the note above
+    ], preoperative=False),
+    _score("konopke", "Konopke score",
+           "Konopke R et al. Liver Int 2009;29(1):89-102. doi:10.1111/j.1478-3231.2008.01845.x",
+           ("low", "intermediate", "high"), (0, 1, 2), [  # 0 / 1 / >= 2 factors
+        Factor("synchronous", (SYNC, DFI), _yes(SYNC)),  # synchronous_metastases, else DFI == 0 (derived)
+        Factor("n_ge_4", (N,), _ge(N, 4)),  # ">= 4 metastases"
+        Factor("cea_ge_200", (CEA,), _ge(CEA, 200)),  # ">= 200 ng/mL" (§1.7; the §4.4 table's "> 200" is loose)
+    ]),
+    _score("fong_recorded", "Fong CRS (recorded)", f"As recorded by the source cohort; definition: {_FONG_REF}",
+           ("low", "high"), (0, 3),  # 0-2 / 3-5 as Fong
+           [Factor("fong_score_recorded", ("fong_score_recorded",), _value("fong_score_recorded"))]),
+)}
+
+SCORE_NAMES: tuple[str, ...] = ("fong", "game", "mcs", "tbs", "nordlinger", "konopke", "fong_recorded")
+assert tuple(SCORES) == SCORE_NAMES
+
+# Every column a score reads, plus the sources of derived ones.
+_INPUTS = tuple(dict.fromkeys([f for s in SCORES.values() for f in s.fields] + ["kras_status", "nras_status"]))
+
+
+def _definition(name: str) -> ScoreDefinition:
+    if name not in SCORES:
+        raise ValueError(f"unknown score {name!r}; known scores: {', '.join(SCORE_NAMES)}")
+    return SCORES[name]
+
+
+def _prepare(df: pd.DataFrame) -> tuple[pd.DataFrame, set[str]]:
+    """Canonical copy of the score inputs with derived fields filled and absent columns added as missing;
+    also the set of columns that were available (given or derived)."""
+    d = to_canonical(df[[c for c in _INPUTS if c in df.columns]])
+    present = set(d.columns)
+    for c in _INPUTS:
+        if c not in d:
+            d[c] = pd.Series(pd.NA, index=d.index, dtype="boolean") if FIELDS_BY_NAME[c].kind == "bool" else np.nan
+    return d, present
+
+
+def _compute(defn: ScoreDefinition, d: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame({f.name: f.rule(d).astype(float) for f in defn.factors}, index=d.index)
+    total = defn.total(d) if defn.total else out.sum(axis=1, skipna=False)
+    total = total.where(out.notna().all(axis=1)).astype(float)
+    idx = np.searchsorted(np.asarray(defn.group_starts, dtype=float), total.fillna(0).to_numpy(), side="right") - 1
+    labels = np.asarray(defn.groups, dtype=object)[np.clip(idx, 0, len(defn.groups) - 1)]
+    out["total"] = total
+    out["group"] = pd.Series(labels, index=d.index, dtype=object).where(total.notna(), np.nan)
+    return out
+
+
+def compute_score(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Points per factor, ``total`` and ``group`` for every row of ``df`` (index kept).
+
+    Factor columns are float points, NaN when their inputs are missing; ``total`` is NaN when any factor is,
+    and ``group`` (object) is NaN with it. For ``tbs`` the factor columns are the size (cm) and number, the
+    total is the TBS value and the group is ``zone 1``/``zone 2``/``zone 3``. Absent input columns count as
+    all-missing.
+    """
+    defn = _definition(name)
+    return _compute(defn, _prepare(df)[0])
+
+
+def _has_inputs(defn: ScoreDefinition, present: set[str]) -> bool:
+    return all(any(f in present for f in factor.fields) for factor in defn.factors)
+
+
+def score_table(df: pd.DataFrame, names=SCORE_NAMES) -> pd.DataFrame:
+    """Columns ``{name}`` (total) and ``{name}_group`` for each score whose every factor has an input column
+    in ``df`` (``fong_recorded`` therefore only when ``fong_score_recorded`` is present)."""
+    defs = [_definition(n) for n in names]
+    d, present = _prepare(df)
+    columns = {}
+    for defn in defs:
+        if _has_inputs(defn, present):
+            result = _compute(defn, d)
+            columns[defn.name] = result["total"]
+            columns[f"{defn.name}_group"] = result["group"]
+    return pd.DataFrame(columns, index=df.index)
+
+
+def available_scores(df: pd.DataFrame) -> list[str]:
+    """Names of the scores that can be computed for at least one row of ``df``."""
+    d, _ = _prepare(df)
+    return [n for n, defn in SCORES.items() if _compute(defn, d)["total"].notna().any()]
+
+
+def _is_missing(value) -> bool:
+    return value == "unknown" if isinstance(value, str) else bool(pd.isna(value))
+
+
+def score_patient(name: str, patient: dict) -> dict:
+    """One patient's score: ``name``, ``label``, ``total``, ``group``, ``points`` per factor (None when
+    missing), ``missing`` (input fields that prevented the computation) and ``reason`` (None when computed)."""
+    defn = _definition(name)
+    d, _ = _prepare(pd.DataFrame([patient]))
+    row = _compute(defn, d).iloc[0]
+    inputs = d.iloc[0]
+    missing = list(dict.fromkeys(
+        f for factor in defn.factors if pd.isna(row[factor.name]) for f in factor.fields if _is_missing(inputs[f])))
+    total = None if pd.isna(row["total"]) else float(row["total"])
+    why = [f"{f} (unknown)" if isinstance(inputs[f], str) else f for f in missing]
+    return {
+        "name": defn.name,
+        "label": defn.label,
+        "total": total,
+        "group": None if total is None else str(row["group"]),
+        "points": {f.name: None if pd.isna(row[f.name]) else float(row[f.name]) for f in defn.factors},
+        "missing": missing,
+        "reason": None if total is not None else f"not computable: missing {', '.join(why) or 'inputs'}",
+    }
