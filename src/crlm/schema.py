@@ -38,6 +38,11 @@ class Field:
     derived_from: tuple[str, ...] = ()  # filled from these fields when absent
 
     @property
+    def label(self) -> str:
+        """Short label for forms and explanations ("CEA", "Node-positive primary")."""
+        return LABELS.get(self.name, self.name.replace("_", " ").capitalize())
+
+    @property
     def rule(self) -> str:
         """The validation rule in words, as reports and API errors show it."""
         if self.kind == "category":
@@ -153,6 +158,24 @@ FIELDS: tuple[Field, ...] = (
 )
 
 FIELDS_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
+
+LABELS = {
+    "age_years": "Age", "sex": "Sex", "primary_side": "Primary tumour side", "primary_t_stage": "Primary T stage",
+    "primary_node_positive": "Node-positive primary", "primary_grade": "Primary grade",
+    "disease_free_interval_months": "Disease-free interval", "synchronous_metastases": "Synchronous metastases",
+    "n_liver_metastases": "Number of liver metastases", "multiple_metastases": "More than one metastasis",
+    "largest_metastasis_cm": "Largest metastasis", "bilobar_disease": "Bilobar disease", "cea_ng_ml": "CEA",
+    "ca19_9_u_ml": "CA19-9", "extrahepatic_disease": "Extrahepatic disease", "major_comorbidity": "Major comorbidity",
+    "body_mass_index": "BMI", "kras_status": "KRAS", "nras_status": "NRAS", "braf_v600e_status": "BRAF V600E",
+    "pik3ca_status": "PIK3CA", "ras_status": "RAS", "mmr_status": "MMR status",
+    "neoadjuvant_chemotherapy": "Preoperative chemotherapy", "chemo_regimen": "Chemotherapy regimen",
+    "chemo_biologic": "Biologic agent", "chemo_cycles": "Chemotherapy cycles", "chemo_line": "Chemotherapy line",
+    "recist_response": "RECIST response", "tumour_size_change_percent": "Tumour size change on chemotherapy",
+    "progression_before_surgery": "Progression before surgery", "viable_tumour_percent": "Viable tumour",
+    "resection_margin": "Resection margin", "major_hepatectomy": "Major hepatectomy",
+    "two_stage_hepatectomy": "Two-stage hepatectomy", "portal_vein_embolisation": "Portal vein embolisation",
+    "ablation": "Ablation", "fong_score_recorded": "Fong score (recorded)",
+}
 
 
 @dataclass(frozen=True)
@@ -272,7 +295,8 @@ def pandera_schema():
 def patient_model():
     """The pydantic model of one patient, for the API: unknown fields, wrong types and out-of-range values
     are refused with the field's name and the rule."""
-    from pydantic import ConfigDict, Field as PydField, create_model
+    from pydantic import ConfigDict, create_model
+    from pydantic import Field as PydField
 
     definitions = {}
     for f in input_fields():

@@ -14,12 +14,23 @@ from sksurv.linear_model import CoxnetSurvivalAnalysis, CoxPHSurvivalAnalysis
 from crlm.models.base import SurvivalMixin, step_survival
 
 
+def _proportional_survival(baseline, lp, times) -> np.ndarray:
+    """S(t | x) = S0(t) ** exp(lp) from a fitted Breslow baseline, vectorised (no per-patient step functions:
+    online predictions evaluate dozens of bootstrap models per request)."""
+    s0 = step_survival(baseline.baseline_survival_.x, baseline.baseline_survival_.y[None, :], times)[0]
+    return np.clip(s0[None, :] ** np.exp(np.asarray(lp, dtype=float))[:, None], 0.0, 1.0)
+
+
 class CoxPH(SurvivalMixin, CoxPHSurvivalAnalysis):
     """scikit-survival's Cox model with ``predict_survival``; Breslow baseline.
 
     ``alpha`` is a ridge penalty on the summed partial log-likelihood scale (sksurv divides both by n), so
     alpha = 1 is negligible shrinkage that still makes the one-hot columns (which sum to 1, collinear with
     the baseline hazard) identifiable."""
+
+    def predict_survival(self, X, times) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        return _proportional_survival(self._baseline_model, self.predict(X), times)
 
 
 class Coxnet(SurvivalAnalysisMixin, BaseEstimator):
@@ -54,5 +65,5 @@ class Coxnet(SurvivalAnalysisMixin, BaseEstimator):
 
     def predict_survival(self, X, times):
         check_is_fitted(self, "estimator_")
-        values = self.estimator_.predict_survival_function(X, alpha=self.estimator_.alphas_[0], return_array=True)
-        return step_survival(self.estimator_.unique_times_, values, times)
+        baseline = self.estimator_._get_baseline_model(self.estimator_.alphas_[0])
+        return _proportional_survival(baseline, self.predict(X), times)

@@ -59,15 +59,6 @@ class _XGBSurvival(SurvivalAnalysisMixin, BaseEstimator):
     def _train(self, dtrain: xgb.DMatrix, params: dict) -> None:
         self.booster_ = xgb.train(params, dtrain, num_boost_round=self.n_estimators)
 
-    def _dmatrix(self, X) -> xgb.DMatrix:
-        values, names = _matrix(X)
-        if values.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {values.shape[1]} features, the model was fitted with {self.n_features_in_}")
-        fitted = self.booster_.feature_names
-        if names is not None and fitted is not None and list(names) != list(fitted):
-            raise ValueError("X's columns differ from the features the model was fitted with")
-        return xgb.DMatrix(values, feature_names=fitted)
-
     def _setup(self, X):
         values, names = _matrix(X)
         self.n_features_in_ = values.shape[1]
@@ -77,7 +68,14 @@ class _XGBSurvival(SurvivalAnalysisMixin, BaseEstimator):
 
     def margin(self, X) -> np.ndarray:
         check_is_fitted(self, "booster_")
-        return self.booster_.predict(self._dmatrix(X), output_margin=True).astype(float)
+        values, names = _matrix(X)
+        if values.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {values.shape[1]} features, the model was fitted with {self.n_features_in_}")
+        fitted = self.booster_.feature_names
+        if names is not None and fitted is not None and list(names) != list(fitted):
+            raise ValueError("X's columns differ from the features the model was fitted with")
+        # inplace_predict skips building a DMatrix (milliseconds per call), which matters for online serving
+        return np.asarray(self.booster_.inplace_predict(values, predict_type="margin"), dtype=float)
 
 
 class XGBCox(_XGBSurvival):

@@ -1,0 +1,186 @@
+"""Figures and the HTML leaderboard, drawn from a small real benchmark run on a simulated cohort."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.container import ErrorbarContainer
+from matplotlib.figure import Figure
+from matplotlib.text import Annotation
+
+from crlm.cohort.simulate import simulate_cohort
+from crlm.evaluation import plots
+from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
+from crlm.scores import compute_score
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def res():
+    spec = BenchmarkSpec(models=("coxph",), baselines=("score:fong",), outer_repeats=1, outer_splits=2,
+                         inner_splits=2, n_boot=20, ablation_models=0)
+    return run_benchmark(simulate_cohort(300, seed=3), spec)
+
+
+@pytest.fixture
+def close():
+    figures = []
+    yield figures.append
+    for fig in figures:
+        plots.plt.close(fig)
+
+
+def _save(fig: Figure, path) -> None:
+    fig.savefig(path)  # as mlflow.log_figure does: no bbox_inches, so the layout itself must fit
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    assert path.stat().st_size > 10_000
+
+
+def _legend_labels(ax) -> list[str]:
+    return ax.get_legend_handles_labels()[1]
+
+
+def test_calibration_plot(res, tmp_path, close):
+    fig = plots.calibration_plot(res, "coxph", 36)
+    close(fig)
+    assert isinstance(fig, Figure)
+    ax, ax_hist = fig.axes
+    valid = res.oof["coxph"].valid
+    labels = _legend_labels(ax)
+    assert labels[0] == "Perfect calibration" and "Smoothed" in labels[1] and "Kaplan–Meier" in labels[2]
+    diagonal, curve = ax.lines[0], ax.lines[1]
+    assert np.allclose(diagonal.get_xdata(), diagonal.get_ydata())
+    assert len(curve.get_xdata()) == valid.sum()  # one smoothed point per valid patient
+    # the curve is the predicted risk 1 - S(36) of the OOF predictions, in order
+    idx = int(np.flatnonzero(res.grid == 36)[0])
+    assert np.allclose(np.sort(1 - res.oof["coxph"].survival[0][valid, idx]), curve.get_xdata())
+    (points,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(points.lines[0].get_xdata()) == 10  # deciles of a continuous prediction
+    counts = [int(t.get_text()[2:]) for t in ax.texts if t.get_text().startswith("n=")]
+    assert len(counts) == 10 and sum(counts) == valid.sum()
+    assert sum(p.get_height() for p in ax_hist.patches) == valid.sum()  # histogram of every prediction
+    box = next(t.get_text() for t in ax.texts if "ICI: " in t.get_text())
+    assert f"{res.estimate('coxph', 'ici', 36):.3f}" in box and "O/E" in box and "Slope" in box
+    assert "36 months" in ax.get_title(loc="left") and "months" in ax_hist.get_xlabel()
+    _save(fig, tmp_path / "calibration.png")
+
+
+def test_calibration_plot_of_a_score_groups_by_value(res, close):
+    fig = plots.calibration_plot(res, "score:fong", 12)
+    close(fig)
+    ax = fig.axes[0]
+    (points,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    totals = compute_score("fong", res.population.data)["total"][res.oof["score:fong"].valid]
+    assert len(points.lines[0].get_xdata()) == totals.nunique()  # one point per score value, ties kept together
+    counts = [int(t.get_text()[2:]) for t in ax.texts if t.get_text().startswith("n=")]
+    assert sum(counts) == res.oof["score:fong"].valid.sum()
+
+
+def test_calibration_plot_rejects_bad_input(res):
+    with pytest.raises(ValueError, match="not on the benchmark's prediction grid"):
+        plots.calibration_plot(res, "coxph", 37.5)
+    with pytest.raises(ValueError, match="not in this benchmark"):
+        plots.calibration_plot(res, "rsf", 36)
+
+
+def test_km_by_risk_group(res, tmp_path, close):
+    fig = plots.km_by_risk_group(res, "coxph")
+    close(fig)
+    left, right = fig.axes
+    assert len(_legend_labels(left)) == 3 and len(_legend_labels(right)) == 2
+    assert [lbl.split(" (")[0] for lbl in _legend_labels(left)] == ["Low risk", "Intermediate risk", "High risk"]
+    assert _legend_labels(right)[0].startswith("Low (0–2)") and _legend_labels(right)[1].startswith("High (≥3)")
+    sizes = [int(lbl.split("n=")[1].split(",")[0]) for lbl in _legend_labels(left)]
+    assert sum(sizes) == res.oof["coxph"].valid.sum() and max(sizes) - min(sizes) <= 1  # tertiles
+    fong = compute_score("fong", res.population.data)["group"]
+    ref_sizes = [int(lbl.split("n=")[1].split(",")[0]) for lbl in _legend_labels(right)]
+    assert ref_sizes == [int((fong == "low").sum()), int((fong == "high").sum())]
+    # numbers at risk: four times per curve; at 0 months they are the group sizes
+    for ax, n_groups, expected in ((left, 3, sizes), (right, 2, ref_sizes)):
+        numbers = [a for a in ax.texts if isinstance(a, Annotation) and a.get_text().isdigit()]
+        assert len(numbers) == 4 * n_groups
+        at_zero = [int(a.get_text()) for a in numbers if a.xy[0] == 0]
+        assert at_zero == expected
+        assert ax.get_xlim() == (0.0, 120.0) and "Months" in ax.get_xlabel()
+        assert any(t.get_text().startswith("Log-rank") for t in ax.texts)
+    assert "survival probability" in left.get_ylabel()
+    _save(fig, tmp_path / "km.png")
+
+
+def test_km_by_risk_group_needs_a_score_reference(res):
+    with pytest.raises(ValueError, match="score model"):
+        plots.km_by_risk_group(res, "coxph", reference="coxph")
+
+
+def test_time_dependent_auc_plot(res, tmp_path, close):
+    fig = plots.time_dependent_auc_plot(res)
+    close(fig)
+    (ax,) = fig.axes
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == len(res.oof)  # coxph, score:fong and the simulation's oracle
+    labels = _legend_labels(ax)
+    ref = labels.index(next(lbl for lbl in labels if lbl.startswith("Fong CRS (reference")))
+    assert bars[ref].lines[0].get_linestyle() == "--"
+    estimates = res.metrics.query("model == 'coxph' and metric == 'auc'").sort_values("horizon").estimate
+    cox = bars[labels.index(next(lbl for lbl in labels if lbl.startswith("Cox PH")))]
+    assert np.allclose(cox.lines[0].get_ydata(), estimates)
+    assert list(ax.get_xticks()) == list(res.horizons)
+    _save(fig, tmp_path / "auc.png")
+
+    one = plots.time_dependent_auc_plot(res, models=["coxph"])
+    close(one)
+    assert len([c for c in one.axes[0].containers if isinstance(c, ErrorbarContainer)]) == 1
+    with pytest.raises(ValueError, match="no AUC"):
+        plots.time_dependent_auc_plot(res, models=["rsf"])
+
+
+@pytest.mark.parametrize("metric", ["harrell_c", "ibs"])
+def test_forest_plot(res, tmp_path, close, metric):
+    fig = plots.forest_plot(res, metric)
+    close(fig)
+    (ax,) = fig.axes
+    comp = res.comparisons[res.comparisons.metric == metric]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == len(comp) == len(ax.get_yticks())
+    deltas = [c.lines[0].get_xdata()[0] for c in bars]
+    gains = deltas if metric == "harrell_c" else [-d for d in deltas]
+    assert gains == sorted(gains)  # best improvement over the reference on top
+    assert any(line.get_xdata()[0] == 0 for line in ax.lines)  # the no-difference line
+    cox = comp[comp.model == "coxph"].iloc[0]
+    assert any(f"{cox.delta:+.3f} [{cox.ci_low:+.3f}, {cox.ci_high:+.3f}]" in t.get_text() for t in ax.texts)
+    assert "Fong CRS" in ax.get_xlabel()
+    _save(fig, tmp_path / f"forest_{metric}.png")
+    with pytest.raises(ValueError, match="no comparisons"):
+        plots.forest_plot(res, "brier")
+
+
+def test_importance_plot(tmp_path, close):
+    names = [f"feature_{i}" for i in range(25)]
+    values = np.linspace(-0.01, 0.3, 25)[::-1]
+    fig = plots.importance_plot(names, values, "Permutation importance", top_k=10, xlabel="Decrease in C")
+    close(fig)
+    (ax,) = fig.axes
+    assert len(ax.patches) == 10
+    widths = [p.get_width() for p in ax.patches]
+    assert widths[-1] == pytest.approx(0.3) and widths == sorted(widths)  # largest at the top
+    assert [t.get_text() for t in ax.get_yticklabels()][-1] == "feature_0"
+    assert "top 10 of 25" in ax.get_title(loc="left") and ax.get_xlabel() == "Decrease in C"
+    _save(fig, tmp_path / "importance.png")
+    with pytest.raises(ValueError, match="names but"):
+        plots.importance_plot(names[:3], values, "x")
+
+
+def test_leaderboard_html(res):
+    page = plots.leaderboard_html(res)
+    for model in res.oof:
+        assert f">{model}<" in page
+    assert "bootstrap" in page and "paired for deltas" in page
+    assert page.count("<table>") >= 2 and "<style>" in page
+    for external in ("http://", "https://", "src=", "href=", "@import", "url("):
+        assert external not in page
+    assert "tau = 60 months" in page and "ICI 36 mo" in page
+    cox = res.metrics.query("model == 'coxph' and metric == 'harrell_c'").iloc[0]
+    assert f"{cox.estimate:.3f}<br><span class='ci'>({cox.ci_low:.3f}, {cox.ci_high:.3f})" in page
+    for note in res.notes:
+        assert note in page
