@@ -165,6 +165,114 @@ def dictionary(
 
 @app.command()
 @friendly_errors
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="job config, e.g. training/configs/tcia-os.yaml")],
+    n_jobs: Annotated[int | None, typer.Option(help="parallel workers (overrides the config)")] = None,
+):
+    """Run a training job: nested benchmark, MLflow runs, champion Predictor, registry alias, export."""
+    from crlm.config import ConfigError, load_config
+
+    try:
+        job = load_config(config, {"n_jobs": n_jobs} if n_jobs else None)
+    except ConfigError as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    outcome = run_training(job)
+    print_frame(outcome.result.leaderboard()[["model", "kind", "n", "harrell_c", "harrell_c_ci", "uno_c", "uno_c_ci",
+                                              "ibs", "ici_36", "delta_c_vs_ref", "delta_c_ci"]],
+                title=f"{job.job}: leaderboard (95% bootstrap CIs; delta C vs {job.reference}, paired)")
+
+
+def run_training(job):
+    """Run one job with progress bars; used by ``crlm train`` and ``crlm demo``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from crlm.training import run_job
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bars:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(f"{job.job}: {stage}", total=total)
+            bars.update(tasks[stage], completed=done)
+
+        outcome = run_job(job, progress=progress, log=console.print)
+    console.print(f"[green]{job.job}[/green]: champion {outcome.champion} registered as "
+                  f"{outcome.registered_name} v{outcome.champion_version} @champion"
+                  + (f" (challenger: {outcome.runner_up} v{outcome.challenger_version})" if outcome.runner_up else "")
+                  + f"; bundle exported to {outcome.export_dir}; tracking store {outcome.tracking_uri}; "
+                  f"{outcome.timings['total']:.0f} s")
+    return outcome
+
+
+@app.command()
+@friendly_errors
+def predict(
+    file: Annotated[Path, typer.Argument(help="patients to score (.csv or .parquet, schema field names)")],
+    model: Annotated[str, typer.Option("--model", help="models:/<name>@champion, or a bundle directory")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="where to write the scores (.csv or .parquet)")],
+    mapping: Annotated[Path | None, typer.Option("--mapping", "-m")] = None,
+):
+    """Batch scoring: the validation report for bad rows, the rest scored."""
+    from crlm.predictor import Predictor
+
+    cohort = _load(file, mapping)
+    for problem in cohort.report.problems:
+        console.print(f"[yellow]set aside[/yellow] {problem}")
+    if model.startswith("models:/"):
+        import mlflow
+
+        from crlm import tracking
+
+        mlflow.set_tracking_uri(tracking.tracking_uri())
+        predictor = mlflow.pyfunc.load_model(model).unwrap_python_model().predictor
+    else:
+        predictor = Predictor.load(model)
+    if len(cohort) == 0:
+        raise ValueError("no valid patients to score")
+    scores = predictor.predict_frame(cohort.data)
+    if "patient_id" in cohort.data:
+        scores.insert(0, "patient_id", cohort.data["patient_id"].to_numpy())
+    write_frame(scores, out)
+    console.print(f"scored {len(scores)} patients with {predictor.model_name} ({predictor.endpoint}); "
+                  f"{cohort.report.n_rejected} rows set aside; wrote {out}")
+
+
+@app.command()
+@friendly_errors
+def compare(
+    experiment: Annotated[str | None, typer.Option("--experiment", "-e", help="one experiment (default: all crlm)")
+                          ] = None,
+):
+    """The leaderboard across runs in the tracking store."""
+    from crlm import tracking
+
+    table = tracking.compare_runs(experiment)
+    if table.empty:
+        console.print(f"no crlm runs in {tracking.tracking_uri()}")
+        return
+    print_frame(table.drop(columns=["parent_run", "started"], errors="ignore"),
+                title=f"runs in {tracking.tracking_uri()}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 3000,
+):
+    """Start the online API and web calculator (BentoML) on the champions."""
+    import subprocess
+
+    from crlm.paths import project_root
+
+    cmd = [sys.executable, "-m", "bentoml", "serve", "service:CRLMService", "--host", host, "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd, cwd=project_root() / "serving"))
+
+
+@app.command()
+@friendly_errors
 def demo(
     fast: Annotated[bool, typer.Option("--fast", help="smaller runs, for a quick look")] = False,
 ):

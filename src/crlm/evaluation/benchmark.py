@@ -10,13 +10,15 @@ Design (stated once, reported with the results):
   Metrics are computed on each repeat's pooled OOF predictions and averaged over repeats (the point estimate).
 - Intervals: percentile bootstrap over patients (``n_boot`` resamples, stratified by event). Each resample
   re-evaluates every model's repeat-averaged OOF predictions on the same resampled patients, so deltas
-  against the reference are paired. Models are not refitted inside the bootstrap: the interval reflects the uncertainty of the
+  against the reference are paired. Harrell/Uno C, AUC(t), mean AUC, Brier, IBS, IPA and O/E use every
+  resample; ICI (a spline fit per resample) uses the first 50. Models are not refitted inside the bootstrap: the interval reflects the uncertainty of the
   performance on this many patients given the cross-validated predictions.
 - The censoring distribution for IPCW metrics is estimated from the whole population (outcomes only).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable
@@ -28,22 +30,26 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
 
 from crlm.cohort.base import Cohort
+from crlm.evaluation.calibration import ici
 from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
 from crlm.evaluation.metrics import (
     evaluate_predictions,
+    evaluation_grid,
     harrell_c,
+    km_reference,
     survival_from_matrix,
     usable_horizons,
 )
+from crlm.evaluation.weighted import bootstrap_metrics, counts
 from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint, outcome_fields
 
 LEARNED_MODELS = ("coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft")
 SCORE_BASELINES = ("score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger", "score:konopke")
 ORACLE = "oracle"
-# Metrics re-evaluated in every bootstrap resample (the others are point estimates from the full evaluation).
+# Metrics with bootstrap intervals (the others are point estimates from the full evaluation); the first
+# group also gets paired differences against the reference.
 BOOTSTRAP_METRICS = ("harrell_c", "uno_c", "mean_auc", "ibs", "ipa_ibs")
-HORIZON_BOOTSTRAP_METRICS = ("auc", "brier", "oe", "ici")
 HIGHER_IS_BETTER = {"harrell_c": True, "uno_c": True, "mean_auc": True, "ibs": False, "ipa_ibs": True}
 
 
@@ -127,7 +133,7 @@ class BenchmarkResult:
 
 
 def _fmt_ci(low: float, high: float) -> str:
-    return "" if np.isnan(low) else f"{low:.3f}-{high:.3f}"
+    return "" if np.isnan(low) else f"[{low:.3f}, {high:.3f}]"
 
 
 def _kind(model: str) -> str:
@@ -195,23 +201,31 @@ def _evaluate(y, oof: OOF, grid, horizons, rows=None) -> dict[str, float]:
     return out
 
 
-def _bootstrap_model(y, oof: OOF, grid, horizons, indices) -> pd.DataFrame:
-    """The headline metrics on resampled patients, from the repeat-averaged OOF predictions (one evaluation
-    per resample instead of one per repeat: the patients, not the CV splits, are the unit resampled)."""
-    keys = list(BOOTSTRAP_METRICS) + [f"{m}_{int(h)}" for m in HORIZON_BOOTSTRAP_METRICS for h in horizons]
-    risk, surv = oof.risk.mean(axis=0), oof.survival.mean(axis=0)
-    values = []
-    for idx in indices:
-        rows = idx[oof.valid[idx]]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = evaluate_predictions(y, y[rows], risk[rows], survival_from_matrix(surv[rows], grid),
-                                              horizons, lean=True)
-            values.append({k: result.get(k, np.nan) for k in keys})
-        except ValueError:
-            values.append(dict.fromkeys(keys, np.nan))
-    return pd.DataFrame(values, columns=keys)
+def _bootstrap_model(y, oof: OOF, grid, horizons, indices, n_ici: int = 50) -> pd.DataFrame:
+    """The headline metrics on resampled patients, from the repeat-averaged OOF predictions (the patients,
+    not the CV splits, are the unit resampled). All resamples are evaluated at once as patient weights
+    (``crlm.evaluation.weighted``); ICI needs a spline fit per resample and gets the first ``n_ici``."""
+    horizons = list(horizons)
+    # patients a score cannot rate carry zero weight; neutral values keep the arrays finite
+    risk = np.where(oof.valid, oof.risk.mean(axis=0), 0.0)
+    surv = np.where(oof.valid[:, None], oof.survival.mean(axis=0), 1.0)
+    at = survival_from_matrix(surv, grid)
+    eval_grid = evaluation_grid(y, y, 50, t_max=horizons[-1])
+    W = counts(indices, len(y)) * oof.valid[None, :]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = bootstrap_metrics(y, risk, at(np.asarray(horizons)), horizons, at(eval_grid), eval_grid,
+                                horizons[-1], km_reference(y, eval_grid), W)
+        frame = pd.DataFrame(out)
+        s_h = at(np.asarray(horizons))
+        for j, h in enumerate(horizons):
+            values = np.full(len(indices), np.nan)
+            for b, idx in enumerate(indices[:n_ici]):
+                rows = idx[oof.valid[idx]]
+                with contextlib.suppress(ValueError, np.linalg.LinAlgError):  # an undefined resample stays NaN
+                    values[b] = ici(y[rows], s_h[rows, j], h)["ici"]
+            frame[f"ici_{h:g}"] = values
+    return frame
 
 
 def _tidy(model: str, point: dict, boot: pd.DataFrame | None, horizons) -> list[dict]:
@@ -221,7 +235,7 @@ def _tidy(model: str, point: dict, boot: pd.DataFrame | None, horizons) -> list[
             continue
         metric, horizon = key, np.nan
         for h in horizons:
-            suffix = f"_{int(h)}"
+            suffix = f"_{h:g}"
             if key.endswith(suffix) and key != "uno_tau":
                 metric, horizon = key[: -len(suffix)], float(h)
         low = high = np.nan
@@ -311,9 +325,7 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
 
     t0 = time.perf_counter()
     indices = bootstrap_indices(len(y), spec.n_boot, spec.seed, strata=y["event"]) if spec.n_boot else []
-    boot_list = Parallel(n_jobs=spec.n_jobs)(
-        delayed(_bootstrap_model)(y, oof[m], grid, horizons, indices) for m in oof) if spec.n_boot else []
-    boots = dict(zip(oof, boot_list, strict=False))
+    boots = {m: _bootstrap_model(y, oof[m], grid, horizons, indices) for m in oof} if spec.n_boot else {}
     timings["bootstrap"] = time.perf_counter() - t0
 
     metric_rows = [r for m in oof for r in _tidy(m, points[m], boots.get(m), horizons)]
@@ -424,7 +436,7 @@ def _ablation(points, folds, X, y, grid, horizons, spec, factory, progress, indi
                 boot = None
             else:
                 point = _evaluate(y, block_oof[m], grid, horizons)
-                boot = _bootstrap_model(y, block_oof[m], grid, horizons, indices[: max(1, len(indices) // 4)]) \
+                boot = _bootstrap_model(y, block_oof[m], grid, horizons, indices, n_ici=0) \
                     if len(indices) else None
             row = {"model": m, "blocks": " + ".join(blocks), "n_blocks": len(blocks)}
             for metric in ("harrell_c", "uno_c", "ibs"):

@@ -1,0 +1,177 @@
+"""Training job configuration (one YAML per job in ``training/configs/``), validated before any work starts.
+
+An invalid config is refused with the key and the reason: unknown keys, unknown models, endpoints or
+blocks, a missing cohort file or mapping, horizons that are not positive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from crlm.schema import ENDPOINT_ALIASES, ENDPOINTS, PREDICTOR_BLOCKS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SimulatedCohort(Strict):
+    n: int = Field(2000, ge=50, le=200_000)
+    seed: int = 1
+
+
+class CohortSpec(Strict):
+    """Either a file (+ optional mapping) or the simulator."""
+
+    file: Path | None = None
+    mapping: Path | None = None
+    simulate: SimulatedCohort | None = None
+    name: str | None = None  # used in registered names, e.g. "tcia" -> crlm-tcia-os
+    strict: bool = True  # a cohort with any bad cell fails the job (nothing is registered)
+
+    @model_validator(mode="after")
+    def one_source(self):
+        if (self.file is None) == (self.simulate is None):
+            raise ValueError("give exactly one of 'file' or 'simulate'")
+        if self.simulate is not None and self.mapping is not None:
+            raise ValueError("'mapping' only applies to a cohort file")
+        return self
+
+
+class Resampling(Strict):
+    outer_splits: int = Field(2, ge=2, le=10)
+    outer_repeats: int = Field(5, ge=1, le=50)
+    inner_splits: int = Field(3, ge=2, le=10)
+    n_boot: int = Field(200, ge=0, le=5000)
+
+
+class Selection(Strict):
+    """The champion rule: highest ``metric`` among learned models whose ICI at ``ici_horizon`` is at most
+    ``max_ici``; ties within ``tie_tolerance`` go to the simpler model."""
+
+    metric: Literal["uno_c", "harrell_c", "mean_auc", "ipa_ibs"] = "uno_c"
+    max_ici: float = Field(0.05, gt=0, le=1)
+    ici_horizon: float = 36.0
+    tie_tolerance: float = Field(0.005, ge=0, le=0.1)
+
+
+class JobConfig(Strict):
+    job: str = Field(description="job name, e.g. tcia-os")
+    cohort: CohortSpec
+    endpoint: str = "os"
+    horizons: list[float] = [12.0, 36.0, 60.0]
+    postoperative: bool = False
+    blocks: list[str] = ["clinical", "genomic", "response"]
+    models: list[str] = ["coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft"]
+    baselines: list[str] = ["score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger",
+                            "score:konopke"]
+    reference: str = "score:fong"
+    search_spaces: dict[str, dict[str, list]] | None = None
+    resampling: Resampling = Resampling()
+    selection: Selection = Selection()
+    n_interval_models: int = Field(50, ge=5, le=1000)
+    seed: int = 0
+    n_jobs: int = Field(2, ge=1, le=64)
+    experiment: str | None = None  # default crlm-<cohort>-<endpoint>
+    registered_model: str | None = None  # default crlm-<cohort>-<endpoint>
+    export_dir: Path | None = None  # default models/<registered_model>
+
+    @field_validator("endpoint")
+    @classmethod
+    def known_endpoint(cls, v: str) -> str:
+        if v not in ENDPOINTS and v not in ENDPOINT_ALIASES:
+            raise ValueError(f"unknown endpoint {v!r}; known: {', '.join([*ENDPOINTS, *ENDPOINT_ALIASES])}")
+        return v
+
+    @field_validator("horizons")
+    @classmethod
+    def positive_horizons(cls, v: list[float]) -> list[float]:
+        if not v or any(h <= 0 for h in v):
+            raise ValueError("horizons must be positive months, at least one")
+        return sorted(set(v))
+
+    @field_validator("blocks")
+    @classmethod
+    def known_blocks(cls, v: list[str]) -> list[str]:
+        unknown = [b for b in v if b not in PREDICTOR_BLOCKS]
+        if unknown or not v:
+            raise ValueError(f"unknown block(s) {unknown}; blocks are {list(PREDICTOR_BLOCKS)}")
+        return v
+
+    @field_validator("models", "baselines")
+    @classmethod
+    def known_models(cls, v: list[str]) -> list[str]:
+        from crlm.models import MODEL_NAMES
+
+        unknown = [m for m in v if m not in MODEL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(MODEL_NAMES)}")
+        return v
+
+    @field_validator("reference")
+    @classmethod
+    def score_reference(cls, v: str) -> str:
+        from crlm.models import SCORE_MODEL_NAMES
+
+        if v not in SCORE_MODEL_NAMES:
+            raise ValueError(f"the reference must be a clinical score model, one of {', '.join(SCORE_MODEL_NAMES)}")
+        return v
+
+    @property
+    def cohort_name(self) -> str:
+        if self.cohort.name:
+            return self.cohort.name
+        return "sim" if self.cohort.simulate else Path(self.cohort.file).stem
+
+    @property
+    def model_name(self) -> str:
+        return self.registered_model or f"crlm-{self.cohort_name}-{self.endpoint}"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or f"crlm-{self.cohort_name}-{self.endpoint}"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> JobConfig:
+    """Read and validate a job config; relative paths in it are resolved against the project root."""
+    from crlm.paths import project_root
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys to values")
+    raw = _merge(raw, overrides or {})
+    try:
+        config = JobConfig.model_validate(raw)
+    except ValidationError as err:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid config {path}: {reasons}") from None
+    root = project_root()
+    for attr in ("file", "mapping"):
+        value = getattr(config.cohort, attr)
+        if value is not None:
+            resolved = value if value.is_absolute() else root / value
+            if not resolved.exists():
+                raise ConfigError(f"invalid config {path}: cohort.{attr}: file not found: {value}")
+            setattr(config.cohort, attr, resolved)
+    return config
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out

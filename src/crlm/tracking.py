@@ -1,0 +1,154 @@
+"""MLflow: the tracking store, runs, the Predictor as a models-from-code pyfunc, registry aliases.
+
+Runs go to ``MLFLOW_TRACKING_URI`` when set, else to an embedded SQLite store in the project
+(``sqlite:///<repo>/mlflow.db``, artifacts under ``<repo>/mlartifacts``). Metric names are identical across
+jobs, so the MLflow UI compares runs and experiments directly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from crlm.paths import project_root
+from crlm.predictor import Predictor, package_versions
+from crlm.schema import FIELDS_BY_NAME, input_fields
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def setup(experiment: str) -> str:
+    """Point MLflow at the store and make sure the experiment exists (local artifact folder for SQLite)."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    if client.get_experiment_by_name(experiment) is None:
+        location = None
+        if uri.startswith("sqlite:"):
+            location = (project_root() / "mlartifacts" / experiment).as_uri()
+        client.create_experiment(experiment, artifact_location=location)
+    mlflow.set_experiment(experiment)
+    return uri
+
+
+def flat_params(prefix: str, value) -> dict[str, str]:
+    """Nested config -> flat MLflow params (``resampling.outer_repeats``)."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out |= flat_params(f"{prefix}.{k}" if prefix else str(k), v)
+        return out
+    return {prefix: str(value)[:500]}
+
+
+def log_metric_table(metrics: pd.DataFrame, model: str, comparisons: pd.DataFrame | None = None) -> None:
+    """Summary metrics with their interval bounds as separate metrics, and per-horizon metrics both named
+    (``auc_36``) and as a series over horizon (step = months), so the UI plots metric against time."""
+    rows = metrics[metrics.model == model]
+    values: dict[str, float] = {}
+    for r in rows.itertuples():
+        name = r.metric if np.isnan(r.horizon) else f"{r.metric}_{r.horizon:g}"
+        values[name] = r.estimate
+        if not np.isnan(r.ci_low):
+            values[f"{name}_ci_low"], values[f"{name}_ci_high"] = r.ci_low, r.ci_high
+    if comparisons is not None and len(comparisons):
+        for r in comparisons[comparisons.model == model].itertuples():
+            values[f"delta_{r.metric}_vs_reference"] = r.delta
+            values[f"delta_{r.metric}_vs_reference_ci_low"] = r.ci_low
+            values[f"delta_{r.metric}_vs_reference_ci_high"] = r.ci_high
+    mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)})
+    for r in rows[rows.horizon.notna()].itertuples():
+        if np.isfinite(r.estimate):
+            mlflow.log_metric(f"{r.metric}_by_month", float(r.estimate), step=int(r.horizon))
+
+
+def input_signature() -> ModelSignature:
+    """Every patient field is an optional input column (the Predictor imputes and warns about gaps)."""
+    types = {"float": "double", "int": "double", "bool": "boolean", "category": "string", "string": "string"}
+    cols = [ColSpec(types[f.kind], f.name, required=False) for f in input_fields()]
+    params = ParamSchema([ParamSpec("output", "string", "table")])
+    return ModelSignature(inputs=Schema(cols), params=params)
+
+
+def input_example(predictor: Predictor, data: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in data.columns if c in FIELDS_BY_NAME and FIELDS_BY_NAME[c].block not in ("outcome",)]
+    example = data[cols].head(2).copy()
+    for c in cols:  # plain dtypes that survive JSON serialisation of the example
+        if FIELDS_BY_NAME[c].kind == "bool":
+            example[c] = example[c].astype(object).where(example[c].notna(), None)
+    return example
+
+
+def requirements() -> list[str]:
+    versions = package_versions()
+    return [f"{name}=={version}" for name, version in versions.items() if name not in ("python", "bentoml")]
+
+
+def log_predictor(predictor: Predictor, example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
+    """Log the Predictor as a models-from-code pyfunc (the bundle is an artifact; the crlm package travels
+    with it as code, so the model loads where crlm is not installed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = predictor.save(Path(tmp) / "predictor")
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=str(PYFUNC_CODE), artifacts={"predictor": str(bundle)},
+            signature=input_signature(), input_example=example, pip_requirements=requirements(),
+            code_paths=[str(Path(__file__).parent)])
+
+
+def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    return str(version.version)
+
+
+def set_aliases(name: str, champion_version: str, challenger_version: str | None) -> None:
+    client = MlflowClient()
+    client.set_registered_model_alias(name, CHAMPION, champion_version)
+    if challenger_version is not None:
+        client.set_registered_model_alias(name, CHALLENGER, challenger_version)
+
+
+def champion_version(name: str) -> str | None:
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def load_champion(name: str) -> Predictor:
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    return model.unwrap_python_model().predictor
+
+
+def compare_runs(experiment: str | None = None) -> pd.DataFrame:
+    """The leaderboard across runs in the tracking store (child runs, one per model and job)."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    experiments = [client.get_experiment_by_name(experiment)] if experiment else client.search_experiments()
+    experiments = [e for e in experiments if e is not None and e.name.startswith("crlm")]
+    if not experiments:
+        return pd.DataFrame()
+    runs = mlflow.search_runs(experiment_ids=[e.experiment_id for e in experiments],
+                              filter_string="tags.crlm_role = 'model'", output_format="pandas")
+    if runs.empty:
+        return runs
+    keep = {"tags.crlm_job": "job", "tags.crlm_model": "model", "tags.mlflow.parentRunId": "parent_run",
+            "metrics.harrell_c": "harrell_c", "metrics.harrell_c_ci_low": "harrell_c_low",
+            "metrics.harrell_c_ci_high": "harrell_c_high", "metrics.uno_c": "uno_c",
+            "metrics.uno_c_ci_low": "uno_c_low", "metrics.uno_c_ci_high": "uno_c_high",
+            "metrics.ibs": "ibs", "metrics.ici_36": "ici_36",
+            "metrics.delta_harrell_c_vs_reference": "delta_c_vs_fong", "start_time": "started"}
+    table = runs[[c for c in keep if c in runs.columns]].rename(columns=keep)
+    return table.sort_values(["job", "uno_c"], ascending=[True, False]).reset_index(drop=True)

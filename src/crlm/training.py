@@ -1,0 +1,274 @@
+"""A training job: cohort -> nested benchmark -> tracked runs -> champion Predictor -> registry and export.
+
+Order matters for safety: everything that can fail (loading, benchmarking, building the Predictors, logging)
+happens first; registering the model versions and moving the ``champion`` / ``challenger`` aliases is the
+very last step, so a failed or interrupted job leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+import yaml
+
+from crlm import tracking
+from crlm.cohort import Cohort, load_cohort
+from crlm.config import JobConfig
+from crlm.evaluation import plots
+from crlm.evaluation.benchmark import BenchmarkResult, BenchmarkSpec, fit_model, run_benchmark
+from crlm.evaluation.metrics import harrell_c
+from crlm.models import is_score_model
+from crlm.paths import project_root
+from crlm.predictor import Predictor, predictors_frame, train_predictor
+
+# Simpler first: the tie-break of the selection rule.
+SIMPLICITY = ("coxph", "coxnet", "xgb_cox", "xgb_aft", "gbsa", "rsf")
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class JobOutcome:
+    config: JobConfig
+    result: BenchmarkResult
+    champion: str
+    runner_up: str | None
+    selection_note: str
+    predictor: Predictor
+    registered_name: str
+    champion_version: str
+    challenger_version: str | None
+    parent_run_id: str
+    export_dir: Path
+    tracking_uri: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def load_job_cohort(config: JobConfig) -> Cohort:
+    if config.cohort.simulate is not None:
+        from crlm.cohort.simulate import simulate_cohort
+
+        cohort = simulate_cohort(config.cohort.simulate.n, config.cohort.simulate.seed)
+    else:
+        cohort = load_cohort(config.cohort.file, config.cohort.mapping, strict=config.cohort.strict)
+    cohort.name = config.cohort_name
+    return cohort
+
+
+def benchmark_spec(config: JobConfig) -> BenchmarkSpec:
+    r = config.resampling
+    return BenchmarkSpec(endpoint=config.endpoint, horizons=tuple(config.horizons), models=tuple(config.models),
+                         baselines=tuple(config.baselines), reference=config.reference,
+                         blocks=tuple(config.blocks), postoperative=config.postoperative,
+                         outer_splits=r.outer_splits, outer_repeats=r.outer_repeats, inner_splits=r.inner_splits,
+                         n_boot=r.n_boot, seed=config.seed, n_jobs=config.n_jobs, search_spaces=config.search_spaces)
+
+
+def select_champion(result: BenchmarkResult, config: JobConfig) -> tuple[str, str | None, str]:
+    """The stated rule (``config.selection``); returns champion, runner-up and the rule in words."""
+    sel = config.selection
+    learned = [m for m in result.oof if m in config.models]
+    if not learned:
+        raise ValueError("no learned model to choose a champion from")
+    horizon = sel.ici_horizon if sel.ici_horizon in result.horizons else result.horizons[-1]
+    score = {m: result.estimate(m, sel.metric) for m in learned}
+    ici = {m: result.estimate(m, "ici", horizon) for m in learned}
+    met = [m for m in learned if np.isfinite(ici[m]) and ici[m] <= sel.max_ici]
+    eligible = met or learned
+    best = max(score[m] for m in eligible)
+    ranked = sorted(eligible, key=lambda m: (-score[m] if best - score[m] > sel.tie_tolerance else -best,
+                                             SIMPLICITY.index(m) if m in SIMPLICITY else 99))
+    rest = sorted([m for m in learned if m != ranked[0]], key=lambda m: -score[m])
+    eligibility = (f"{len(met)} of {len(learned)} met it" if met
+                   else f"none of {len(learned)} met it, so all were considered and recalibration carries calibration")
+    rule = (f"highest {sel.metric} (nested-CV estimate) among learned models with ICI at {horizon:g} months "
+            f"<= {sel.max_ici} ({eligibility}); ties within {sel.tie_tolerance} go to the simpler model")
+    return ranked[0], (rest[0] if rest else None), rule
+
+
+def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[str], None] = print) -> JobOutcome:
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    cohort = load_job_cohort(config)  # strict validation failure raises here: nothing is logged or registered
+    log(f"cohort {cohort.name}: {len(cohort)} patients ({cohort.report.summary()})")
+    uri = tracking.setup(config.experiment_name)
+    spec = benchmark_spec(config)
+    with mlflow.start_run(run_name=f"{config.job}") as parent:
+        mlflow.set_tags({"crlm_role": "job", "crlm_job": config.job, "crlm_cohort": cohort.name,
+                         "crlm_endpoint": config.endpoint})
+        mlflow.log_params(tracking.flat_params("", json.loads(config.model_dump_json())))
+        mlflow.log_dict(json.loads(config.model_dump_json()), "config/job.json")
+        mlflow.log_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False), "config/job.yaml")
+        mlflow.log_dict(tracking.package_versions(), "environment/package_versions.json")
+        dataset = mlflow.data.from_pandas(cohort.data, name=cohort.name, source=cohort.source[:200])
+        mlflow.log_input(dataset, context="training")
+        mlflow.log_params({"dataset_digest": dataset.digest, "patients": len(cohort)})
+
+        t0 = time.perf_counter()
+        result = run_benchmark(cohort, spec, progress=progress)
+        timings["benchmark"] = time.perf_counter() - t0
+        for note in result.notes:
+            log(f"note: {note}")
+        champion, runner_up, rule = select_champion(result, config)
+        log(f"champion: {champion} (runner-up: {runner_up}); rule: {rule}")
+
+        t0 = time.perf_counter()
+        predictors = {m: _build_predictor(m, cohort, result, config, rule) for m in [champion, runner_up] if m}
+        timings["predictors"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        model_infos, card = _log_model_runs(result, config, champion, predictors, rule, progress)
+        _log_job_artifacts(result, champion, rule)
+        timings["tracking"] = time.perf_counter() - t0
+        mlflow.set_tags({"crlm_champion": champion, "crlm_selection_rule": rule[:5000]})
+        mlflow.log_metrics({f"timing_{k}_seconds": v for k, v in timings.items()})
+
+        # Last: the registry. Only now do the new versions and aliases appear.
+        name = config.model_name
+        tags = {"cohort": cohort.name, "endpoint": config.endpoint, "job": config.job,
+                "parent_run_id": parent.info.run_id}
+        champion_version = tracking.register(model_infos[champion].model_uri, name, tags | {"model": champion})
+        challenger_version = (tracking.register(model_infos[runner_up].model_uri, name, tags | {"model": runner_up})
+                              if runner_up else None)
+        tracking.set_aliases(name, champion_version, challenger_version)
+        predictor = predictors[champion]
+        predictor.metadata |= {"registered_name": name, "version": champion_version, "alias": "champion"}
+        export_dir = _export(predictor, card, config)
+        mlflow.set_tag("crlm_export_dir", str(export_dir))
+    timings["total"] = time.perf_counter() - started
+    return JobOutcome(config, result, champion, runner_up, rule, predictor, name, champion_version,
+                      challenger_version, parent.info.run_id, export_dir, uri, timings)
+
+
+def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config: JobConfig, rule: str) -> Predictor:
+    """Final hyperparameters: the same inner tuning applied to all patients; then the Predictor."""
+    spec = result.spec
+    population = cohort.with_outcome(config.endpoint)
+    X = predictors_frame(population.data)
+    _, params = fit_model(model, X, population.y(config.endpoint), spec, seed=config.seed)
+    params = {k.removeprefix("model__"): v for k, v in params.items()}
+    headline = result.metrics[(result.metrics.model == model)]
+    summary = {f"{r.metric}{'' if np.isnan(r.horizon) else f'_{r.horizon:g}'}": {
+        "estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high}
+        for r in headline.itertuples() if r.metric in ("harrell_c", "uno_c", "mean_auc", "ibs", "ipa_ibs", "ici", "oe",
+                                                      "auc")}
+    comp = result.comparisons[(result.comparisons.model == model) & (result.comparisons.metric == "harrell_c")]
+    meta = {"selection_rule": rule, "job": config.job, "reference": config.reference,
+            "validation": (f"nested resampling: {spec.outer_repeats}x{spec.outer_splits}-fold outer, "
+                           f"{spec.inner_splits}-fold inner tuning; {spec.n_boot} bootstrap resamples"),
+            "metrics": summary,
+            "delta_c_vs_reference": (comp.iloc[0][["delta", "ci_low", "ci_high"]].astype(float).to_dict()
+                                     if len(comp) else None)}
+    return train_predictor(cohort, config.endpoint, model, params, horizons=config.horizons,
+                           blocks=tuple(config.blocks), postoperative=config.postoperative,
+                           n_interval_models=config.n_interval_models, seed=config.seed,
+                           endpoint_label=config.endpoint, metadata=meta)
+
+
+def _log_model_runs(result, config, champion, predictors, rule, progress):
+    from crlm.evaluation.subgroups import subgroup_performance
+    from crlm.model_card import build_model_card
+
+    model_infos, card = {}, None
+    reference = config.reference
+    models = list(result.oof)
+    for i, model in enumerate(models):
+        with mlflow.start_run(run_name=model, nested=True):
+            mlflow.set_tags({"crlm_role": "model", "crlm_model": model, "crlm_job": config.job,
+                             "crlm_kind": "oracle" if model == "oracle" else "score" if is_score_model(model)
+                             else "learned", "crlm_is_champion": str(model == champion)})
+            params = result.chosen_params[result.chosen_params.model == model].drop(
+                columns=["model", "fold", "seconds"]).dropna(axis=1, how="all")
+            for col in params.columns:
+                mlflow.log_param(f"chosen.{col}", ",".join(map(str, params[col].tolist()))[:500])
+            tracking.log_metric_table(result.metrics, model, result.comparisons)
+            for h in result.horizons:
+                _log_fig(plots.calibration_plot(result, model, h), f"calibration/calibration_{h:g}m.png")
+            if reference in result.oof and model != reference:
+                _log_fig(plots.km_by_risk_group(result, model, reference=reference), "km/km_by_risk_group.png")
+            _log_fig(plots.time_dependent_auc_plot(result, models=[m for m in (model, reference) if m in result.oof]),
+                     "discrimination/time_dependent_auc.png")
+            if model in predictors:
+                predictor = predictors[model]
+                importance = field_importance(predictor, result)
+                _log_fig(plots.importance_plot(importance.index.tolist(), importance.to_numpy(),
+                                               f"{plots.model_label(model)}: mean |contribution| per field "
+                                               f"({predictor.explainer.method.split(' (')[0]})"),
+                         "explanations/importance.png")
+                mlflow.log_text(importance.to_csv(), "explanations/importance.csv")
+                subgroups = subgroup_performance(result, model, n_boot=min(100, max(20, config.resampling.n_boot)))
+                mlflow.log_text(subgroups.to_csv(index=False), "subgroups/subgroups.csv")
+                md, html = build_model_card(predictor.metadata, result, model, subgroups,
+                                            registered_name=config.model_name, version=None, selection_rule=rule)
+                mlflow.log_text(md, "model_card/model_card.md")
+                mlflow.log_text(html, "model_card/model_card.html")
+                predictor.metadata["model_card"] = md
+                mlflow.log_dict({k: v for k, v in predictor.metadata.items() if k != "model_card"},
+                                "predictor/metadata.json")
+                calibration = predictor.metadata.get("calibration", {})
+                mlflow.log_metrics({f"recal_{k}_{h}": v for h, d in calibration.items() for k, v in d.items()})
+                example = tracking.input_example(predictor, result.population.data)
+                model_infos[model] = tracking.log_predictor(predictor, example)
+                if model == champion:
+                    card = (md, html)
+        if progress:
+            progress("tracking", i + 1, len(models))
+    return model_infos, card
+
+
+def field_importance(predictor: Predictor, result: BenchmarkResult, max_patients: int = 300) -> pd.Series:
+    """Mean |contribution| per field over (up to) ``max_patients`` training patients, from the explainer."""
+    data = result.population.data
+    sample = data.sample(min(max_patients, len(data)), random_state=0) if len(data) > max_patients else data
+    raw, Z = predictor._prepare(predictors_frame(sample))
+    contributions = predictor.explainer.feature_contributions(Z)
+    return pd.Series(np.abs(contributions).mean(axis=0), index=predictor.explainer.field_names,
+                     name="mean_abs_contribution").sort_values(ascending=False)
+
+
+def _log_job_artifacts(result: BenchmarkResult, champion: str, rule: str) -> None:
+    board = result.leaderboard()
+    mlflow.log_text(board.to_csv(index=False), "leaderboard/leaderboard.csv")
+    mlflow.log_text(plots.leaderboard_html(result), "leaderboard/leaderboard.html")
+    mlflow.log_text(result.metrics.to_csv(index=False), "leaderboard/metrics_long.csv")
+    mlflow.log_text(result.comparisons.to_csv(index=False), "leaderboard/paired_vs_reference.csv")
+    if len(result.ablation):
+        mlflow.log_text(result.ablation.to_csv(index=False), "ablation/ablation.csv")
+    if len(result.comparisons):
+        _log_fig(plots.forest_plot(result, "harrell_c"), "leaderboard/forest_delta_c.png")
+    _log_fig(plots.time_dependent_auc_plot(result), "leaderboard/time_dependent_auc.png")
+    mlflow.log_text(json.dumps(result.timings, indent=2), "leaderboard/timings.json")
+    mlflow.log_text(rule, "leaderboard/selection_rule.txt")
+    champ = result.oof[champion]
+    mlflow.log_metric("champion_oof_harrell_c_repeat0", harrell_c(result.y[champ.valid], champ.risk[0][champ.valid]))
+
+
+def _log_fig(fig, path: str) -> None:
+    mlflow.log_figure(fig, path)
+    plt.close(fig)
+
+
+def _export(predictor: Predictor, card, config: JobConfig) -> Path:
+    """Write the champion bundle for serving (atomically: a half-written bundle never replaces a good one)."""
+    target = config.export_dir or project_root() / "models" / config.model_name
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    predictor.save(staging)
+    if card:
+        (staging / "model_card.md").write_text(card[0])
+        (staging / "model_card.html").write_text(card[1])
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return target

@@ -1,0 +1,122 @@
+"""The benchmark: nested resampling without leakage, the oracle on top, paired comparisons, clear errors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator
+
+from crlm.cohort.base import Cohort
+from crlm.cohort.simulate import simulate_cohort
+from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
+from crlm.models import make_model
+
+SMALL = dict(outer_repeats=1, outer_splits=2, inner_splits=2, n_boot=30, ablation_models=0)
+
+
+class Spy(BaseEstimator):
+    """A Cox model that records which patients reach fit and predict."""
+
+    calls: list = []
+
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = alpha
+
+    def fit(self, X, y):
+        Spy.calls.append(("fit", frozenset(X["patient_id"])))
+        self.model_ = make_model("coxph", model__alpha=self.alpha).fit(X, y)
+        return self
+
+    def predict(self, X):
+        Spy.calls.append(("predict", frozenset(X["patient_id"])))
+        return self.model_.predict(X)
+
+    def predict_survival(self, X, times):
+        return self.model_.predict_survival(X, times)
+
+
+def spy_factory(name, blocks, postoperative, columns, seed):
+    return Spy() if name == "coxph" else make_model(name, blocks=tuple(blocks), columns_present=columns)
+
+
+def test_no_outer_test_patient_reaches_fit_or_the_tuner():
+    Spy.calls = []
+    cohort = simulate_cohort(240, seed=2)
+    spec = BenchmarkSpec(models=("coxph",), baselines=(), search_spaces={"coxph": {"alpha": [0.1, 10.0]}}, **SMALL)
+    res = run_benchmark(cohort, spec, factory=spy_factory)
+    ids = res.population.data["patient_id"].to_numpy()
+    outer_tests = [frozenset(ids[test]) for _, test in res.folds]
+    fits_since_last = []
+    checked = 0
+    for kind, patients in Spy.calls:
+        if kind == "fit":
+            fits_since_last.append(patients)
+        elif patients in outer_tests:  # the outer test prediction closes a fold's fits
+            assert fits_since_last, "a fold predicted without fitting"
+            for fitted in fits_since_last:
+                assert not fitted & patients, "an outer test patient reached fit or the tuner"
+            # tuning happened: inner fits on subsets, then the refit on the whole outer training part
+            assert len(fits_since_last) == 2 * 2 + 1
+            checked += 1
+            fits_since_last = []
+    assert checked == len(res.folds) == 2
+
+
+@pytest.fixture(scope="module")
+def sim_result():
+    cohort = simulate_cohort(700, seed=4)
+    spec = BenchmarkSpec(models=("coxnet",), baselines=("score:fong", "score:game"), outer_repeats=2, outer_splits=2,
+                         inner_splits=2, n_boot=60, ablation_models=1, seed=3)
+    return cohort, spec, run_benchmark(cohort, spec)
+
+
+def test_leaderboard_oracle_and_paired_comparison(sim_result):
+    _, _, res = sim_result
+    board = res.leaderboard().set_index("model")
+    assert {"oracle", "coxnet", "score:fong", "score:game"} <= set(board.index)
+    c = board["harrell_c"]
+    assert c["oracle"] > c["coxnet"] > c["score:fong"]  # the truth beats learning beats the 5-point score
+    assert c["oracle"] - c["score:fong"] > 0.05
+    m = res.metrics
+    assert set(m.columns) >= {"model", "metric", "horizon", "estimate", "ci_low", "ci_high", "n"}
+    row = m[(m.model == "coxnet") & (m.metric == "uno_c")].iloc[0]
+    assert row.ci_low < row.estimate < row.ci_high
+    for metric in ("auc", "brier", "ici", "oe", "slope", "e50", "e90"):
+        assert set(m[(m.model == "coxnet") & (m.metric == metric)].horizon) == {12.0, 36.0, 60.0}
+    comp = res.comparisons[(res.comparisons.model == "oracle") & (res.comparisons.metric == "harrell_c")].iloc[0]
+    assert comp.delta > 0 and comp.ci_low > 0 and comp.better_than_reference
+    assert set(res.ablation.blocks) == {"clinical", "clinical + genomic", "clinical + genomic + response"}
+    assert len(res.population) == len(res.y) and res.oof["coxnet"].risk.shape == (2, len(res.y))
+
+
+def test_same_seed_same_numbers(sim_result):
+    cohort, spec, res = sim_result
+    again = run_benchmark(cohort, spec)
+    pd.testing.assert_frame_equal(res.metrics, again.metrics)
+    pd.testing.assert_frame_equal(res.comparisons, again.comparisons)
+
+
+def test_bad_input_gets_clear_errors():
+    cohort = simulate_cohort(200, seed=1)
+    spec = BenchmarkSpec(models=("coxph",), baselines=(), **SMALL)
+    with pytest.raises(ValueError, match="unknown model 'cox_ph'"):
+        run_benchmark(cohort, BenchmarkSpec(models=("cox_ph",), **SMALL))
+    empty = Cohort(cohort.data.iloc[:0], "empty", "test")
+    with pytest.raises(ValueError, match="empty"):
+        run_benchmark(empty, spec)
+    no_events = cohort.data.copy()
+    no_events["os_event"] = pd.array([False] * len(no_events), dtype="boolean")
+    with pytest.raises(ValueError, match="no os events"):
+        run_benchmark(Cohort(no_events, "quiet", "test"), spec)
+    with pytest.raises(ValueError, match="unknown endpoint"):
+        run_benchmark(cohort, BenchmarkSpec(endpoint="pfs", models=("coxph",), **SMALL))
+
+
+def test_horizon_beyond_follow_up_is_dropped_with_a_warning():
+    cohort = simulate_cohort(300, seed=6)
+    short = cohort.data.copy()
+    short["os_event"] = short["os_event"] & (short["os_months"] <= 48)
+    short["os_months"] = np.minimum(short["os_months"], 48.0)  # follow-up ends at 4 years
+    spec = BenchmarkSpec(models=("coxph",), baselines=(), horizons=(12.0, 36.0, 60.0), **SMALL)
+    with pytest.warns(UserWarning, match="60"):
+        res = run_benchmark(Cohort(short, "short", "test", truth=None), spec)
+    assert res.horizons == [12.0, 36.0]
