@@ -19,7 +19,7 @@ def test_five_bad_cells_are_reported_exactly(data_dir):
                      (7, "kras_status", "maybe"), (8, "cea_ng_ml", "-5.0")}
     rules = {p.field: p.rule for p in cohort.report.problems}
     assert rules["age_years"] == "must be a number"
-    assert "one of right, left, rectum" == rules["primary_side"]
+    assert rules["primary_side"] == "one of right, left, rectum"
     assert ">= 1" in rules["n_liver_metastases"]
     assert cohort.report.n_rows == 9 and cohort.report.n_rejected == 5 and len(cohort) == 4
     assert cohort.data["patient_id"].tolist() == ["P01", "P02", "P06", "P09"]

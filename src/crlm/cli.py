@@ -261,14 +261,18 @@ def compare(
 def serve(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 3000,
+    models_dir: Annotated[Path | None, typer.Option(help="bundles exported by `make demo` (default: models/)")
+                          ] = None,
+    workers: Annotated[int | None, typer.Option(help="server workers (default 1)")] = None,
 ):
-    """Start the online API and web calculator (BentoML) on the champions."""
-    import subprocess
+    """Start the online API and web calculator (BentoML) on the OS and RFS champions.
 
-    from crlm.paths import project_root
+    Models come from the registry alias when MLFLOW_TRACKING_URI is set, else from the exported bundles.
+    Set CRLM_API_KEY to require an API key (kept out of the command line, where `ps` would show it)."""
+    from crlm.serving_io import serve as run_server
 
-    cmd = [sys.executable, "-m", "bentoml", "serve", "service:CRLMService", "--host", host, "--port", str(port)]
-    raise typer.Exit(subprocess.call(cmd, cwd=project_root() / "serving"))
+    console.print(f"serving on http://{host}:{port} (calculator at /ui/, OpenAPI at /docs.json)")
+    run_server(host, port, models_dir=models_dir, workers=workers)
 
 
 @app.command()

@@ -1,0 +1,177 @@
+"""The online risk prediction API and the clinician's web calculator (BentoML 1.4 class service).
+
+Run: ``crlm serve`` or ``bentoml serve serving.service:CRLMService --host 127.0.0.1 --port 3000`` from the
+repository root. Models: the MLflow registry alias (``models:/<name>@champion``) when MLFLOW_TRACKING_URI is
+set, else the bundles in CRLM_MODELS_DIR (default ``<repo>/models``); names from CRLM_OS_MODEL / CRLM_RFS_MODEL.
+Optional API key: CRLM_API_KEY (header ``X-API-Key`` or ``Authorization: Bearer``). Everything with logic lives
+in ``crlm.serving_io``; this file only wires it to BentoML (API methods never call each other, pitfall P12).
+
+Routes: POST /predict, /predict_batch, /scores; GET /model_info, /schema/patient, /ui/ (the calculator);
+BentoML's /livez, /readyz, /metrics, /docs.json and Swagger UI at /.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")  # the service never calls home
+
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated, Any  # noqa: E402
+
+import anyio  # noqa: E402
+import bentoml  # noqa: E402
+from pydantic import Field, WithJsonSchema  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response  # noqa: E402
+from starlette.routing import Mount, Route  # noqa: E402
+from starlette.staticfiles import StaticFiles  # noqa: E402
+
+from crlm import serving_io as io  # noqa: E402
+
+logger = logging.getLogger("crlm.serving")
+STATIC = Path(__file__).parent / "static"
+
+# HTTP-level parameters are deliberately lenient (any JSON value): each patient is validated by the schema's
+# pydantic model in crlm.serving_io, so a bad patient gets an error naming the field and the rule (and, in a
+# batch, only that patient fails). The OpenAPI document still shows the full patient schema.
+PatientBody = Annotated[Any, WithJsonSchema(io.patient_openapi_schema()),
+                        Field(description="One patient (crlm.schema input fields)")]
+PatientsBody = Annotated[Any, WithJsonSchema({"type": "array", "items": io.patient_openapi_schema(),
+                                              "minItems": 1, "maxItems": io.MAX_BATCH}),
+                         Field(description=f"1 to {io.MAX_BATCH} patients")]
+
+# The page only talks to this server: the CSP makes the browser refuse anything else.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+
+
+def _instance() -> CRLMService | None:
+    return bentoml.get_current_service()
+
+
+async def schema_patient(_: Request) -> Response:
+    svc = _instance()
+    engine = svc.store.engine if svc is not None else None
+    return JSONResponse(io.schema_document(engine.fields_used if engine else None))
+
+
+async def model_info(_: Request) -> Response:
+    svc = _instance()
+    if svc is None or svc.store.engine is None:
+        return JSONResponse(io.unavailable_info(svc.store) if svc else {"state": "starting"}, status_code=503)
+    return JSONResponse({"state": "ready", **svc.store.engine.model_info()})
+
+
+async def ui_config(_: Request) -> Response:
+    return JSONResponse({"api_key_required": bool(os.environ.get("CRLM_API_KEY")), "max_batch": io.MAX_BATCH},
+                        headers=PAGE_HEADERS)
+
+
+async def ui_index(_: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+
+class _PageFiles(StaticFiles):
+    """Static files of the calculator, with the same security headers as the page."""
+
+    async def get_response(self, path, scope):
+        response = await super().get_response(path, scope)
+        response.headers.update(PAGE_HEADERS)
+        return response
+
+
+pages = Starlette(routes=[
+    Route("/schema/patient", schema_patient, methods=["GET"]),
+    Route("/model_info", model_info, methods=["GET"]),
+    Route("/ui", lambda _: RedirectResponse("/ui/", status_code=307), methods=["GET"]),
+    Route("/ui/", ui_index, methods=["GET"]),
+    Route("/ui/config.json", ui_config, methods=["GET"]),
+    Mount("/ui", _PageFiles(directory=STATIC), name="ui-static"),
+])
+
+
+def _workers() -> int:
+    try:
+        return max(1, int(os.environ.get("CRLM_SERVE_WORKERS", "1")))
+    except ValueError:
+        return 1
+
+
+@bentoml.asgi_app(pages, path="/", name="calculator")
+@bentoml.service(
+    name="crlm_risk",
+    workers=_workers(),
+    traffic={"timeout": 120},
+    # Access log: method, path, status and sizes only (BentoML has no option to log bodies; none is added).
+    logging={"access": {"enabled": True, "request_content_length": True, "request_content_type": True,
+                        "response_content_length": True, "response_content_type": True}},
+)
+class CRLMService:
+    """OS and RFS survival after resection of colorectal liver metastases, with the clinical scores."""
+
+    def __init__(self) -> None:
+        # Models load in a background thread: /livez answers at once, /readyz only when both are loaded.
+        self.store = io.ModelStore().start()
+        # /predict merges concurrent requests into one Predictor call (see MicroBatcher). BentoML's own
+        # adaptive batching (batchable=True) needs a single list parameter per request, which /predict's
+        # {"patient": {...}} body is not; /predict_batch already sends a list and is answered in one call.
+        self.batcher = io.MicroBatcher(self._answer_many, max_batch=32)
+        self._batch_limiter = anyio.CapacityLimiter(1)
+
+    def __is_ready__(self) -> bool:
+        return self.store.ready
+
+    def _answer_many(self, patients: list[dict]) -> list[dict]:
+        return self.store.require_engine().answer(patients)
+
+    @bentoml.api(route="/predict")
+    async def predict(self, patient: PatientBody = None) -> io.PredictResponse:
+        """OS and RFS at 12/36/60 months with 95% intervals, curves, risk groups, contributions, scores."""
+        try:
+            clean = io.require_patient(patient)
+            self.store.require_engine()
+            answer = await self.batcher.submit(clean)
+            return io.PredictResponse.model_validate(answer)
+        except io.RequestError as err:
+            return err.response()
+        except Exception as err:
+            return _server_error("predict", err)
+
+    @bentoml.api(route="/predict_batch")
+    async def predict_batch(self, patients: PatientsBody = None) -> io.BatchResponse:
+        """Up to 1,000 patients: each gets the /predict answer or its own error entry (field and rule)."""
+        try:
+            raw = io.require_patient_list(patients)
+            engine = self.store.require_engine()
+            answer = await anyio.to_thread.run_sync(io.batch_answer, engine, raw, limiter=self._batch_limiter)
+            return io.BatchResponse.model_validate(answer)
+        except io.RequestError as err:
+            return err.response()
+        except Exception as err:
+            return _server_error("predict_batch", err)
+
+    @bentoml.api(route="/scores")
+    def scores(self, patient: PatientBody = None) -> io.ScoresResponse:
+        """Fong, GAME, m-CS, TBS (zone) and Nordlinger alone (no model needed)."""
+        try:
+            return io.ScoresResponse.model_validate(io.scores_answer(io.require_patient(patient)))
+        except io.RequestError as err:
+            return err.response()
+        except Exception as err:
+            return _server_error("scores", err)
+
+
+def _server_error(where: str, err: Exception) -> Response:
+    # Only the exception's type: its message could quote a patient's value.
+    logger.error("%s failed with %s", where, type(err).__name__)
+    if os.environ.get("CRLM_LOG_TRACEBACKS"):
+        logger.exception("%s traceback (CRLM_LOG_TRACEBACKS is set)", where)
+    return JSONResponse({"error": "internal error; the request was not answered", "errors": []}, status_code=500)
+
+
+CRLMService.add_asgi_middleware(io.GuardMiddleware)

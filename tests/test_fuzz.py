@@ -1,0 +1,98 @@
+"""Fuzzing the API: no request, however malformed, gets a 5xx.
+
+Schemathesis generates positive and negative requests from the service's own OpenAPI document (the patient
+schema included) and sends them through the ASGI app; hypothesis adds arbitrary JSON values and raw bytes.
+``make test`` runs about 200 generated requests; ``CRLM_FUZZ_EXAMPLES=1000`` runs 1,000 (plus the raw ones).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+pytest_plugins = ["serving_fixtures"]
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `serving` sits at the repository root
+from serving.service import CRLMService  # noqa: E402
+
+EXAMPLES = int(os.environ.get("CRLM_FUZZ_EXAMPLES", "200"))
+# /metrics only answers under a real server (BentoML pitfall P13); tests/test_serve_http.py covers it.
+SCHEMA = schemathesis.openapi.from_dict(CRLMService.openapi_spec.asdict()).exclude(path="/metrics")
+# The deterministic coverage phase adds ~400 boundary requests per operation: only in the long run.
+SCHEMA.config.phases.update(phases=["examples", "fuzzing"] + (["coverage"] if EXAMPLES >= 1000 else []))
+POST_ROUTES = ("/predict", "/predict_batch", "/scores")
+# Most of the budget goes to the three POST operations; the probes are trivial.
+PER_OPERATION = max(10, math.ceil(EXAMPLES * 0.9 / len(POST_ROUTES)))
+SETTINGS = settings(deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+STATUSES: Counter = Counter()
+
+
+def send(client, kwargs: dict):
+    """A schemathesis request (requests-style kwargs) through the starlette TestClient."""
+    content = json.dumps(kwargs["json"]).encode() if "json" in kwargs else kwargs.get("data")
+    url = kwargs["url"].removeprefix("http://testserver")
+    headers = {k: v for k, v in kwargs.get("headers", {}).items() if k.lower() != "connection"}
+    return client.request(kwargs["method"], url, content=content, headers=headers, params=kwargs.get("params"))
+
+
+@SCHEMA.parametrize()
+@settings(SETTINGS, max_examples=PER_OPERATION)
+def test_generated_requests_never_get_a_server_error(case, asgi_client):
+    kwargs = case.as_transport_kwargs(base_url="http://testserver")
+    response = send(asgi_client, kwargs)
+    STATUSES[(case.path, response.status_code // 100 * 100)] += 1
+    assert response.status_code < 500, response.text[:500]
+    checks = [not_a_server_error] + ([response_schema_conformance] if response.status_code == 200 else [])
+    case.validate_response(response, checks=checks)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=25), children, max_size=5),
+    max_leaves=20)
+FIELD_NAMES = st.sampled_from(["age_years", "n_liver_metastases", "largest_metastasis_cm", "sex", "cea_ng_ml",
+                               "kras_status", "primary_node_positive", "patient_id", "chemo_cycles", "unknown"])
+NEAR_PATIENTS = st.dictionaries(FIELD_NAMES, JSON_VALUES | st.floats(-1e6, 1e6), max_size=8)
+
+
+@given(route=st.sampled_from(POST_ROUTES), value=JSON_VALUES | NEAR_PATIENTS, wrap=st.booleans())
+@settings(SETTINGS, max_examples=max(20, EXAMPLES // 4))
+def test_arbitrary_json_never_gets_a_server_error(asgi_client, route, value, wrap):
+    key = "patients" if route == "/predict_batch" else "patient"
+    body = {key: [value] if key == "patients" else value} if wrap else value
+    response = asgi_client.post(route, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    STATUSES[("json " + route, response.status_code // 100 * 100)] += 1
+    assert response.status_code < 500, response.text[:500]
+
+
+@given(route=st.sampled_from(POST_ROUTES), raw=st.binary(max_size=200),
+       ctype=st.sampled_from(["application/json", "text/plain", "multipart/form-data", "application/x-ndjson", ""]))
+@settings(SETTINGS, max_examples=max(20, EXAMPLES // 10))
+def test_arbitrary_bytes_never_get_a_server_error(asgi_client, route, raw, ctype):
+    response = asgi_client.post(route, content=raw, headers={"content-type": ctype} if ctype else {})
+    STATUSES[("bytes " + route, response.status_code // 100 * 100)] += 1
+    assert response.status_code < 500, response.text[:500]
+
+
+def test_fuzz_summary():
+    """Runs last in this module: every request above was answered without a 5xx."""
+    if not STATUSES:
+        pytest.skip("no fuzzing test ran in this session")
+    by_class = Counter()
+    for (_, status), n in STATUSES.items():
+        by_class[status] += n
+    print(f"\nfuzzed requests: {sum(by_class.values())}, by status class {dict(sorted(by_class.items()))}")
+    print("\n".join(f"  {route} {status}: {n}" for (route, status), n in sorted(STATUSES.items())))
+    assert by_class[500] == 0
+    assert STATUSES[("/predict", 200)] > 0, "some generated requests reached the models"
