@@ -35,6 +35,7 @@ from crlm.models import final_estimator, make_model
 from crlm.recalibration import Recalibrator, cross_fitted_ici
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, FIELDS_BY_NAME, outcome_fields
 from crlm.schema import endpoint as get_endpoint
+from crlm.survival_kernel import SurvivalKernel
 
 CURVE_STEP_MONTHS = 3.0
 CURVE_MAX_MONTHS = 120.0
@@ -66,7 +67,7 @@ class Predictor:
     horizons: tuple[float, ...]
     curve_times: np.ndarray
     model: object
-    interval_estimators: list
+    kernel: SurvivalKernel  # the refit (index 0) and its bootstrap refits (the interval), evaluated together
     recalibrator: Recalibrator
     explainer: Explainer
     risk_cuts: tuple[float, float]
@@ -91,11 +92,10 @@ class Predictor:
         return raw, Z
 
     def _curves(self, Z: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Calibrated survival (n, T) at ``curve_times`` with its 95% interval."""
-        times = self.curve_times[1:]  # t = 0 is S = 1 by definition
-        est = final_estimator(self.model)
-        point = self.recalibrator.apply(est.predict_survival(Z, times))
-        boots = np.stack([self.recalibrator.apply(e.predict_survival(Z, times)) for e in self.interval_estimators])
+        """Calibrated survival (n, T) at ``curve_times`` with its 95% interval (t = 0 is S = 1)."""
+        curves = self.kernel.survival(Z)  # (1 + B, n, T - 1)
+        point = self.recalibrator.apply(curves[0])
+        boots = np.stack([self.recalibrator.apply(c) for c in curves[1:]])
         lower = np.minimum(np.quantile(boots, 0.025, axis=0), point)
         upper = np.maximum(np.quantile(boots, 0.975, axis=0), point)
         ones = np.ones((len(Z), 1))
@@ -105,7 +105,7 @@ class Predictor:
     def predict(self, rows, top: int = 6) -> list[dict]:
         """One answer per patient (``docs/PREDICTOR.md``)."""
         raw, Z = self._prepare(rows)
-        risk = np.asarray(final_estimator(self.model).predict(Z), dtype=float)
+        risk = self.risk(Z)
         surv, lower, upper = self._curves(Z)
         explanations = self.explainer.explain(Z, raw, top=top)
         answers = []
@@ -126,6 +126,11 @@ class Predictor:
                 "warnings": self.warnings_for(frame_row(raw, i)),
             })
         return answers
+
+    def risk(self, Z: pd.DataFrame) -> np.ndarray:
+        if self.kernel.kind == "generic":
+            return np.asarray(final_estimator(self.model).predict(Z), dtype=float)
+        return self.kernel.linear_predictors(Z)[:, 0]  # the refit's log-hazard = its predict()
 
     def predict_frame(self, rows) -> pd.DataFrame:
         """A flat table (batch scoring, MLflow pyfunc): risk, survival and bounds at each horizon, group,
@@ -279,6 +284,7 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
     estimators = []
     for idx in bootstrap_indices(len(y), n_interval_models, seed + 1, strata=y["event"]):
         estimators.append(clone(base).fit(Z.iloc[idx], y[idx]))
+    kernel = SurvivalKernel([base, *estimators], positive, Z.head(25))
     explainer = Explainer(model, Z, ep.name, seed=seed)
     risk = np.asarray(base.predict(Z), dtype=float)
     fields_used = list(getattr(preprocess, "columns_", []))
@@ -304,7 +310,7 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
     } | (metadata or {})
     return Predictor(
         endpoint=ep.name, endpoint_label=endpoint_label or ep.name, model_name=model_name, params=params,
-        horizons=horizons, curve_times=times, model=model, interval_estimators=estimators,
+        horizons=horizons, curve_times=times, model=model, kernel=kernel,
         recalibrator=recalibrator, explainer=explainer,
         risk_cuts=(float(np.quantile(risk, 1 / 3)), float(np.quantile(risk, 2 / 3))),
         training_ranges=_training_ranges(population.data, fields_used), fields_used=fields_used, metadata=meta)

@@ -32,6 +32,10 @@ class CoxPH(SurvivalMixin, CoxPHSurvivalAnalysis):
         check_is_fitted(self, "coef_")
         return _proportional_survival(self._baseline_model, self.predict(X), times)
 
+    def baseline_survival(self, times) -> np.ndarray:
+        """S0(t): survival at a linear predictor of 0 (``predict_survival`` = S0 ** exp(predict))."""
+        return _proportional_survival(self._baseline_model, np.zeros(1), times)[0]
+
 
 class Coxnet(SurvivalAnalysisMixin, BaseEstimator):
     """Elastic-net Cox at one ``alpha`` (glmnet scale: penalty on the mean partial log-likelihood).
@@ -65,5 +69,11 @@ class Coxnet(SurvivalAnalysisMixin, BaseEstimator):
 
     def predict_survival(self, X, times):
         check_is_fitted(self, "estimator_")
-        baseline = self.estimator_._get_baseline_model(self.estimator_.alphas_[0])
-        return _proportional_survival(baseline, self.predict(X), times)
+        return _proportional_survival(self._baseline(), self.predict(X), times)
+
+    def _baseline(self):
+        return self.estimator_._get_baseline_model(self.estimator_.alphas_[0])
+
+    def baseline_survival(self, times) -> np.ndarray:
+        """S0(t): survival at a linear predictor of 0 (``predict_survival`` = S0 ** exp(predict))."""
+        return _proportional_survival(self._baseline(), np.zeros(1), times)[0]

@@ -95,9 +95,12 @@ class XGBCox(_XGBSurvival):
     def predict(self, X):
         return self.margin(X)
 
+    def baseline_survival(self, times) -> np.ndarray:
+        """S0(t): survival at a margin of 0 (``predict_survival`` = S0 ** exp(margin))."""
+        return step_survival(self.baseline_.unique_times_, self.baseline_.baseline_survival_.y, times)[0]
+
     def predict_survival(self, X, times):
-        s0 = step_survival(self.baseline_.unique_times_, self.baseline_.baseline_survival_.y, times)[0]
-        return np.clip(s0[None, :] ** np.exp(self.margin(X))[:, None], 0.0, 1.0)
+        return np.clip(self.baseline_survival(times)[None, :] ** np.exp(self.margin(X))[:, None], 0.0, 1.0)
 
 
 class XGBAFT(_XGBSurvival):
