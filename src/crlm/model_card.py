@@ -137,7 +137,7 @@ def build_model_card(predictor_metadata: dict, res: BenchmarkResult, champion: s
         raise ValueError(f"champion {champion!r} is not in the benchmark; it has {', '.join(res.oof)}")
     if champion == ORACLE or is_score_model(champion):
         raise ValueError(f"champion {champion!r} must be a learned model, not the oracle or a clinical score")
-    checks = (("model_name", champion), ("endpoint", res.spec.endpoint), ("cohort", res.cohort_name))
+    checks = (("model_name", champion), ("endpoint", endpoint(res.spec.endpoint).name), ("cohort", res.cohort_name))
     for key, expected in checks:
         if key in meta and meta[key] != expected:
             raise ValueError(f"predictor metadata has {key} = {meta[key]!r} but the benchmark's is "

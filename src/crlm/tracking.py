@@ -7,6 +7,7 @@ jobs, so the MLflow UI compares runs and experiments directly.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -32,6 +33,8 @@ def tracking_uri() -> str:
 
 def setup(experiment: str) -> str:
     """Point MLflow at the store and make sure the experiment exists (local artifact folder for SQLite)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep job output readable
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()

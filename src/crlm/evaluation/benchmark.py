@@ -14,11 +14,26 @@ Design (stated once, reported with the results):
   resample; ICI (a spline fit per resample) uses the first 50. Models are not refitted inside the bootstrap: the interval reflects the uncertainty of the
   performance on this many patients given the cross-validated predictions.
 - The censoring distribution for IPCW metrics is estimated from the whole population (outcomes only).
+
+Two reference rows, for simulated cohorts only (``cohort.truth`` set), say how much of the gap between the
+learned models and perfection is learnable at all:
+- ``oracle``: the generating model's true risk and S(t|x). It uses what no model can see (true mutation status
+  where the record says ``unknown``, CEA values that are missing, postoperative facts such as the margin and
+  pathological response), so it is an upper bound that no model fitted to the recorded fields can reach.
+- ``ceiling`` (``spec.ceiling``): the observed-information ceiling. An ``xgb_cox`` (400 trees, depth 3, the
+  spec's blocks and ``postoperative``) fitted on ``spec.ceiling_n`` (50,000) independent patients from the same
+  simulator (seed ``CEILING_SEED_OFFSET + spec.seed``), for the same endpoint, from the recorded fields only.
+  With that much data the finite-sample error is small, so it approximates the best a model can do with the
+  information recorded. Oracle minus ceiling = information the records lack; ceiling minus the best learned
+  model = what is lost to learning from this cohort's size.
+Both enter as out-of-fold-like predictions (the same for every repeat, valid for every patient: neither ever
+saw an evaluated patient) and go through exactly the same evaluation, bootstrap and paired comparison.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -47,6 +62,10 @@ from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint, outcome_fields
 LEARNED_MODELS = ("coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft")
 SCORE_BASELINES = ("score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger", "score:konopke")
 ORACLE = "oracle"
+CEILING = "ceiling"
+CEILING_MODEL = "xgb_cox"
+CEILING_PARAMS = {"model__n_estimators": 400, "model__max_depth": 3}
+CEILING_SEED_OFFSET = 10**6  # the ceiling's training cohort: simulate_cohort(ceiling_n, CEILING_SEED_OFFSET + seed)
 # Metrics with bootstrap intervals (the others are point estimates from the full evaluation); the first
 # group also gets paired differences against the reference.
 BOOTSTRAP_METRICS = ("harrell_c", "uno_c", "mean_auc", "ibs", "ipa_ibs")
@@ -71,6 +90,8 @@ class BenchmarkSpec:
     ablation_models: int = 2  # how many of the best learned model families get the feature-block ablation
     search_spaces: dict[str, dict] | None = None  # overrides of crlm.models.SEARCH_SPACES
     tune: bool = True
+    ceiling: bool = True  # simulated cohorts: add the observed-information ceiling row (module docstring)
+    ceiling_n: int = 50_000  # patients in the ceiling's independent training cohort
 
 
 @dataclass
@@ -137,7 +158,9 @@ def _fmt_ci(low: float, high: float) -> str:
 
 
 def _kind(model: str) -> str:
-    return "oracle" if model == ORACLE else "score" if is_score_model(model) else "learned"
+    if model in (ORACLE, CEILING):
+        return model
+    return "score" if is_score_model(model) else "learned"
 
 
 # ------------------------------------------------------------------------------------------- fitting
@@ -318,6 +341,11 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
     timings["fit_and_predict"] = time.perf_counter() - started
     if population.truth is not None:
         oof[ORACLE] = _oracle_oof(population, spec, grid)
+        if spec.ceiling:
+            t0 = time.perf_counter()
+            oof[CEILING], note = _ceiling_oof(cohort, X, spec, grid)
+            notes.append(note)
+            timings["ceiling"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     points = {m: _evaluate(y, o, grid, horizons) for m, o in oof.items()}
@@ -415,6 +443,33 @@ def _oracle_oof(population: Cohort, spec: BenchmarkSpec, grid) -> OOF:
     return OOF(np.tile(risk, (reps, 1)), np.tile(surv, (reps, 1, 1)), np.ones(len(risk), dtype=bool))
 
 
+def _ceiling_seed(cohort: Cohort, spec: BenchmarkSpec) -> int:
+    """The ceiling's training seed, never the evaluated cohort's own (read from the simulator's source text)."""
+    seed = CEILING_SEED_OFFSET + spec.seed
+    match = re.search(r"crlm simulator n=\d+ seed=(-?\d+)", cohort.source or "")
+    return seed + 1 if match and int(match.group(1)) == seed else seed
+
+
+def _ceiling_oof(cohort: Cohort, X: pd.DataFrame, spec: BenchmarkSpec, grid) -> tuple[OOF, str]:
+    """The observed-information ceiling: xgb_cox fitted on an independent simulated cohort of ``ceiling_n``."""
+    from crlm.cohort.simulate import simulate_cohort  # the simulator is needed only here
+
+    seed = _ceiling_seed(cohort, spec)
+    train = simulate_cohort(spec.ceiling_n, seed).with_outcome(spec.endpoint)
+    X_train = predictors_frame(train)[list(X.columns)]  # only what the evaluated cohort records
+    model = make_model(CEILING_MODEL, blocks=tuple(spec.blocks), postoperative=spec.postoperative,
+                       columns_present=list(X.columns), random_state=seed, **CEILING_PARAMS)
+    model.fit(X_train, train.y(spec.endpoint))
+    risk = np.asarray(model.predict(X), dtype=float)
+    surv = np.asarray(model.predict_survival(X, grid), dtype=float)
+    reps = spec.outer_repeats
+    oof = OOF(np.tile(risk, (reps, 1)), np.tile(surv, (reps, 1, 1)), np.ones(len(risk), dtype=bool))
+    params = ", ".join(f"{k.removeprefix('model__')}={v}" for k, v in CEILING_PARAMS.items())
+    note = (f"{CEILING}: {CEILING_MODEL} ({params}) fitted on {len(train)} independent simulated patients "
+            f"(seed {seed}) from the recorded fields only; the best a model can do with this information")
+    return oof, note
+
+
 def _ablation(points, folds, X, y, grid, horizons, spec, factory, progress, indices) -> pd.DataFrame:
     """Feature blocks added one at a time (clinical, + genomic, + response) for the best learned models."""
     learned = [m for m in spec.models if m in points]
@@ -449,4 +504,4 @@ def _ablation(points, folds, X, y, grid, horizons, spec, factory, progress, indi
 
 
 def family_of(model: str) -> str:
-    return "oracle" if model == ORACLE else model_family(model)
+    return model if model in (ORACLE, CEILING) else model_family(model)

@@ -1,0 +1,102 @@
+"""The Predictor: calibrated horizons with intervals, explanations, warnings, fast path = slow path, save/load."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crlm.cohort.base import make_y
+from crlm.cohort.simulate import simulate_cohort
+from crlm.evaluation.calibration import ici
+from crlm.models import final_estimator
+from crlm.predictor import Predictor, median_time, predictors_frame, train_predictor
+from crlm.recalibration import Recalibrator
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return simulate_cohort(500, seed=21)
+
+
+@pytest.fixture(scope="module", params=["coxnet", "xgb_cox"])
+def predictor(request, cohort):
+    return train_predictor(cohort, "os", request.param, n_interval_models=15, seed=1)
+
+
+def patients(cohort, n=5):
+    return predictors_frame(cohort.data).head(n)
+
+
+def test_answer_has_calibrated_horizons_with_intervals_curve_and_median(predictor, cohort):
+    answers = predictor.predict(patients(cohort))
+    assert len(answers) == 5
+    for a in answers:
+        months = [h["months"] for h in a["horizons"]]
+        assert months == [12.0, 36.0, 60.0]
+        for h in a["horizons"]:
+            assert 0 <= h["lower"] <= h["survival"] <= h["upper"] <= 1
+        surv = np.array(a["curve"]["survival"])
+        assert surv[0] == 1 and np.all(np.diff(surv) <= 1e-12)
+        assert np.all(np.array(a["curve"]["lower"]) <= surv + 1e-9)
+        if a["median_reached"]:
+            assert np.interp(a["median_months"], a["curve"]["months"], surv) == pytest.approx(0.5, abs=0.02)
+        assert a["risk_group"] in ("low", "intermediate", "high")
+        sizes = [abs(c["size"]) for c in a["contributions"]]
+        assert sizes == sorted(sizes, reverse=True) and len(sizes) <= 6
+        for c in a["contributions"]:
+            assert c["direction"] == ("raises" if c["size"] > 0 else "lowers") and c["direction"] in c["sentence"]
+
+
+def test_fast_kernel_equals_each_models_own_prediction(predictor, cohort):
+    raw, Z = predictor._prepare(patients(cohort, 20))
+    assert predictor.kernel.kind in ("linear", "xgb")
+    fast = predictor.kernel.survival(Z)
+    slow = np.stack([e.predict_survival(Z, predictor.kernel.times) for e in predictor.kernel.estimators])
+    np.testing.assert_allclose(fast, slow, atol=1e-10)
+    np.testing.assert_allclose(predictor.risk(Z), final_estimator(predictor.model).predict(Z), atol=1e-10)
+
+
+def test_warnings_for_missing_out_of_range_and_unknown(predictor):
+    [a] = predictor.predict([{"age_years": 99.0, "n_liver_metastases": 2, "largest_metastasis_cm": 3.0}])
+    text = " ".join(a["warnings"])
+    assert "age_years 99 is outside the training range" in text
+    assert "cea_ng_ml is missing and was imputed" in text
+    assert "kras_status is missing and was treated as unknown" in text
+
+
+def test_linear_contributions_are_exact(cohort):
+    p = train_predictor(cohort, "os", "coxph", n_interval_models=5)
+    raw, Z = p._prepare(patients(cohort, 10))
+    contributions = p.explainer.feature_contributions(Z).sum(axis=1)
+    _, Z_train = p._prepare(predictors_frame(cohort.data))
+    lp, lp_train = p.risk(Z), p.risk(Z_train)
+    np.testing.assert_allclose(contributions, lp - lp_train.mean(), atol=1e-8)
+
+
+def test_save_and_load_give_the_same_answers(predictor, cohort, tmp_path):
+    path = predictor.save(tmp_path / "bundle")
+    again = Predictor.load(path)
+    pd.testing.assert_frame_equal(predictor.predict_frame(patients(cohort)), again.predict_frame(patients(cohort)))
+    with pytest.raises(FileNotFoundError):
+        Predictor.load(tmp_path / "nothing")
+
+
+def test_recalibration_repairs_a_miscalibrated_model():
+    rng = np.random.default_rng(3)
+    n, times = 3000, np.array([12.0, 36.0, 60.0])
+    lp = rng.normal(0, 0.8, n)
+    t_event = rng.exponential(40 / np.exp(lp))
+    t_cens = rng.uniform(10, 150, n)
+    y = make_y(t_event <= t_cens, np.minimum(t_event, t_cens))
+    truth = np.exp(-(times[None, :] / 40) * np.exp(lp)[:, None])
+    wrong = truth ** 2.0  # overestimates every risk
+    half = np.arange(n) % 2 == 0
+    recal = Recalibrator.fit(y[half], wrong[half], times)
+    fixed = recal.apply(wrong[~half])
+    before = ici(y[~half], wrong[~half][:, 1], 36.0)["ici"]
+    after = ici(y[~half], fixed[:, 1], 36.0)["ici"]
+    assert before > 0.1 and after < 0.03
+
+
+def test_median_time_interpolates_and_reports_not_reached():
+    assert median_time(np.array([0, 12, 24]), np.array([1.0, 0.6, 0.4])) == pytest.approx(18.0)
+    assert median_time(np.array([0, 12, 24]), np.array([1.0, 0.9, 0.8])) is None
