@@ -184,3 +184,17 @@ def test_leaderboard_html(res):
     assert f"{cox.estimate:.3f}<br><span class='ci'>({cox.ci_low:.3f}, {cox.ci_high:.3f})" in page
     for note in res.notes:
         assert note in page
+
+
+def test_auc_plot_handles_more_models_than_colours():
+    from crlm.cohort.simulate import simulate_cohort
+    from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
+    from crlm.evaluation.plots import PALETTE, time_dependent_auc_plot
+
+    many = ("score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger", "score:konopke")
+    res = run_benchmark(simulate_cohort(300, seed=3), BenchmarkSpec(
+        models=("coxph", "coxnet", "xgb_cox"), baselines=many, outer_repeats=1, inner_splits=2, n_boot=10,
+        ablation_models=0, tune=False))
+    assert len(res.oof) > len(PALETTE)
+    fig = time_dependent_auc_plot(res)
+    assert len(fig.axes[0].get_legend().get_texts()) == len(res.oof)

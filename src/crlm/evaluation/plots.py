@@ -8,6 +8,7 @@ out-of-fold (OOF): each patient's prediction comes from a model that never saw t
 from __future__ import annotations
 
 import html
+import itertools
 from collections.abc import Sequence
 
 import matplotlib
@@ -339,7 +340,7 @@ def time_dependent_auc_plot(res: BenchmarkResult, models: Sequence[str] | None =
     width = 0.025 * span
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots(figsize=(8.0, 4.6), layout="constrained")
-        colours = iter(PALETTE)
+        colours = itertools.cycle(PALETTE)  # more models than colours: reuse them
         for k, model in enumerate(models):
             rows = m[m.model == model].sort_values("horizon")
             x = rows.horizon.to_numpy(float) + (k - (len(models) - 1) / 2) * width
