@@ -7,10 +7,11 @@ from sklearn.base import BaseEstimator
 
 from crlm.cohort.base import Cohort
 from crlm.cohort.simulate import simulate_cohort
-from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
+from crlm.evaluation import plots
+from crlm.evaluation.benchmark import BenchmarkSpec, _ceiling_seed, predictors_frame, run_benchmark
 from crlm.models import make_model
 
-SMALL = dict(outer_repeats=1, outer_splits=2, inner_splits=2, n_boot=30, ablation_models=0)
+SMALL = dict(outer_repeats=1, outer_splits=2, inner_splits=2, n_boot=30, ablation_models=0, ceiling_n=2000)
 
 
 class Spy(BaseEstimator):
@@ -65,7 +66,7 @@ def test_no_outer_test_patient_reaches_fit_or_the_tuner():
 def sim_result():
     cohort = simulate_cohort(700, seed=4)
     spec = BenchmarkSpec(models=("coxnet",), baselines=("score:fong", "score:game"), outer_repeats=2, outer_splits=2,
-                         inner_splits=2, n_boot=60, ablation_models=1, seed=3)
+                         inner_splits=2, n_boot=60, ablation_models=1, seed=3, ceiling_n=5000)
     return cohort, spec, run_benchmark(cohort, spec)
 
 
@@ -120,3 +121,50 @@ def test_horizon_beyond_follow_up_is_dropped_with_a_warning():
     with pytest.warns(UserWarning, match="60"):
         res = run_benchmark(Cohort(short, "short", "test", truth=None), spec)
     assert res.horizons == [12.0, 36.0]
+    assert "oracle" not in res.oof and "ceiling" not in res.oof  # no truth: no simulation-only rows
+
+
+def test_ceiling_is_a_model_fitted_on_independent_patients_and_evaluated_like_the_others(sim_result):
+    _, spec, res = sim_result
+    board = res.leaderboard().set_index("model")
+    assert board.loc["ceiling", "kind"] == "ceiling" and board.loc["oracle", "kind"] == "oracle"
+    c = board["harrell_c"]
+    # the truth (which sees unrecorded values) > the recorded fields with 5,000 patients > ~320 patients
+    assert c["oracle"] > c["ceiling"] > c["coxnet"]
+    ceiling = res.oof["ceiling"]
+    assert ceiling.valid.all() and ceiling.risk.shape == (2, len(res.y))
+    assert np.array_equal(ceiling.risk[0], ceiling.risk[1])  # one model, the same for every repeat
+    # exactly an xgb_cox (400 trees, depth 3) fitted on simulate_cohort(ceiling_n, 10**6 + seed), none of
+    # whose patients is evaluated
+    train = simulate_cohort(5000, seed=10**6 + spec.seed)
+    X = predictors_frame(res.population)
+    model = make_model("xgb_cox", blocks=spec.blocks, columns_present=list(X.columns), random_state=10**6 + spec.seed,
+                       model__n_estimators=400, model__max_depth=3).fit(predictors_frame(train), train.y("os"))
+    assert np.allclose(model.predict(X), ceiling.risk[0])
+    assert np.allclose(model.predict_survival(X, res.grid), ceiling.survival[0])
+    # the same evaluation, bootstrap intervals and paired comparison as every other row
+    row = res.metrics[(res.metrics.model == "ceiling") & (res.metrics.metric == "uno_c")].iloc[0]
+    assert row.ci_low < row.estimate < row.ci_high and row.n == len(res.y)
+    comp = res.comparisons[res.comparisons.model == "ceiling"]
+    assert set(comp.metric) == {"harrell_c", "uno_c", "mean_auc", "ibs", "ipa_ibs"}
+    assert comp[comp.metric == "harrell_c"].iloc[0].better_than_reference
+    assert "ceiling" in res.timings and any("5000 independent simulated patients" in n for n in res.notes)
+    assert "ceiling" not in set(res.ablation.model) and "ceiling" not in set(res.chosen_params.model)
+
+
+def test_ceiling_works_in_every_plot(sim_result):
+    _, _, res = sim_result
+    figures = [plots.calibration_plot(res, "ceiling", 36), plots.km_by_risk_group(res, "ceiling"),
+               plots.time_dependent_auc_plot(res, models=["ceiling", "score:fong"]), plots.forest_plot(res)]
+    for fig in figures:
+        plots.plt.close(fig)
+    assert ">ceiling<" in plots.leaderboard_html(res)
+
+
+def test_ceiling_can_be_switched_off_and_never_trains_on_the_evaluated_seed():
+    cohort = simulate_cohort(200, seed=1)
+    res = run_benchmark(cohort, BenchmarkSpec(models=("coxph",), baselines=(), ceiling=False, **SMALL))
+    assert "oracle" in res.oof and "ceiling" not in res.oof and "ceiling" not in res.timings
+    assert _ceiling_seed(cohort, BenchmarkSpec(seed=0)) == 10**6
+    same = simulate_cohort(50, seed=10**6 + 7)  # a cohort simulated with the ceiling's own seed
+    assert _ceiling_seed(same, BenchmarkSpec(seed=7)) == 10**6 + 8

@@ -63,7 +63,7 @@ def test_job_tracks_runs_registers_champion_and_exports(first_job, store):
     assert str(champion.version) == out.champion_version and challenger.tags["model"] == out.runner_up
     runs = mlflow.search_runs(experiment_names=["crlm-simtest-os"])
     children = runs[runs["tags.crlm_role"] == "model"]
-    assert set(children["tags.crlm_model"]) == {"coxph", "coxnet", "score:fong", "oracle"}
+    assert set(children["tags.crlm_model"]) == {"coxph", "coxnet", "score:fong", "oracle", "ceiling"}
     assert {"metrics.harrell_c", "metrics.harrell_c_ci_low", "metrics.uno_c_ci_high", "metrics.ici_36",
             "metrics.auc_12"} <= set(runs.columns)
     champ_run = children[children["tags.crlm_model"] == out.champion].iloc[0]

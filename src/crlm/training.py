@@ -25,9 +25,8 @@ from crlm import tracking
 from crlm.cohort import Cohort, load_cohort
 from crlm.config import JobConfig
 from crlm.evaluation import plots
-from crlm.evaluation.benchmark import BenchmarkResult, BenchmarkSpec, fit_model, run_benchmark
+from crlm.evaluation.benchmark import BenchmarkResult, BenchmarkSpec, fit_model, model_kind, run_benchmark
 from crlm.evaluation.metrics import harrell_c
-from crlm.models import is_score_model
 from crlm.paths import project_root
 from crlm.predictor import Predictor, predictors_frame, train_predictor
 
@@ -185,8 +184,7 @@ def _log_model_runs(result, config, champion, predictors, rule, progress):
     for i, model in enumerate(models):
         with mlflow.start_run(run_name=model, nested=True):
             mlflow.set_tags({"crlm_role": "model", "crlm_model": model, "crlm_job": config.job,
-                             "crlm_kind": "oracle" if model == "oracle" else "score" if is_score_model(model)
-                             else "learned", "crlm_is_champion": str(model == champion)})
+                             "crlm_kind": model_kind(model), "crlm_is_champion": str(model == champion)})
             params = result.chosen_params[result.chosen_params.model == model].drop(
                 columns=["model", "fold", "seconds"]).dropna(axis=1, how="all")
             for col in params.columns:

@@ -131,7 +131,7 @@ class BenchmarkResult:
         h36 = 36.0 if 36.0 in self.horizons else self.horizons[-1]
         rows = []
         for model in self.oof:
-            row = {"model": model, "kind": _kind(model), "n": int(self.oof[model].valid.sum())}
+            row = {"model": model, "kind": model_kind(model), "n": int(self.oof[model].valid.sum())}
             for metric, horizon in [("harrell_c", None), ("uno_c", None), ("mean_auc", None), ("ibs", None),
                                     ("ipa_ibs", None), ("ici", h36), ("oe", h36)]:
                 sel = (self.metrics.model == model) & (self.metrics.metric == metric)
@@ -157,7 +157,8 @@ def _fmt_ci(low: float, high: float) -> str:
     return "" if np.isnan(low) else f"[{low:.3f}, {high:.3f}]"
 
 
-def _kind(model: str) -> str:
+def model_kind(model: str) -> str:
+    """oracle / ceiling (simulation-only reference rows), score or learned."""
     if model in (ORACLE, CEILING):
         return model
     return "score" if is_score_model(model) else "learned"
@@ -224,31 +225,40 @@ def _evaluate(y, oof: OOF, grid, horizons, rows=None) -> dict[str, float]:
     return out
 
 
-def _bootstrap_model(y, oof: OOF, grid, horizons, indices, n_ici: int = 50) -> pd.DataFrame:
-    """The headline metrics on resampled patients, from the repeat-averaged OOF predictions (the patients,
-    not the CV splits, are the unit resampled). All resamples are evaluated at once as patient weights
-    (``crlm.evaluation.weighted``); ICI needs a spline fit per resample and gets the first ``n_ici``."""
+def _bootstrap_model(y, oof: OOF, grid, horizons, indices, point: dict, n_ici: int = 50) -> pd.DataFrame:
+    """Bootstrap replicates of the headline metrics, centred on the point estimate.
+
+    Resamples evaluate the repeat-averaged OOF predictions (the patients, not the CV splits, are the unit
+    resampled), all at once as patient weights (``crlm.evaluation.weighted``); ICI needs a spline fit per
+    resample and gets the first ``n_ici``. Averaged predictions behave like a small ensemble and score a little
+    better than the per-repeat mean that is the point estimate, so each replicate is shifted by
+    (point estimate - the averaged predictions' value on the full sample): the intervals then describe the
+    sampling spread around the reported estimate."""
     horizons = list(horizons)
     # patients a score cannot rate carry zero weight; neutral values keep the arrays finite
     risk = np.where(oof.valid, oof.risk.mean(axis=0), 0.0)
     surv = np.where(oof.valid[:, None], oof.survival.mean(axis=0), 1.0)
     at = survival_from_matrix(surv, grid)
     eval_grid = evaluation_grid(y, y, 50, t_max=horizons[-1])
-    W = counts(indices, len(y)) * oof.valid[None, :]
+    full = np.ones((1, len(y)), dtype=np.float32)  # row 0: the full sample, the centre of the replicates
+    W = np.vstack([full, counts(indices, len(y))]) * oof.valid[None, :]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = bootstrap_metrics(y, risk, at(np.asarray(horizons)), horizons, at(eval_grid), eval_grid,
                                 horizons[-1], km_reference(y, eval_grid), W)
         frame = pd.DataFrame(out)
         s_h = at(np.asarray(horizons))
+        all_rows = np.flatnonzero(oof.valid)
         for j, h in enumerate(horizons):
-            values = np.full(len(indices), np.nan)
-            for b, idx in enumerate(indices[:n_ici]):
+            values = np.full(len(indices) + 1, np.nan)
+            for b, idx in enumerate([all_rows, *indices[:n_ici]]):
                 rows = idx[oof.valid[idx]]
                 with contextlib.suppress(ValueError, np.linalg.LinAlgError):  # an undefined resample stays NaN
                     values[b] = ici(y[rows], s_h[rows, j], h)["ici"]
             frame[f"ici_{h:g}"] = values
-    return frame
+    centre, replicates = frame.iloc[0], frame.iloc[1:].reset_index(drop=True)
+    shift = pd.Series({k: point.get(k, np.nan) for k in frame.columns}) - centre
+    return replicates + shift
 
 
 def _tidy(model: str, point: dict, boot: pd.DataFrame | None, horizons) -> list[dict]:
@@ -264,7 +274,7 @@ def _tidy(model: str, point: dict, boot: pd.DataFrame | None, horizons) -> list[
         low = high = np.nan
         if boot is not None and key in boot:
             low, high = percentile_interval(boot[key])
-        rows.append({"model": model, "kind": _kind(model), "metric": metric, "horizon": horizon,
+        rows.append({"model": model, "kind": model_kind(model), "metric": metric, "horizon": horizon,
                      "estimate": float(value), "ci_low": low, "ci_high": high, "n": int(point["n"]),
                      "interval": "bootstrap over patients" if not np.isnan(low) else ""})
     return rows
@@ -353,7 +363,8 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
 
     t0 = time.perf_counter()
     indices = bootstrap_indices(len(y), spec.n_boot, spec.seed, strata=y["event"]) if spec.n_boot else []
-    boots = {m: _bootstrap_model(y, oof[m], grid, horizons, indices) for m in oof} if spec.n_boot else {}
+    boots = ({m: _bootstrap_model(y, oof[m], grid, horizons, indices, points[m]) for m in oof}
+             if spec.n_boot else {})
     timings["bootstrap"] = time.perf_counter() - t0
 
     metric_rows = [r for m in oof for r in _tidy(m, points[m], boots.get(m), horizons)]
@@ -491,7 +502,7 @@ def _ablation(points, folds, X, y, grid, horizons, spec, factory, progress, indi
                 boot = None
             else:
                 point = _evaluate(y, block_oof[m], grid, horizons)
-                boot = _bootstrap_model(y, block_oof[m], grid, horizons, indices, n_ici=0) \
+                boot = _bootstrap_model(y, block_oof[m], grid, horizons, indices, point, n_ici=0) \
                     if len(indices) else None
             row = {"model": m, "blocks": " + ".join(blocks), "n_blocks": len(blocks)}
             for metric in ("harrell_c", "uno_c", "ibs"):
