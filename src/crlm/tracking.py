@@ -40,8 +40,9 @@ def setup(experiment: str) -> str:
     client = MlflowClient()
     if client.get_experiment_by_name(experiment) is None:
         location = None
-        if uri.startswith("sqlite:"):
-            location = (project_root() / "mlartifacts" / experiment).as_uri()
+        if uri.startswith("sqlite:///"):  # artifacts beside the database, never relative to the working directory
+            database = Path(uri.removeprefix("sqlite:///")).resolve()
+            location = (database.parent / "mlartifacts" / experiment).as_uri()
         client.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment)
     return uri
