@@ -121,23 +121,29 @@ def make_y(event, time) -> np.ndarray:
 
 
 def to_canonical(df: pd.DataFrame) -> pd.DataFrame:
-    """Cast known schema columns to the canonical dtypes and fill derived fields. Unknown columns pass."""
-    out = df.copy()
-    for name in out.columns:
+    """Cast known schema columns to the canonical dtypes and fill derived fields. Unknown columns pass.
+
+    Columns are converted as arrays and assembled into one frame at the end (setting them one by one on a
+    copy costs pandas' bookkeeping per column, which dominates for the single rows of online requests)."""
+    columns: dict[str, object] = {}
+    for name in df.columns:
         f = FIELDS_BY_NAME.get(name)
+        col = df[name]
         if f is None:
-            continue
-        col = out[name]
-        if f.kind in ("float", "int"):
-            out[name] = pd.to_numeric(col, errors="coerce").astype(float)
+            columns[name] = col.to_numpy()
+        elif f.kind in ("float", "int"):
+            columns[name] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         elif f.kind == "bool":
-            out[name] = col.map(_to_bool).astype("boolean")
+            columns[name] = pd.array([_to_bool(v) for v in col.tolist()], dtype="boolean")
         else:
-            out[name] = col.astype(object).where(col.notna(), np.nan)
+            values = col.to_numpy(dtype=object).copy()
+            values[pd.isna(values)] = np.nan
+            columns[name] = values
+    out = pd.DataFrame(columns, index=df.index)
     derive_fields(out)
     for name in ("synchronous_metastases", "multiple_metastases"):
-        if name in out:
-            out[name] = out[name].map(_to_bool).astype("boolean")
+        if name in out and out[name].dtype != "boolean":
+            out[name] = pd.array([_to_bool(v) for v in out[name].tolist()], dtype="boolean")
     ordered = [f.name for f in FIELDS if f.name in out] + [c for c in out.columns if c not in FIELDS_BY_NAME]
     return out[ordered]
 
