@@ -55,7 +55,7 @@ from crlm.evaluation.metrics import (
     survival_from_matrix,
     usable_horizons,
 )
-from crlm.evaluation.weighted import bootstrap_metrics, counts
+from crlm.evaluation.weighted import bootstrap_metrics, resample_weights
 from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint, outcome_fields
 
@@ -241,7 +241,7 @@ def _bootstrap_model(y, oof: OOF, grid, horizons, indices, point: dict, n_ici: i
     at = survival_from_matrix(surv, grid)
     eval_grid = evaluation_grid(y, y, 50, t_max=horizons[-1])
     full = np.ones((1, len(y)), dtype=np.float32)  # row 0: the full sample, the centre of the replicates
-    W = np.vstack([full, counts(indices, len(y))]) * oof.valid[None, :]
+    W = np.vstack([full, resample_weights(indices, len(y))]) * oof.valid[None, :]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = bootstrap_metrics(y, risk, at(np.asarray(horizons)), horizons, at(eval_grid), eval_grid,

@@ -25,6 +25,7 @@ from crlm.evaluation.benchmark import BenchmarkResult
 from crlm.evaluation.calibration import calibration_in_the_large
 from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
 from crlm.evaluation.metrics import harrell_c
+from crlm.evaluation.weighted import resample_weights, weighted_harrell_c, weighted_oe
 from crlm.scores import SCORES, compute_score
 
 MIN_PATIENTS = 20
@@ -32,8 +33,6 @@ MIN_EVENTS = 5
 TOO_FEW = "too few patients/events"
 NOT_RECORDED = "not recorded"
 AGE_BANDS = ("<60", "60-69", ">=70")
-_TIED_TOL = 1e-8  # as sksurv's concordance_index_censored
-_BLOCK_ROWS = 512
 
 COLUMNS = ["grouping", "subgroup", "patients", "events", "harrell_c", "harrell_c_low", "harrell_c_high",
            "horizon", "oe", "oe_low", "oe_high", "reference", "ref_harrell_c", "ref_harrell_c_low",
@@ -93,68 +92,6 @@ def subgroup_labels(data: pd.DataFrame, reference: str | None = None
             add(f"{defn.label} group", groups.astype(object).where(groups.notna(), "not computable"),
                 [*defn.groups, "not computable"])
     return out
-
-
-# ------------------------------------------------------------------------------------------- fast bootstrap
-
-
-def resample_weights(indices: np.ndarray, n: int) -> np.ndarray:
-    """(B, n) counts: how often each patient is drawn in each resample."""
-    b = indices.shape[0]
-    flat = (indices + (np.arange(b)[:, None] * n)).ravel()
-    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(float)
-
-
-def weighted_harrell_c(y, risk, weights: np.ndarray) -> np.ndarray:
-    """Harrell's C per row of ``weights`` (B, n) (sksurv's definition: i is comparable with j when i has the
-    event and j's time is later, or equal and censored; ties in risk count 1/2). NaN without comparable pairs.
-
-    ``risk`` (n,) gives (B,); several risks (k, n) on the same resamples give (k, B) and share the work."""
-    event = np.asarray(y["event"], dtype=bool)
-    time = np.asarray(y["time"], dtype=float)
-    risks = np.atleast_2d(np.asarray(risk, dtype=float))
-    W = np.atleast_2d(np.asarray(weights, dtype=float))
-    num = np.zeros((len(risks), W.shape[0]))
-    den = np.zeros(W.shape[0])
-    for rows in _blocks(np.flatnonzero(event)):  # only an event starts a comparable pair
-        t_i = time[rows, None]
-        comparable = (time[None, :] > t_i) | ((time[None, :] == t_i) & ~event[None, :])
-        Wi = W[:, rows]
-        den += np.einsum("bi,bi->b", Wi, W @ comparable.T.astype(float))
-        for k, r in enumerate(risks):
-            diff = r[rows, None] - r[None, :]
-            score = np.where(np.abs(diff) <= _TIED_TOL, 0.5, (diff > 0).astype(float)) * comparable
-            num[k] += np.einsum("bi,bi->b", Wi, W @ score.T)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        c = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-    return c[0] if np.ndim(risk) == 1 else c
-
-
-def _blocks(rows: np.ndarray):
-    for start in range(0, len(rows), _BLOCK_ROWS):
-        yield rows[start:start + _BLOCK_ROWS]
-
-
-def weighted_oe(y, surv_at_t, t: float, weights: np.ndarray) -> np.ndarray:
-    """Observed/expected event probability at t per row of ``weights``: (1 - weighted KM(t)) / weighted mean
-    of 1 - S_i(t). NaN where ``calibration_in_the_large`` would refuse: t beyond the resample's follow-up, or
-    no event at or before t."""
-    event = np.asarray(y["event"], dtype=bool)
-    time = np.asarray(y["time"], dtype=float)
-    W = np.atleast_2d(np.asarray(weights, dtype=float))
-    u = np.unique(time[event & (time <= t)])
-    if len(u) == 0:
-        return np.full(W.shape[0], np.nan)
-    deaths = W @ (event[:, None] & (time[:, None] == u[None, :])).astype(float)  # (B, U)
-    at_risk = W @ (time[:, None] >= u[None, :]).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        km = np.prod(np.where(at_risk > 0, 1.0 - deaths / np.where(at_risk > 0, at_risk, 1.0), 1.0), axis=1)
-        expected = (W @ (1.0 - np.asarray(surv_at_t, dtype=float))) / W.sum(axis=1)
-        oe = (1.0 - km) / expected
-    drawn = W > 0
-    last = np.where(drawn, time[None, :], -np.inf).max(axis=1)
-    any_event = (drawn & (event & (time <= t))[None, :]).any(axis=1)
-    return np.where((last >= t) & any_event & (expected > 0), oe, np.nan)
 
 
 # ------------------------------------------------------------------------------------------- the table

@@ -7,8 +7,8 @@ means. Evaluating all resamples at once (W of shape (B, n)) replaces B x (number
 
 The inverse-probability-of-censoring weights come from the Kaplan–Meier estimate of the censoring
 distribution on the full evaluation set (as ``crlm.evaluation.metrics`` does with ``y_train``), and ties
-follow scikit-survival (risk ties count 1/2, time ties are not comparable). ``tests/test_weighted.py``
-checks that unit weights reproduce ``evaluate_predictions``.
+follow scikit-survival (risk ties count 1/2; an event is comparable with a later time, or an equal censored one). ``tests/test_weighted.py``
+checks that unit weights reproduce ``evaluate_predictions`` (to 1e-4) and one resample its duplicated rows.
 """
 
 from __future__ import annotations
@@ -48,6 +48,69 @@ def _weighted_km(time, event, W, at) -> np.ndarray:
     return np.where(idx[None, :] >= 0, surv[:, np.clip(idx, 0, None)], 1.0)
 
 
+_TIED_TOL = 1e-8  # as sksurv's concordance_index_censored
+_BLOCK_ROWS = 512  # event rows per block of the pairwise comparison (bounds memory)
+
+
+def resample_weights(indices: np.ndarray, n: int) -> np.ndarray:
+    """(B, n) counts: how often each patient is drawn in each resample."""
+    b = indices.shape[0]
+    flat = (indices + (np.arange(b)[:, None] * n)).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(float)
+
+
+def weighted_harrell_c(y, risk, weights: np.ndarray) -> np.ndarray:
+    """Harrell's C per row of ``weights`` (B, n) (sksurv's definition: i is comparable with j when i has the
+    event and j's time is later, or equal and censored; ties in risk count 1/2). NaN without comparable pairs.
+
+    ``risk`` (n,) gives (B,); several risks (k, n) on the same resamples give (k, B) and share the work."""
+    event = np.asarray(y["event"], dtype=bool)
+    time = np.asarray(y["time"], dtype=float)
+    risks = np.atleast_2d(np.asarray(risk, dtype=float))
+    W = np.atleast_2d(np.asarray(weights, dtype=float))
+    num = np.zeros((len(risks), W.shape[0]))
+    den = np.zeros(W.shape[0])
+    for rows in _blocks(np.flatnonzero(event)):  # only an event starts a comparable pair
+        t_i = time[rows, None]
+        comparable = (time[None, :] > t_i) | ((time[None, :] == t_i) & ~event[None, :])
+        Wi = W[:, rows]
+        den += np.einsum("bi,bi->b", Wi, W @ comparable.T.astype(float))
+        for k, r in enumerate(risks):
+            diff = r[rows, None] - r[None, :]
+            score = np.where(np.abs(diff) <= _TIED_TOL, 0.5, (diff > 0).astype(float)) * comparable
+            num[k] += np.einsum("bi,bi->b", Wi, W @ score.T)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return c[0] if np.ndim(risk) == 1 else c
+
+
+def _blocks(rows: np.ndarray):
+    for start in range(0, len(rows), _BLOCK_ROWS):
+        yield rows[start:start + _BLOCK_ROWS]
+
+
+def weighted_oe(y, surv_at_t, t: float, weights: np.ndarray) -> np.ndarray:
+    """Observed/expected event probability at t per row of ``weights``: (1 - weighted KM(t)) / weighted mean
+    of 1 - S_i(t). NaN where ``calibration_in_the_large`` would refuse: t beyond the resample's follow-up, or
+    no event at or before t."""
+    event = np.asarray(y["event"], dtype=bool)
+    time = np.asarray(y["time"], dtype=float)
+    W = np.atleast_2d(np.asarray(weights, dtype=float))
+    u = np.unique(time[event & (time <= t)])
+    if len(u) == 0:
+        return np.full(W.shape[0], np.nan)
+    deaths = W @ (event[:, None] & (time[:, None] == u[None, :])).astype(float)  # (B, U)
+    at_risk = W @ (time[:, None] >= u[None, :]).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        km = np.prod(np.where(at_risk > 0, 1.0 - deaths / np.where(at_risk > 0, at_risk, 1.0), 1.0), axis=1)
+        expected = (W @ (1.0 - np.asarray(surv_at_t, dtype=float))) / W.sum(axis=1)
+        oe = (1.0 - km) / expected
+    drawn = W > 0
+    last = np.where(drawn, time[None, :], -np.inf).max(axis=1)
+    any_event = (drawn & (event & (time <= t))[None, :]).any(axis=1)
+    return np.where((last >= t) & any_event & (expected > 0), oe, np.nan)
+
+
 def bootstrap_metrics(y, risk, surv_h, horizons, surv_grid, grid, tau, km_grid, W) -> dict[str, np.ndarray]:
     """Metrics for every weight vector (row of W). ``surv_h``: (n, H) survival at the horizons; ``surv_grid``:
     (n, G) at the IBS ``grid``; ``km_grid``: the null model's survival at the grid (IPA's reference)."""
@@ -60,10 +123,9 @@ def bootstrap_metrics(y, risk, surv_h, horizons, surv_grid, grid, tau, km_grid, 
     def quad(M):  # w'Mw for every row of W
         return np.einsum("bi,bi->b", W @ M, W)
 
+    out["harrell_c"] = weighted_harrell_c(y, risk, W)
     earlier = (time[:, None] < time[None, :]) & event[:, None]
     conc_risk = _concordance(risk)
-    A = earlier.astype(np.float32)
-    out["harrell_c"] = quad(A * conc_risk) / quad(A)
     A_uno = (earlier & (time[:, None] < tau)) * (1 / g_at_t**2)[:, None]
     A_uno = A_uno.astype(np.float32)
     out["uno_c"] = quad(A_uno * conc_risk) / quad(A_uno)
@@ -100,8 +162,3 @@ def bootstrap_metrics(y, risk, surv_h, horizons, surv_grid, grid, tau, km_grid, 
     ibs_null = np.trapezoid((W @ null_terms) / total[:, None], grid, axis=1) / span
     out["ibs"], out["ipa_ibs"] = ibs, 1 - ibs / ibs_null
     return out
-
-
-def counts(indices: np.ndarray, n: int) -> np.ndarray:
-    """Bootstrap index arrays (B, n) -> count weights (B, n)."""
-    return np.stack([np.bincount(idx, minlength=n) for idx in indices]).astype(np.float32)
