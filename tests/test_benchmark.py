@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator
 
-from crlm.cohort.base import Cohort
+from crlm.cohort.base import Cohort, predictors_frame
 from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation import plots
-from crlm.evaluation.benchmark import BenchmarkSpec, _ceiling_seed, predictors_frame, run_benchmark
+from crlm.evaluation.benchmark import BenchmarkSpec, _ceiling_seed, run_benchmark
 from crlm.models import make_model
 
 SMALL = dict(outer_repeats=1, outer_splits=2, inner_splits=2, n_boot=30, ablation_models=0, ceiling_n=2000)
@@ -137,9 +137,9 @@ def test_ceiling_is_a_model_fitted_on_independent_patients_and_evaluated_like_th
     # exactly an xgb_cox (400 trees, depth 3) fitted on simulate_cohort(ceiling_n, 10**6 + seed), none of
     # whose patients is evaluated
     train = simulate_cohort(5000, seed=10**6 + spec.seed)
-    X = predictors_frame(res.population)
+    X = predictors_frame(res.population.data)
     model = make_model("xgb_cox", blocks=spec.blocks, columns_present=list(X.columns), random_state=10**6 + spec.seed,
-                       model__n_estimators=400, model__max_depth=3).fit(predictors_frame(train), train.y("os"))
+                       model__n_estimators=400, model__max_depth=3).fit(predictors_frame(train.data), train.y("os"))
     assert np.allclose(model.predict(X), ceiling.risk[0])
     assert np.allclose(model.predict_survival(X, res.grid), ceiling.survival[0])
     # the same evaluation, bootstrap intervals and paired comparison as every other row

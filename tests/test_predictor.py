@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crlm.cohort.base import make_y
+from crlm.cohort.base import make_y, predictors_frame
 from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation.calibration import ici
 from crlm.models import final_estimator
-from crlm.predictor import Predictor, median_time, predictors_frame, train_predictor
+from crlm.predictor import Predictor, median_time, train_predictor
 from crlm.recalibration import Recalibrator
 
 

@@ -28,12 +28,12 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
-from crlm.cohort.base import Cohort, to_canonical
+from crlm.cohort.base import Cohort, predictors_frame, to_canonical
 from crlm.evaluation.intervals import bootstrap_indices
 from crlm.explain import EVENT_WORDS, Explainer
 from crlm.models import final_estimator, make_model
 from crlm.recalibration import Recalibrator, cross_fitted_ici
-from crlm.schema import DEFAULT_HORIZONS_MONTHS, FIELDS_BY_NAME, outcome_fields
+from crlm.schema import DEFAULT_HORIZONS_MONTHS, FIELDS_BY_NAME
 from crlm.schema import endpoint as get_endpoint
 from crlm.survival_kernel import SurvivalKernel
 
@@ -51,11 +51,6 @@ def package_versions() -> dict[str, str]:
         except importlib_metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def predictors_frame(data: pd.DataFrame) -> pd.DataFrame:
-    outcomes = {f.name for f in outcome_fields()}
-    return data.drop(columns=[c for c in data.columns if c in outcomes])
 
 
 @dataclass
@@ -123,7 +118,7 @@ class Predictor:
                 "curve": {"months": self.curve_times.tolist(), "survival": surv[i].round(5).tolist(),
                           "lower": lower[i].round(5).tolist(), "upper": upper[i].round(5).tolist()},
                 "contributions": explanations[i],
-                "warnings": self.warnings_for(frame_row(raw, i)),
+                "warnings": self.warnings_for(raw.iloc[i]),
             })
         return answers
 
@@ -197,10 +192,6 @@ class Predictor:
         if not isinstance(predictor, cls):
             raise TypeError(f"{path} does not hold a crlm Predictor")
         return predictor
-
-
-def frame_row(frame: pd.DataFrame, i: int) -> pd.Series:
-    return frame.iloc[i]
 
 
 def median_time(times: np.ndarray, surv: np.ndarray) -> float | None:

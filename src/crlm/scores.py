@@ -11,7 +11,7 @@ interval, ``ras_status`` from KRAS/NRAS) are filled on a copy by ``crlm.cohort.b
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -241,23 +241,38 @@ def _is_missing(value) -> bool:
     return value == "unknown" if isinstance(value, str) else bool(pd.isna(value))
 
 
+def score_patients(patients: Sequence[dict], names: Sequence[str] = SCORE_NAMES) -> list[dict[str, dict]]:
+    """Each patient's scores, computed in one vectorised pass: per patient, per score name, a dict with
+    ``name``, ``label``, ``total``, ``group``, ``groups``, ``points`` per factor (None when missing),
+    ``missing`` (input fields that prevented the computation), ``reason`` (None when computed),
+    ``preoperative`` and ``reference``."""
+    defs = [_definition(n) for n in names]
+    if not patients:
+        return []
+    d, _ = _prepare(pd.DataFrame(list(patients)))
+    inputs = d.to_dict("records")
+    out: list[dict[str, dict]] = [{} for _ in patients]
+    for defn in defs:
+        result = _compute(defn, d)
+        factor_points = {f.name: result[f.name].to_numpy() for f in defn.factors}
+        totals, groups = result["total"].to_numpy(), result["group"].to_numpy()
+        for i, row in enumerate(inputs):
+            points = {k: None if np.isnan(v[i]) else float(v[i]) for k, v in factor_points.items()}
+            missing = list(dict.fromkeys(
+                f for factor in defn.factors if points[factor.name] is None for f in factor.fields
+                if _is_missing(row[f])))
+            total = None if np.isnan(totals[i]) else float(totals[i])
+            why = [f"{f} (unknown)" if isinstance(row[f], str) else f for f in missing]
+            out[i][defn.name] = {
+                "name": defn.name, "label": defn.label, "total": total,
+                "group": None if total is None else str(groups[i]), "groups": list(defn.groups),
+                "points": points, "missing": missing,
+                "reason": None if total is not None else f"not computable: missing {', '.join(why) or 'inputs'}",
+                "preoperative": defn.preoperative, "reference": defn.reference,
+            }
+    return out
+
+
 def score_patient(name: str, patient: dict) -> dict:
-    """One patient's score: ``name``, ``label``, ``total``, ``group``, ``points`` per factor (None when
-    missing), ``missing`` (input fields that prevented the computation) and ``reason`` (None when computed)."""
-    defn = _definition(name)
-    d, _ = _prepare(pd.DataFrame([patient]))
-    row = _compute(defn, d).iloc[0]
-    inputs = d.iloc[0]
-    missing = list(dict.fromkeys(
-        f for factor in defn.factors if pd.isna(row[factor.name]) for f in factor.fields if _is_missing(inputs[f])))
-    total = None if pd.isna(row["total"]) else float(row["total"])
-    why = [f"{f} (unknown)" if isinstance(inputs[f], str) else f for f in missing]
-    return {
-        "name": defn.name,
-        "label": defn.label,
-        "total": total,
-        "group": None if total is None else str(row["group"]),
-        "points": {f.name: None if pd.isna(row[f.name]) else float(row[f.name]) for f in defn.factors},
-        "missing": missing,
-        "reason": None if total is not None else f"not computable: missing {', '.join(why) or 'inputs'}",
-    }
+    """One patient's score (see ``score_patients``)."""
+    return score_patients([patient], [name])[0][name]

@@ -20,7 +20,6 @@ import functools
 import hmac
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -207,40 +206,10 @@ def _score_inputs() -> frozenset[str]:
 
 
 def clinical_scores(patients: Sequence[dict], names: Sequence[str] = SERVED_SCORES) -> list[dict[str, dict]]:
-    """``crlm.scores.score_patient`` for every patient and score, computed in one vectorised pass.
+    """The served scores of every patient (``crlm.scores.score_patients``, one vectorised pass)."""
+    from crlm.scores import score_patients
 
-    Same answer as ``score_patient`` (tests/test_api.py checks it) at a fraction of the cost: the canonical
-    frame is prepared once for all patients and scores instead of once per patient and score.
-    """
-    import pandas as pd
-
-    from crlm.scores import SCORES, _compute, _is_missing, _prepare
-
-    if not patients:
-        return []
-    d, _ = _prepare(pd.DataFrame(list(patients)))
-    inputs = d.to_dict("records")
-    out: list[dict[str, dict]] = [{} for _ in patients]
-    for name in names:
-        defn = SCORES[name]
-        result = _compute(defn, d)
-        factor_points = {f.name: result[f.name].to_numpy() for f in defn.factors}
-        totals, groups = result["total"].to_numpy(), result["group"].to_numpy()
-        for i, row in enumerate(inputs):
-            points = {k: None if math.isnan(v[i]) else float(v[i]) for k, v in factor_points.items()}
-            missing = list(dict.fromkeys(
-                f for factor in defn.factors if points[factor.name] is None for f in factor.fields
-                if _is_missing(row[f])))
-            total = None if math.isnan(totals[i]) else float(totals[i])
-            why = [f"{f} (unknown)" if isinstance(row[f], str) else f for f in missing]
-            out[i][name] = {
-                "name": defn.name, "label": defn.label, "total": total,
-                "group": None if total is None else str(groups[i]), "groups": list(defn.groups),
-                "points": points, "missing": missing,
-                "reason": None if total is not None else f"not computable: missing {', '.join(why) or 'inputs'}",
-                "preoperative": defn.preoperative, "reference": defn.reference,
-            }
-    return out
+    return score_patients(patients, names)
 
 
 # ---------------------------------------------------------------------------------------------- models

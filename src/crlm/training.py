@@ -23,12 +23,13 @@ import yaml
 
 from crlm import tracking
 from crlm.cohort import Cohort, load_cohort
+from crlm.cohort.base import predictors_frame
 from crlm.config import JobConfig
 from crlm.evaluation import plots
 from crlm.evaluation.benchmark import BenchmarkResult, BenchmarkSpec, fit_model, model_kind, run_benchmark
 from crlm.evaluation.metrics import harrell_c
 from crlm.paths import project_root
-from crlm.predictor import Predictor, predictors_frame, train_predictor
+from crlm.predictor import Predictor, train_predictor
 
 # Simpler first: the tie-break of the selection rule.
 SIMPLICITY = ("coxph", "coxnet", "xgb_cox", "xgb_aft", "gbsa", "rsf")

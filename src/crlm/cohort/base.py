@@ -112,6 +112,12 @@ class Cohort:
                       self.citation, self.report, truth)
 
 
+def predictors_frame(data: pd.DataFrame) -> pd.DataFrame:
+    """Cohort rows without the outcome columns: everything a model may see."""
+    outcomes = {f.name for f in FIELDS if f.block == "outcome"}
+    return data.drop(columns=[c for c in data.columns if c in outcomes])
+
+
 def make_y(event, time) -> np.ndarray:
     """The structured outcome array used everywhere (scikit-survival convention)."""
     y = np.empty(len(time), dtype=[("event", "?"), ("time", "<f8")])

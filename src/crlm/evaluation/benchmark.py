@@ -44,7 +44,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
 
-from crlm.cohort.base import Cohort
+from crlm.cohort.base import Cohort, predictors_frame
 from crlm.evaluation.calibration import ici
 from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
 from crlm.evaluation.metrics import (
@@ -57,7 +57,7 @@ from crlm.evaluation.metrics import (
 )
 from crlm.evaluation.weighted import bootstrap_metrics, resample_weights
 from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family
-from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint, outcome_fields
+from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint
 
 LEARNED_MODELS = ("coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft")
 SCORE_BASELINES = ("score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger", "score:konopke")
@@ -337,7 +337,7 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
     started = time.perf_counter()
     population, notes = prepare_population(cohort, spec)
     y = population.y(spec.endpoint)
-    X = predictors_frame(population)
+    X = predictors_frame(population.data)
     horizons = usable_horizons(y, y, spec.horizons)
     grid = _grid(y, horizons)
     splitter = RepeatedStratifiedKFold(n_splits=spec.outer_splits, n_repeats=spec.outer_repeats,
@@ -385,12 +385,6 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
                                "model", "reference", "metric", "delta", "ci_low", "ci_high", "p_value", "n",
                                "better_than_reference"]),
                            ablation=ablation, chosen_params=params, timings=timings, notes=notes)
-
-
-def predictors_frame(cohort: Cohort) -> pd.DataFrame:
-    """The cohort rows without outcome columns: what a model may see."""
-    outcomes = [f.name for f in outcome_fields()]
-    return cohort.data.drop(columns=[c for c in cohort.data.columns if c in outcomes])
 
 
 def _grid(y, horizons) -> np.ndarray:
@@ -467,7 +461,7 @@ def _ceiling_oof(cohort: Cohort, X: pd.DataFrame, spec: BenchmarkSpec, grid) -> 
 
     seed = _ceiling_seed(cohort, spec)
     train = simulate_cohort(spec.ceiling_n, seed).with_outcome(spec.endpoint)
-    X_train = predictors_frame(train)[list(X.columns)]  # only what the evaluated cohort records
+    X_train = predictors_frame(train.data)[list(X.columns)]  # only what the evaluated cohort records
     model = make_model(CEILING_MODEL, blocks=tuple(spec.blocks), postoperative=spec.postoperative,
                        columns_present=list(X.columns), random_state=seed, **CEILING_PARAMS)
     model.fit(X_train, train.y(spec.endpoint))
