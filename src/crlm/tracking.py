@@ -87,7 +87,8 @@ def input_signature() -> ModelSignature:
     return ModelSignature(inputs=Schema(cols), params=params)
 
 
-def input_example(predictor: Predictor, data: pd.DataFrame) -> pd.DataFrame:
+def input_example(data: pd.DataFrame) -> pd.DataFrame:
+    """Two patients as the pyfunc's input example (schema fields only, JSON-friendly values)."""
     cols = [c for c in data.columns if c in FIELDS_BY_NAME and FIELDS_BY_NAME[c].block not in ("outcome",)]
     example = data[cols].head(2).copy()
     for c in cols:  # plain dtypes that survive JSON serialisation of the example

@@ -11,6 +11,7 @@ import json
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +111,9 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
         mlflow.log_dict(json.loads(config.model_dump_json()), "config/job.json")
         mlflow.log_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False), "config/job.yaml")
         mlflow.log_dict(tracking.package_versions(), "environment/package_versions.json")
-        dataset = mlflow.data.from_pandas(cohort.data, name=cohort.name, source=cohort.source[:200])
+        with warnings.catch_warnings():  # a free-text source matches several MLflow source types; it is a label
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(cohort.data, name=cohort.name, source=cohort.source[:200])
         mlflow.log_input(dataset, context="training")
         mlflow.log_params({"dataset_digest": dataset.digest, "patients": len(cohort)})
 
@@ -216,7 +219,7 @@ def _log_model_runs(result, config, champion, predictors, rule, progress):
                                 "predictor/metadata.json")
                 calibration = predictor.metadata.get("calibration", {})
                 mlflow.log_metrics({f"recal_{k}_{h}": v for h, d in calibration.items() for k, v in d.items()})
-                example = tracking.input_example(predictor, result.population.data)
+                example = tracking.input_example(result.population.data)
                 model_infos[model] = tracking.log_predictor(predictor, example)
                 if model == champion:
                     card = (md, html)

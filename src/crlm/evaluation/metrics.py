@@ -254,7 +254,7 @@ def _call(survival: SurvivalFn, times: np.ndarray, n: int) -> np.ndarray:
 
 def evaluate_predictions(y_train, y_test, risk, survival: SurvivalFn, horizons: Sequence[float] = DEFAULT_HORIZONS,
                          *, tau: float | None = None, grid_size: int = 50, knots: int = 3, dcal_bins: int = 10,
-                         auc_from: str = "survival", lean: bool = False) -> dict[str, float]:
+                         auc_from: str = "survival") -> dict[str, float]:
     """All discrimination, accuracy and calibration metrics as a flat dict of floats (stable MLflow names).
 
     ``risk`` (n,) is higher = worse; ``survival(times)`` returns (n, len(times)) survival probabilities and
@@ -262,8 +262,7 @@ def evaluate_predictions(y_train, y_test, risk, survival: SurvivalFn, horizons: 
     gets ``auc_h, brier_h, ipa_h, oe_h, slope_h, ici_h, e50_h, e90_h, emax_h``; horizons beyond follow-up are
     NaN (with a HorizonWarning) so the key set never changes. ``tau`` defaults to the largest usable horizon;
     the IBS grid runs from the 10th percentile of test times to that horizon. AUC(t) uses 1 - S(t) (handles
-    non-proportional hazards) unless ``auc_from="risk"``. ``lean=True`` skips the slope, E50/E90/Emax and
-    D-calibration (for bootstrap resamples, where only the headline metrics get intervals).
+    non-proportional hazards) unless ``auc_from="risk"``.
     """
     y_train, y_test = check_y(y_train, "y_train"), check_y(y_test, "y_test", need_events=True)
     n = len(y_test)
@@ -286,10 +285,9 @@ def evaluate_predictions(y_train, y_test, risk, survival: SurvivalFn, horizons: 
     for j, h in enumerate(usable):
         curve = cal.ici(y_test, s_h[:, j], h, knots=knots)
         calib[h] = {"oe": cal.calibration_in_the_large(y_test, s_h[:, j], h),
-                    "slope": np.nan if lean else cal.calibration_slope(y_test, s_h[:, j], h),
+                    "slope": cal.calibration_slope(y_test, s_h[:, j], h),
                     **{k: curve[k] for k in ("ici", "e50", "e90", "emax")}}
-    dcal_chi2, dcal_p = (np.nan, np.nan) if lean else cal.d_calibration(
-        y_test, cal.survival_at_own_time(survival, y_test["time"]), dcal_bins)
+    dcal_chi2, dcal_p = cal.d_calibration(y_test, cal.survival_at_own_time(survival, y_test["time"]), dcal_bins)
 
     def per_horizon(name: str, values) -> dict[str, float]:
         full = np.full(len(horizons), np.nan)
