@@ -16,6 +16,7 @@ from crlm.features import (
     TumourBurdenScore,
     make_preprocessor,
     model_columns,
+    tumour_burden_score,
 )
 
 
@@ -108,13 +109,38 @@ def test_cea_is_log_transformed():
 def test_tumour_burden_score_is_the_hypotenuse():
     df = cohort()
     size, n = df["largest_metastasis_cm"].to_numpy(), df["n_liver_metastases"].to_numpy()
-    tbs = TumourBurdenScore().fit_transform(df[["largest_metastasis_cm", "n_liver_metastases"]])
-    np.testing.assert_allclose(tbs[:, 0], np.sqrt(size**2 + n**2))
+    np.testing.assert_allclose(tumour_burden_score(size, n), np.sqrt(size**2 + n**2))
     pre = make_preprocessor().fit(df)
     assert is_affine(np.sqrt(size**2 + n**2), column(pre, df, TBS_NAME))
     one_missing = df.head(2).assign(largest_metastasis_cm=[np.nan, 3.0])
-    assert np.isnan(TumourBurdenScore().fit_transform(one_missing[["largest_metastasis_cm",
-                                                                   "n_liver_metastases"]])[0, 0])
+    encoder = TumourBurdenScore().fit(df[["largest_metastasis_cm", "n_liver_metastases"]])
+    imputed = encoder.transform(one_missing[["largest_metastasis_cm", "n_liver_metastases"]])[0, 0]
+    assert imputed == pytest.approx((np.median(np.hypot(size, n)) - np.hypot(size, n).mean()) / np.hypot(size, n).std())
+
+
+def test_encodings_equal_scikit_learns_reference_transformers():
+    """The numpy encoders reproduce SimpleImputer + StandardScaler and OneHotEncoder(handle_unknown="ignore")
+    exactly, on the training rows and on new rows with missing values and unseen levels."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    train, new = cohort(), cohort(n=40, seed=7)
+    new.loc[:4, "age_years"] = np.nan
+    new.loc[5:9, "chemo_regimen"] = "capox"  # not seen in training
+    pre = make_preprocessor().fit(train)
+    names = names_of(pre)
+    numbers = ["age_years", "disease_free_interval_months", "n_liver_metastases", "largest_metastasis_cm"]
+    reference = make_pipeline(SimpleImputer(strategy="median"), StandardScaler()).fit(train[numbers])
+    onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False).fit(train[["chemo_regimen"]].astype(str))
+    for rows in (train, new):
+        X = pre.transform(rows)
+        np.testing.assert_allclose(X[:, [names.index(c) for c in numbers]], reference.transform(rows[numbers]),
+                                   rtol=0, atol=1e-12)
+        levels = [f"chemo_regimen={c}" for c in onehot.categories_[0]]
+        np.testing.assert_array_equal(X[:, [names.index(c) for c in levels]],
+                                      onehot.transform(rows[["chemo_regimen"]].astype(str)))
+    assert not X[5:10, [names.index(c) for c in names if c.startswith("chemo_regimen=")]].any()
 
 
 def test_unknown_genomic_status_is_its_own_level():

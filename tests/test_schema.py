@@ -44,11 +44,14 @@ def test_patient_model_names_the_field_and_rule():
 def test_derived_fields():
     import pandas as pd
 
-    df = pd.DataFrame({"disease_free_interval_months": [0, 14, None], "n_liver_metastases": [1, 3, None],
-                       "kras_status": ["wild_type", "mutant", "unknown"], "nras_status": ["wild_type", None, "mutant"]})
-    schema.derive_fields(df)
-    assert df["synchronous_metastases"].tolist()[:2] == [True, False] and df["synchronous_metastases"][2] is None
-    assert df["multiple_metastases"].tolist()[:2] == [False, True]
+    from crlm.cohort.base import to_canonical
+
+    df = to_canonical(pd.DataFrame({
+        "disease_free_interval_months": [0, 14, None], "n_liver_metastases": [1, 3, None],
+        "kras_status": ["wild_type", "mutant", "unknown"], "nras_status": ["wild_type", None, "mutant"],
+        "multiple_metastases": [None, None, True]}))  # a source may record only "more than one"
+    assert df["synchronous_metastases"].tolist() == [True, False, pd.NA]
+    assert df["multiple_metastases"].tolist() == [False, True, True]
     assert df["ras_status"].tolist() == ["wild_type", "mutant", "mutant"]
 
 

@@ -85,11 +85,11 @@ class Explainer:
             out[i] = base - risks.mean(axis=1)
         return out
 
-    def explain(self, Z: pd.DataFrame, raw: pd.DataFrame, top: int = 6) -> list[list[dict]]:
-        """Top contributors per patient, largest absolute contribution first."""
+    def explain(self, Z: pd.DataFrame, rows: list[dict], top: int = 6) -> list[list[dict]]:
+        """Top contributors per patient, largest absolute contribution first (``rows``: the canonical records)."""
         contributions = self.feature_contributions(Z)
         answers = []
-        for i in range(len(Z)):
+        for i, row in enumerate(rows):
             order = np.argsort(-np.abs(contributions[i]))
             items = []
             for k in order[:top]:
@@ -97,13 +97,12 @@ class Explainer:
                 if abs(size) < 1e-9:
                     continue
                 name = self.field_names[k]
-                value = raw.iloc[i][name] if name in raw.columns else None
-                items.append(describe(name, value, size, self.endpoint, raw.iloc[i]))
+                items.append(describe(name, row.get(name), size, self.endpoint, row))
             answers.append(items)
         return answers
 
 
-def value_text(name: str, value, row: pd.Series | None = None) -> str:
+def value_text(name: str, value, row: dict | None = None) -> str:
     if name == "tumour_burden_score" and row is not None:
         size, n = row.get("largest_metastasis_cm"), row.get("n_liver_metastases")
         if pd.notna(size) and pd.notna(n):
@@ -122,7 +121,7 @@ def value_text(name: str, value, row: pd.Series | None = None) -> str:
     return str(value).replace("_", " ")
 
 
-def describe(name: str, value, size: float, endpoint: str, row: pd.Series | None = None) -> dict:
+def describe(name: str, value, size: float, endpoint: str, row: dict | None = None) -> dict:
     f = FIELDS_BY_NAME.get(name)
     label = f.label if f else DERIVED_LABELS.get(name, name.replace("_", " "))
     text = value_text(name, value, row)

@@ -1,14 +1,15 @@
 """The feature pipeline: canonical cohort rows -> the numeric matrix every learned model sees.
 
 Built from the schema's field catalogue (``crlm.schema.predictor_fields``), never from a hand-kept column list:
-one transformer per schema block (clinical, genomic, response, operative), each a ``ColumnTransformer`` over
-the block's fields by kind, assembled into one ``ColumnTransformer``.
+per schema block (clinical, genomic, response, operative), one encoder per kind of field. Encoders learn their
+parameters at fit and encode with plain numpy, so the same code serves a 50,000-patient training matrix and
+an online request of one patient (where a ``ColumnTransformer`` spent ~12 ms in per-call checks).
 
 Encodings (every output column has a readable name, see ``get_feature_names_out``):
 
-- numbers: median imputation with a missing indicator (``SimpleImputer(add_indicator=True)``), then standard
-  scaling of the values; the indicators stay 0/1. ``cea_ng_ml`` and ``ca19_9_u_ml`` are log1p-transformed first
-  (``"cea_ng_ml (log)"``). Indicators exist only for fields with missing values in the training data.
+- numbers: median imputation with a missing indicator (learned by ``SimpleImputer(add_indicator=True)``), then
+  standard scaling (``StandardScaler``'s mean and scale) of the values; the indicators stay 0/1. ``cea_ng_ml``
+  and ``ca19_9_u_ml`` are log1p-transformed first (``"cea_ng_ml (log)"``). Indicators exist only for fields with missing values in the training data.
 - the Tumour Burden Score ``tumour_burden_score`` = sqrt(largest_metastasis_cm^2 + n_liver_metastases^2) is
   added as a feature (imputed and scaled like the numbers, without its own indicator: the inputs' indicators
   already say when it is missing).
@@ -39,13 +40,12 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from crlm import schema
+from crlm.cohort.base import CanonicalColumns, canonical_columns, column_values
 
 DEFAULT_BLOCKS: tuple[str, ...] = ("clinical", "genomic", "response")
 LOG_FIELDS = ("cea_ng_ml", "ca19_9_u_ml")  # right-skewed serum markers
@@ -132,63 +132,81 @@ def _to_float(value) -> float:
         return np.nan
 
 
-def _float_matrix(frame: pd.DataFrame) -> np.ndarray:
-    """Float matrix with NaN for missing; handles float, nullable boolean/Float64, pd.NA and objects."""
-    columns = []
-    for name in frame.columns:
-        col = frame[name]
-        if pd.api.types.is_float_dtype(col.dtype) and not isinstance(col.dtype, pd.api.extensions.ExtensionDtype):
-            columns.append(col.to_numpy(dtype=float))
-        else:
-            columns.append(np.array([_to_float(v) for v in col.astype(object)], dtype=float))
-    return np.column_stack(columns) if columns else np.empty((len(frame), 0))
+def _as_float(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind in "fiub":
+        return values.astype(float, copy=False)
+    return np.array([_to_float(v) for v in values], dtype=float)
 
 
-def _input_names(transformer, input_features) -> list[str]:
-    if input_features is not None:
-        return [str(n) for n in input_features]
-    return list(transformer.feature_names_in_)
+def _is_missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
-# --- per-kind transformers ----------------------------------------------------------------------------
+# --- per-kind encoders ----------------------------------------------------------------------------------
+# Each learns its parameters at fit (with scikit-learn's imputer and scaler where they apply) and encodes
+# with plain numpy in ``encode``: FeaturePreprocessor calls that directly on column arrays, so an online
+# request of one patient costs microseconds per encoder instead of pandas/scikit-learn per-call overhead.
 
-class _ImputeScale(TransformerMixin, BaseEstimator):
-    """Median imputation with missing indicators, then scaling of the values (the indicators stay 0/1)."""
-
-    def _values(self, frame: pd.DataFrame) -> np.ndarray:
-        raise NotImplementedError
-
-    def _label(self, name: str) -> str:
-        return name
-
-    def _indicator(self) -> bool:
-        return True
+class _Encoder(TransformerMixin, BaseEstimator):
+    """Fit/transform on frames; ``encode`` maps a list of column arrays (``column_values``) to a matrix."""
 
     def fit(self, X, y=None):
         frame = _frame(X)
         self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
         self.n_features_in_ = frame.shape[1]
-        values = self._values(frame)
-        # numpy inside whatever the global sklearn output config says (we slice by position)
-        self.imputer_ = SimpleImputer(strategy="median", add_indicator=self._indicator(),
-                                      keep_empty_features=True).set_output(transform="default").fit(values)
-        imputed = self.imputer_.transform(values)
-        self.scaler_ = StandardScaler().set_output(transform="default").fit(imputed[:, : self.n_features_in_])
+        self._fit_columns([column_values(frame[c]) for c in frame.columns])
+        self.feature_names_out_ = self._output_names(list(self.feature_names_in_))
         return self
 
     def transform(self, X):
-        check_is_fitted(self, "imputer_")
-        imputed = self.imputer_.transform(self._values(_frame(X)))
-        k = self.n_features_in_
-        return np.hstack([self.scaler_.transform(imputed[:, :k]), imputed[:, k:]])
+        check_is_fitted(self, "feature_names_out_")
+        frame = _frame(X)
+        return self.encode([column_values(frame[c]) for c in frame.columns])
 
     def get_feature_names_out(self, input_features=None):
-        check_is_fitted(self, "imputer_")
-        names = _input_names(self, input_features)
-        out = [self._label(n) for n in names]
-        if self.imputer_.indicator_ is not None:
-            out += [f"{names[i]} missing" for i in self.imputer_.indicator_.features_]
-        return np.asarray(out, dtype=object)
+        check_is_fitted(self, "feature_names_out_")
+        return np.asarray(self.feature_names_out_, dtype=object)
+
+    def _fit_columns(self, columns: list[np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _output_names(self, names: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def encode(self, columns: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _ImputeScale(_Encoder):
+    """Median imputation with missing indicators, then scaling of the values (the indicators stay 0/1)."""
+
+    indicator: bool = True
+
+    def _values(self, columns: list[np.ndarray]) -> np.ndarray:
+        return np.column_stack([_as_float(c) for c in columns])
+
+    def _labels(self, names: list[str]) -> list[str]:
+        return names
+
+    def _fit_columns(self, columns):
+        values = self._values(columns)
+        # numpy inside whatever the global sklearn output config says; all-missing columns are imputed with 0
+        imputer = SimpleImputer(strategy="median", add_indicator=self.indicator,
+                                keep_empty_features=True).set_output(transform="default").fit(values)
+        self.medians_ = imputer.statistics_
+        self.indicator_features_ = (np.asarray(imputer.indicator_.features_, dtype=int)
+                                    if imputer.indicator_ is not None else np.empty(0, dtype=int))
+        scaler = StandardScaler().fit(np.where(np.isnan(values), self.medians_, values))
+        self.mean_, self.scale_ = scaler.mean_, scaler.scale_
+
+    def _output_names(self, names):
+        return self._labels(names) + [f"{names[i]} missing" for i in self.indicator_features_]
+
+    def encode(self, columns):
+        values = self._values(columns)
+        missing = np.isnan(values)
+        scaled = (np.where(missing, self.medians_, values) - self.mean_) / self.scale_
+        return np.hstack([scaled, missing[:, self.indicator_features_].astype(float)])
 
 
 class NumericEncoder(_ImputeScale):
@@ -198,15 +216,12 @@ class NumericEncoder(_ImputeScale):
         self.log = log
         self.indicator = indicator
 
-    def _values(self, frame):
-        values = _float_matrix(frame)
+    def _values(self, columns):
+        values = super()._values(columns)
         return np.log1p(np.clip(values, 0, None)) if self.log else values
 
-    def _label(self, name):
-        return f"{name} (log)" if self.log else name
-
-    def _indicator(self):
-        return self.indicator
+    def _labels(self, names):
+        return [f"{n} (log)" for n in names] if self.log else names
 
 
 class OrdinalRankEncoder(_ImputeScale):
@@ -215,102 +230,81 @@ class OrdinalRankEncoder(_ImputeScale):
     def __init__(self, indicator: bool = True):
         self.indicator = indicator
 
-    def _values(self, frame):
-        columns = []
-        for name in frame.columns:
+    def _values(self, columns):
+        out = []
+        for name, col in zip(self.feature_names_in_, columns, strict=True):
             order = {c: float(i) for i, c in enumerate(schema.field(str(name)).categories or ())}
-            columns.append(np.array([order.get(v, np.nan) if isinstance(v, str) else np.nan
-                                     for v in frame[name].astype(object)], dtype=float))
-        return np.column_stack(columns)
+            out.append(np.array([order.get(v, np.nan) if isinstance(v, str) else np.nan for v in col], dtype=float))
+        return np.column_stack(out)
 
-    def _label(self, name):
-        return f"{name} (ordinal)"
-
-    def _indicator(self):
-        return self.indicator
+    def _labels(self, names):
+        return [f"{n} (ordinal)" for n in names]
 
 
-class BooleanEncoder(TransformerMixin, BaseEstimator):
+class TumourBurdenScore(_ImputeScale):
+    """TBS = sqrt(largest diameter (cm)^2 + number of metastases^2) (Sasaki 2018), NaN if either is missing;
+    then imputed and scaled like a number, without an indicator (the inputs' indicators say it is missing).
+
+    Input columns: the largest diameter, then the number (``TBS_INPUTS``); ``tumour_burden_score`` is the raw
+    value."""
+
+    indicator = False
+
+    def _values(self, columns):
+        if len(columns) != 2:
+            raise ValueError(f"TumourBurdenScore needs 2 columns {TBS_INPUTS}, got {len(columns)}")
+        return tumour_burden_score(_as_float(columns[0]), _as_float(columns[1])).reshape(-1, 1)
+
+    def _labels(self, names):
+        return [TBS_NAME]
+
+
+def tumour_burden_score(size_cm, n_metastases) -> np.ndarray:
+    return np.hypot(np.asarray(size_cm, dtype=float), np.asarray(n_metastases, dtype=float))
+
+
+class BooleanEncoder(_Encoder):
     """Yes/no -> 1.0/0.0; missing -> 0.0 plus a ``"<field> missing"`` indicator (if missing at fit)."""
 
-    def fit(self, X, y=None):
-        frame = _frame(X)
-        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
-        self.n_features_in_ = frame.shape[1]
-        self.indicator_features_ = np.flatnonzero(np.isnan(_float_matrix(frame)).any(axis=0))
-        return self
+    def _fit_columns(self, columns):
+        values = np.column_stack([_as_float(c) for c in columns])
+        self.indicator_features_ = np.flatnonzero(np.isnan(values).any(axis=0))
 
-    def transform(self, X):
-        check_is_fitted(self, "indicator_features_")
-        values = _float_matrix(_frame(X))
+    def _output_names(self, names):
+        return names + [f"{names[i]} missing" for i in self.indicator_features_]
+
+    def encode(self, columns):
+        values = np.column_stack([_as_float(c) for c in columns])
         missing = np.isnan(values)
         return np.hstack([np.where(missing, 0.0, values != 0).astype(float),
                           missing[:, self.indicator_features_].astype(float)])
 
-    def get_feature_names_out(self, input_features=None):
-        check_is_fitted(self, "indicator_features_")
-        names = _input_names(self, input_features)
-        return np.asarray(names + [f"{names[i]} missing" for i in self.indicator_features_], dtype=object)
 
-
-class FillMissing(TransformerMixin, BaseEstimator):
-    """Categories as text with missing (NaN, None, pd.NA) replaced by a level of its own."""
+class CategoryEncoder(_Encoder):
+    """One-hot (``field=level``) with missing values as a level of their own (``fill``); levels are learned
+    at fit in sorted order, and an unseen level at prediction encodes as all zeros."""
 
     def __init__(self, fill: str = MISSING_LEVEL):
         self.fill = fill
 
-    def fit(self, X, y=None):
-        frame = _frame(X)
-        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
-        self.n_features_in_ = frame.shape[1]
-        return self
+    def _filled(self, col: np.ndarray) -> np.ndarray:
+        return np.array([self.fill if _is_missing(v) else str(v) for v in col], dtype=str)
 
-    def transform(self, X):
-        frame = _frame(X)
-        return np.column_stack([[self.fill if pd.isna(v) else str(v) for v in frame[c].astype(object)]
-                                for c in frame.columns]).astype(object)
+    def _fit_columns(self, columns):
+        self.categories_ = [np.unique(self._filled(c)) for c in columns]
 
-    def get_feature_names_out(self, input_features=None):
-        return np.asarray(_input_names(self, input_features), dtype=object)
+    def _output_names(self, names):
+        return [f"{name}={level}" for name, levels in zip(names, self.categories_, strict=True) for level in levels]
 
-
-def _equals(feature: str, category) -> str:
-    """One-hot column names as ``field=level`` (module level so fitted pipelines pickle)."""
-    return f"{feature}={category}"
-
-
-def category_encoder(fill: str = MISSING_LEVEL) -> Pipeline:
-    """One-hot with missing as its own level (``fill``); unseen levels at prediction encode as all zeros."""
-    return Pipeline([("fill", FillMissing(fill)),
-                     ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=float,
-                                              feature_name_combiner=_equals))])
-
-
-class TumourBurdenScore(TransformerMixin, BaseEstimator):
-    """TBS = sqrt(largest diameter (cm)^2 + number of metastases^2) (Sasaki 2018); NaN if either is missing.
-
-    Input columns: the largest diameter, then the number (``TBS_INPUTS``)."""
-
-    def fit(self, X, y=None):
-        frame = _frame(X)
-        if frame.shape[1] != 2:
-            raise ValueError(f"TumourBurdenScore needs 2 columns {TBS_INPUTS}, got {frame.shape[1]}")
-        self.n_features_in_ = 2
-        return self
-
-    def transform(self, X):
-        values = _float_matrix(_frame(X))
-        return np.hypot(values[:, 0], values[:, 1]).reshape(-1, 1)
-
-    def get_feature_names_out(self, input_features=None):
-        return np.asarray([TBS_NAME], dtype=object)
+    def encode(self, columns):
+        return np.hstack([(self._filled(col)[:, None] == levels[None, :]).astype(float)
+                          for col, levels in zip(columns, self.categories_, strict=True)])
 
 
 # --- assembly --------------------------------------------------------------------------------------------
 
-def block_transformer(fields: Sequence[schema.Field]) -> ColumnTransformer:
-    """The transformer of one schema block: its fields routed by kind to the encoders above."""
-    names = [f.name for f in fields]
+def block_encoders(fields: Sequence[schema.Field]) -> list[tuple[str, _Encoder, list[str]]]:
+    """The unfitted encoders of one schema block: (kind, encoder, input fields), its fields routed by kind."""
     numeric = [f.name for f in fields if f.kind in ("float", "int") and f.name not in LOG_FIELDS]
     logged = [f.name for f in fields if f.kind in ("float", "int") and f.name in LOG_FIELDS]
     boolean = [f.name for f in fields if f.kind == "bool"]
@@ -318,37 +312,25 @@ def block_transformer(fields: Sequence[schema.Field]) -> ColumnTransformer:
     others = [f for f in fields if f.kind == "category" and f.name not in ORDINAL_FIELDS]
     markers = [f.name for f in others if _has_unknown_level(f)]
     categorical = [f.name for f in others if not _has_unknown_level(f)]
+    names = {f.name for f in fields}
     parts = [
         ("numeric", NumericEncoder(), numeric),
         ("log", NumericEncoder(log=True), logged),
         ("boolean", BooleanEncoder(), boolean),
         ("ordinal", OrdinalRankEncoder(), ordinal),
-        ("categorical", category_encoder(MISSING_LEVEL), categorical),
-        ("marker", category_encoder(UNKNOWN_LEVEL), markers),
+        ("categorical", CategoryEncoder(MISSING_LEVEL), categorical),
+        ("marker", CategoryEncoder(UNKNOWN_LEVEL), markers),
+        ("tumour_burden", TumourBurdenScore(), list(TBS_INPUTS) if names >= set(TBS_INPUTS) else []),
     ]
-    if all(n in names for n in TBS_INPUTS):
-        parts.append(("tumour_burden", Pipeline([("tbs", TumourBurdenScore()),
-                                                 ("scale", NumericEncoder(indicator=False))]), list(TBS_INPUTS)))
-    return ColumnTransformer([p for p in parts if p[2]], remainder="drop", sparse_threshold=0,
-                             verbose_feature_names_out=False)
-
-
-def build_column_transformer(fields: Sequence[schema.Field]) -> ColumnTransformer:
-    """One ``ColumnTransformer`` with one block transformer per schema block present in ``fields``."""
-    blocks = []
-    for block in schema.PREDICTOR_BLOCKS:
-        in_block = [f for f in fields if f.block == block]
-        if in_block:
-            blocks.append((block, block_transformer(in_block), [f.name for f in in_block]))
-    return ColumnTransformer(blocks, remainder="drop", sparse_threshold=0,
-                             verbose_feature_names_out=False).set_output(transform="default")
+    return [p for p in parts if p[2]]
 
 
 class FeaturePreprocessor(TransformerMixin, BaseEstimator):
-    """Canonical cohort rows -> model matrix; the column transformer is assembled at fit from the schema.
+    """Canonical cohort rows -> model matrix; the encoders are assembled at fit from the schema.
 
     Fitted attributes: ``columns_`` (fields used, schema order), ``dropped_columns_`` ({field: reason}),
-    ``column_transformer_`` and ``get_feature_names_out()``.
+    ``encoders_`` ([(block/kind, fitted encoder, input fields)], in output order) and
+    ``get_feature_names_out()``.
     """
 
     def __init__(self, blocks: Sequence[str] = DEFAULT_BLOCKS, postoperative: bool = False,
@@ -375,19 +357,25 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
         self.dropped_columns_ = dropped
         self.feature_names_in_ = np.asarray(self.columns_, dtype=object)
         self.n_features_in_ = len(self.columns_)
-        self.column_transformer_ = build_column_transformer(kept).fit(self._select(frame))
+        self.encoders_ = []
+        for block in schema.PREDICTOR_BLOCKS:
+            for kind, encoder, inputs in block_encoders([f for f in kept if f.block == block]):
+                self.encoders_.append((f"{block}/{kind}", encoder.fit(frame[inputs]), inputs))
+        self.feature_names_out_ = [n for _, encoder, _ in self.encoders_ for n in encoder.feature_names_out_]
         return self
 
-    def _select(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return frame.reindex(columns=self.columns_)  # a field the input lacks is missing for every row
-
     def transform(self, X):
-        check_is_fitted(self, "column_transformer_")
-        return np.asarray(self.column_transformer_.transform(self._select(_frame(X))), dtype=float)
+        """The model matrix of canonical rows: a DataFrame or ``CanonicalColumns``; other frames are
+        canonicalised first."""
+        check_is_fitted(self, "encoders_")
+        columns = canonical_columns(X if isinstance(X, CanonicalColumns) else _frame(X))
+        missing = np.full(columns.n_rows, np.nan)  # a field the input lacks is missing for every row
+        return np.hstack([encoder.encode([columns.get(c, missing) for c in inputs])
+                          for _, encoder, inputs in self.encoders_])
 
     def get_feature_names_out(self, input_features=None):
-        check_is_fitted(self, "column_transformer_")
-        return np.asarray(self.column_transformer_.get_feature_names_out(), dtype=object)
+        check_is_fitted(self, "feature_names_out_")
+        return np.asarray(self.feature_names_out_, dtype=object)
 
 
 def make_preprocessor(blocks: Sequence[str] = DEFAULT_BLOCKS, postoperative: bool = False,

@@ -28,7 +28,7 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
-from crlm.cohort.base import Cohort, predictors_frame, to_canonical
+from crlm.cohort.base import CanonicalColumns, Cohort, canonical_columns, predictors_frame
 from crlm.evaluation.intervals import bootstrap_indices
 from crlm.explain import EVENT_WORDS, Explainer
 from crlm.models import final_estimator, make_model
@@ -72,25 +72,21 @@ class Predictor:
 
     # ------------------------------------------------------------------ prediction
 
-    def _prepare(self, rows) -> tuple[pd.DataFrame, pd.DataFrame]:
-        frame = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
-        if len(frame) == 0:
+    def _prepare(self, rows) -> tuple[CanonicalColumns, pd.DataFrame]:
+        """(canonical columns, model matrix) of records, a DataFrame or ``CanonicalColumns`` (the API
+        canonicalises a request once for both endpoints and the scores)."""
+        columns = canonical_columns(rows)
+        if columns.n_rows == 0:
             raise ValueError("no patients to predict")
-        raw = to_canonical(frame.reset_index(drop=True))
-        for name in self.fields_used:
-            if name not in raw:
-                kind = FIELDS_BY_NAME[name].kind if name in FIELDS_BY_NAME else "float"
-                raw[name] = pd.Series(pd.NA, index=raw.index, dtype="boolean") if kind == "bool" else np.nan
-        Z = self.model.steps[0][1].transform(raw)
+        Z = self.model.steps[0][1].transform(columns)  # fields the rows lack are missing
         if not isinstance(Z, pd.DataFrame):
             Z = pd.DataFrame(Z, columns=self.explainer.features)
-        return raw, Z
+        return columns, Z
 
     def _curves(self, Z: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Calibrated survival (n, T) at ``curve_times`` with its 95% interval (t = 0 is S = 1)."""
-        curves = self.kernel.survival(Z)  # (1 + B, n, T - 1)
-        point = self.recalibrator.apply(curves[0])
-        boots = np.stack([self.recalibrator.apply(c) for c in curves[1:]])
+        curves = self.recalibrator.apply(self.kernel.survival(Z))  # (1 + B, n, T - 1)
+        point, boots = curves[0], curves[1:]
         lower = np.minimum(np.quantile(boots, 0.025, axis=0), point)
         upper = np.maximum(np.quantile(boots, 0.975, axis=0), point)
         ones = np.ones((len(Z), 1))
@@ -98,27 +94,30 @@ class Predictor:
                 np.hstack([ones, np.minimum.accumulate(upper, axis=1)]))
 
     def predict(self, rows, top: int = 6) -> list[dict]:
-        """One answer per patient (``docs/PREDICTOR.md``)."""
-        raw, Z = self._prepare(rows)
+        """One answer per patient (``docs/PREDICTOR.md``); ``rows`` as in ``_prepare``."""
+        columns, Z = self._prepare(rows)
         risk = self.risk(Z)
         surv, lower, upper = self._curves(Z)
-        explanations = self.explainer.explain(Z, raw, top=top)
+        records = columns.records()
+        explanations = self.explainer.explain(Z, records, top=top)
+        months = self.curve_times.tolist()
+        horizons = self._horizon_columns()
         answers = []
-        for i in range(len(raw)):
+        for i, record in enumerate(records):
             median = median_time(self.curve_times, surv[i])
             answers.append({
                 "endpoint": self.endpoint,
                 "endpoint_label": self.endpoint_label,
                 "risk_score": float(risk[i]),
                 "horizons": [{"months": float(h), "survival": float(surv[i, j]), "lower": float(lower[i, j]),
-                              "upper": float(upper[i, j])} for h, j in self._horizon_columns()],
+                              "upper": float(upper[i, j])} for h, j in horizons],
                 "median_months": median,
                 "median_reached": median is not None,
                 "risk_group": self.risk_group(risk[i]),
-                "curve": {"months": self.curve_times.tolist(), "survival": surv[i].round(5).tolist(),
+                "curve": {"months": months, "survival": surv[i].round(5).tolist(),
                           "lower": lower[i].round(5).tolist(), "upper": upper[i].round(5).tolist()},
                 "contributions": explanations[i],
-                "warnings": self.warnings_for(raw.iloc[i]),
+                "warnings": self.warnings_for(record),
             })
         return answers
 
@@ -144,14 +143,15 @@ class Predictor:
             records.append(rec)
         return pd.DataFrame(records)
 
-    def _horizon_columns(self):
+    def _horizon_columns(self) -> list[tuple[float, int]]:
         return [(h, int(np.flatnonzero(np.isclose(self.curve_times, h))[0])) for h in self.horizons]
 
     def risk_group(self, risk: float) -> str:
         low, high = self.risk_cuts
         return "low" if risk <= low else "high" if risk > high else "intermediate"
 
-    def warnings_for(self, row: pd.Series) -> list[str]:
+    def warnings_for(self, row: dict) -> list[str]:
+        """Missing inputs that were imputed and values outside the training data, for one canonical row."""
         out = []
         for name in self.fields_used:
             value = row.get(name)

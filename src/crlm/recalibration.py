@@ -64,12 +64,14 @@ class Recalibrator:
         return cls(times, slope, z_mean, s0, fitted)
 
     def apply(self, surv: np.ndarray) -> np.ndarray:
-        """Recalibrate (n, len(self.times)) survival predictions at ``self.times``; curves stay monotone."""
+        """Recalibrate survival predictions at ``self.times`` (last axis; any leading axes, e.g. (models, n, T));
+        curves stay monotone."""
         surv = np.asarray(surv, dtype=float)
-        z = _cloglog_event(surv)
-        recal = self.baseline_survival[None, :] ** np.exp(self.slope[None, :] * (z - self.z_mean[None, :]))
-        out = np.where(self.fitted[None, :], recal, surv)
-        return np.minimum.accumulate(np.clip(out, 0.0, 1.0), axis=1)
+        if self.active:
+            z = _cloglog_event(surv)
+            recal = self.baseline_survival ** np.exp(self.slope * (z - self.z_mean))
+            surv = np.where(self.fitted, recal, surv)
+        return np.minimum.accumulate(np.clip(surv, 0.0, 1.0), axis=-1)
 
 
 def cross_fitted_ici(y, surv_oof: np.ndarray, times, horizon: float, seed: int = 0) -> dict[str, float]:

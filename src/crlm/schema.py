@@ -232,39 +232,40 @@ def outcome_fields() -> list[Field]:
 
 # --- derivations shared by the loader, the simulator and the API -------------------------------------
 
-def derive_fields(df):
+def derive_fields(columns):
     """Fill derived fields (``synchronous_metastases``, ``multiple_metastases``, ``ras_status``) where missing.
 
-    Works on a pandas DataFrame in place and returns it. A value given by the source is kept.
+    ``columns``: canonical numpy columns (``crlm.cohort.base.CanonicalColumns``: numbers and yes/no as floats
+    with NaN, categories as objects), changed in place and returned. A value given by the source is kept.
     """
     import numpy as np
     import pandas as pd
 
-    if "disease_free_interval_months" in df:
-        dfi = pd.to_numeric(df["disease_free_interval_months"], errors="coerce")
-        from_dfi = pd.Series(np.where(dfi.isna(), None, dfi == 0), index=df.index, dtype="object")
-        if "synchronous_metastases" in df:
-            df["synchronous_metastases"] = df["synchronous_metastases"].where(
-                df["synchronous_metastases"].notna(), from_dfi)
-        else:
-            df["synchronous_metastases"] = from_dfi
-    if "n_liver_metastases" in df:
-        n = pd.to_numeric(df["n_liver_metastases"], errors="coerce")
-        from_n = pd.Series(np.where(n.isna(), None, n > 1), index=df.index, dtype="object")
-        if "multiple_metastases" in df:
-            df["multiple_metastases"] = df["multiple_metastases"].where(df["multiple_metastases"].notna(), from_n)
-        else:
-            df["multiple_metastases"] = from_n
-    if "kras_status" in df or "nras_status" in df:
-        kras = df.get("kras_status", pd.Series("unknown", index=df.index)).fillna("unknown")
-        nras = df.get("nras_status", pd.Series("unknown", index=df.index)).fillna("unknown")
+    def keep_given(name, derived):
+        if name in columns:
+            given = columns[name]
+            derived = np.where(pd.isna(given), derived, given)
+        columns[name] = derived
+
+    def status(name):
+        values = columns[name]
+        return np.where(pd.isna(values), "unknown", values)
+
+    if "disease_free_interval_months" in columns:
+        dfi = columns["disease_free_interval_months"]
+        keep_given("synchronous_metastases", np.where(np.isnan(dfi), np.nan, dfi == 0))
+    if "n_liver_metastases" in columns:
+        n = columns["n_liver_metastases"]
+        keep_given("multiple_metastases", np.where(np.isnan(n), np.nan, n > 1))
+    if "kras_status" in columns or "nras_status" in columns:
+        kras = status("kras_status") if "kras_status" in columns else None
+        nras = status("nras_status") if "nras_status" in columns else None
+        kras = kras if kras is not None else np.full(len(nras), "unknown", dtype=object)
+        nras = nras if nras is not None else np.full(len(kras), "unknown", dtype=object)
         ras = np.where((kras == "mutant") | (nras == "mutant"), "mutant",
                        np.where((kras == "wild_type") & (nras == "wild_type"), "wild_type", "unknown"))
-        if "ras_status" in df:
-            df["ras_status"] = df["ras_status"].where(df["ras_status"].notna(), pd.Series(ras, index=df.index))
-        else:
-            df["ras_status"] = ras
-    return df
+        keep_given("ras_status", ras.astype(object))
+    return columns
 
 
 # --- generated artefacts -----------------------------------------------------------------------------

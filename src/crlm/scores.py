@@ -6,7 +6,8 @@ factor with its source. All scores are "higher = worse".
 Missing data are strict: a factor whose inputs are missing (or a genomic marker that is ``unknown``) has NaN
 points, and a score with any NaN factor has a NaN total and no group, never a partial sum. Inputs are the
 canonical cohort fields of ``crlm.schema``; derived fields (``synchronous_metastases`` from the disease-free
-interval, ``ras_status`` from KRAS/NRAS) are filled on a copy by ``crlm.cohort.base.to_canonical``.
+interval, ``ras_status`` from KRAS/NRAS) are filled on a copy by ``crlm.cohort.base.canonical_columns``. Rules are
+numpy functions of the canonical columns (numbers and yes/no as floats with NaN, categories as objects).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from crlm.cohort.base import to_canonical
+from crlm.cohort.base import canonical_columns
 from crlm.schema import FIELDS_BY_NAME
 
-Rule = Callable[[pd.DataFrame], pd.Series]
+Columns = dict[str, np.ndarray]  # canonical inputs: float (NaN missing) for numbers and yes/no, else objects
+Rule = Callable[[Columns], np.ndarray]
 
 DFI = "disease_free_interval_months"
 SYNC = "synchronous_metastases"
@@ -32,48 +34,54 @@ NODE = "primary_node_positive"
 
 
 # --- factor rules: each returns float points, NaN where the inputs do not decide the factor -------------
+# Rules work on numpy columns (``_columns``): one vectorised pass serves a cohort and a single online request.
 
-def _points(condition, known, points: float = 1.0) -> pd.Series:
-    known = pd.Series(known)
-    values = np.where(np.asarray(known, dtype=bool), np.where(np.asarray(condition, dtype=bool), points, 0.0),
-                      np.nan)
-    return pd.Series(values, index=known.index, dtype=float)
+def _points(condition, known, points: float = 1.0) -> np.ndarray:
+    return np.where(known, np.where(condition, points, 0.0), np.nan)
+
+
+def _known(values: np.ndarray) -> np.ndarray:
+    return ~np.isnan(values)
 
 
 def _gt(col: str, cut: float) -> Rule:
-    return lambda d: _points(d[col] > cut, d[col].notna())
+    return lambda d: _points(d[col] > cut, _known(d[col]))
 
 
 def _ge(col: str, cut: float) -> Rule:
-    return lambda d: _points(d[col] >= cut, d[col].notna())
+    return lambda d: _points(d[col] >= cut, _known(d[col]))
 
 
 def _yes(col: str, points: float = 1.0) -> Rule:
-    return lambda d: _points(d[col].fillna(False).astype(bool), d[col].notna(), points)
+    return lambda d: _points(d[col] == 1, _known(d[col]), points)
+
+
+def _isin(values: np.ndarray, options: tuple[str, ...]) -> np.ndarray:
+    return np.fromiter((isinstance(v, str) and v in options for v in values), dtype=bool, count=len(values))
 
 
 def _is(col: str, positive: tuple[str, ...], negative: tuple[str, ...]) -> Rule:
     """Category rule; any other value (NaN, genomic ``unknown``) leaves the factor missing."""
-    return lambda d: _points(d[col].isin(positive), d[col].isin(positive + negative))
+    return lambda d: _points(_isin(d[col], positive), _isin(d[col], positive + negative))
 
 
 def _dfi_below(months: float) -> Rule:
     """DFI < ``months``. Without a DFI, synchronous metastases (DFI 0) score the point, but "metachronous"
     alone does not tell whether the DFI is below the cut-off, so the factor stays missing."""
-    def rule(d: pd.DataFrame) -> pd.Series:
-        dfi, sync = d[DFI], d[SYNC].fillna(False).astype(bool)
-        return _points(np.where(dfi.notna(), dfi < months, sync), dfi.notna() | sync)
+    def rule(d: Columns) -> np.ndarray:
+        dfi, sync = d[DFI], d[SYNC] == 1
+        return _points(np.where(_known(dfi), dfi < months, sync), _known(dfi) | sync)
     return rule
 
 
-def _tbs(d: pd.DataFrame) -> pd.Series:
-    return pd.Series(np.hypot(d[SIZE], d[N]), index=d.index)
+def _tbs(d: Columns) -> np.ndarray:
+    return np.hypot(d[SIZE], d[N])
 
 
-def _game_tbs(d: pd.DataFrame) -> pd.Series:
+def _game_tbs(d: Columns) -> np.ndarray:
     # Margonis 2018: TBS "3-8" = 1 point, ">= 9" = 2; the gap between 8 and 9 is closed with < 9 (as PLATO).
     tbs = _tbs(d)
-    return pd.Series(np.select([tbs >= 9, tbs >= 3], [2.0, 1.0], 0.0), index=d.index).where(tbs.notna())
+    return np.where(np.isnan(tbs), np.nan, np.select([tbs >= 9, tbs >= 3], [2.0, 1.0], 0.0))
 
 
 def _value(col: str) -> Rule:
@@ -99,7 +107,7 @@ class ScoreDefinition:
     preoperative: bool
     factors: tuple[Factor, ...] = ()
     group_starts: tuple[float, ...] = ()  # lowest total of each group (same order as groups)
-    total: Callable[[pd.DataFrame], pd.Series] | None = None  # default: sum of the factor points
+    total: Callable[[Columns], np.ndarray] | None = None  # default: sum of the factor points
 
 
 def _score(name, label, reference, groups, group_starts, factors, *, preoperative=True, total=None):
@@ -179,26 +187,33 @@ def _definition(name: str) -> ScoreDefinition:
     return SCORES[name]
 
 
-def _prepare(df: pd.DataFrame) -> tuple[pd.DataFrame, set[str]]:
-    """Canonical copy of the score inputs with derived fields filled and absent columns added as missing;
-    also the set of columns that were available (given or derived)."""
-    d = to_canonical(df[[c for c in _INPUTS if c in df.columns]])
-    present = set(d.columns)
-    for c in _INPUTS:
-        if c not in d:
-            d[c] = pd.Series(pd.NA, index=d.index, dtype="boolean") if FIELDS_BY_NAME[c].kind == "bool" else np.nan
-    return d, present
+def _columns(data) -> tuple[Columns, set[str]]:
+    """The score inputs as numpy columns (``canonical_columns``: derived fields filled; absent inputs all
+    missing), and the set of inputs that were available (given or derived)."""
+    canonical = canonical_columns(data)
+    present = {c for c in _INPUTS if c in canonical}
+    missing = np.full(canonical.n_rows, np.nan)
+    columns = {c: canonical[c] if c in present else
+               (missing if FIELDS_BY_NAME[c].kind in ("float", "int", "bool") else missing.astype(object))
+               for c in _INPUTS}
+    return columns, present
 
 
-def _compute(defn: ScoreDefinition, d: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame({f.name: f.rule(d).astype(float) for f in defn.factors}, index=d.index)
-    total = defn.total(d) if defn.total else out.sum(axis=1, skipna=False)
-    total = total.where(out.notna().all(axis=1)).astype(float)
-    idx = np.searchsorted(np.asarray(defn.group_starts, dtype=float), total.fillna(0).to_numpy(), side="right") - 1
+@dataclass(frozen=True)
+class _Result:
+    points: dict[str, np.ndarray]  # factor name -> points (NaN when its inputs are missing)
+    total: np.ndarray  # NaN when any factor is
+    group: np.ndarray  # objects, NaN with the total
+
+
+def _compute(defn: ScoreDefinition, d: Columns) -> _Result:
+    points = {f.name: np.asarray(f.rule(d), dtype=float) for f in defn.factors}
+    stacked = np.column_stack(list(points.values()))
+    total = np.asarray(defn.total(d), dtype=float) if defn.total else stacked.sum(axis=1)
+    total = np.where(np.isnan(stacked).any(axis=1), np.nan, total)
+    idx = np.searchsorted(np.asarray(defn.group_starts, dtype=float), np.nan_to_num(total), side="right") - 1
     labels = np.asarray(defn.groups, dtype=object)[np.clip(idx, 0, len(defn.groups) - 1)]
-    out["total"] = total
-    out["group"] = pd.Series(labels, index=d.index, dtype=object).where(total.notna(), np.nan)
-    return out
+    return _Result(points, total, np.where(np.isnan(total), np.nan, labels))
 
 
 def compute_score(name: str, df: pd.DataFrame) -> pd.DataFrame:
@@ -209,8 +224,8 @@ def compute_score(name: str, df: pd.DataFrame) -> pd.DataFrame:
     total is the TBS value and the group is ``zone 1``/``zone 2``/``zone 3``. Absent input columns count as
     all-missing.
     """
-    defn = _definition(name)
-    return _compute(defn, _prepare(df)[0])
+    result = _compute(_definition(name), _columns(df)[0])
+    return pd.DataFrame({**result.points, "total": result.total, "group": result.group}, index=df.index)
 
 
 def _has_inputs(defn: ScoreDefinition, present: set[str]) -> bool:
@@ -221,51 +236,47 @@ def score_table(df: pd.DataFrame, names=SCORE_NAMES) -> pd.DataFrame:
     """Columns ``{name}`` (total) and ``{name}_group`` for each score whose every factor has an input column
     in ``df`` (``fong_recorded`` therefore only when ``fong_score_recorded`` is present)."""
     defs = [_definition(n) for n in names]
-    d, present = _prepare(df)
+    d, present = _columns(df)
     columns = {}
     for defn in defs:
         if _has_inputs(defn, present):
             result = _compute(defn, d)
-            columns[defn.name] = result["total"]
-            columns[f"{defn.name}_group"] = result["group"]
+            columns[defn.name] = result.total
+            columns[f"{defn.name}_group"] = result.group
     return pd.DataFrame(columns, index=df.index)
 
 
 def available_scores(df: pd.DataFrame) -> list[str]:
     """Names of the scores that can be computed for at least one row of ``df``."""
-    d, _ = _prepare(df)
-    return [n for n, defn in SCORES.items() if _compute(defn, d)["total"].notna().any()]
+    d, _ = _columns(df)
+    return [n for n, defn in SCORES.items() if (~np.isnan(_compute(defn, d).total)).any()]
 
 
 def _is_missing(value) -> bool:
     return value == "unknown" if isinstance(value, str) else bool(pd.isna(value))
 
 
-def score_patients(patients: Sequence[dict], names: Sequence[str] = SCORE_NAMES) -> list[dict[str, dict]]:
+def score_patients(patients, names: Sequence[str] = SCORE_NAMES) -> list[dict[str, dict]]:
     """Each patient's scores, computed in one vectorised pass: per patient, per score name, a dict with
     ``name``, ``label``, ``total``, ``group``, ``groups``, ``points`` per factor (None when missing),
     ``missing`` (input fields that prevented the computation), ``reason`` (None when computed),
-    ``preoperative`` and ``reference``."""
+    ``preoperative`` and ``reference``. ``patients``: records, a DataFrame or ``CanonicalColumns``."""
     defs = [_definition(n) for n in names]
-    if not patients:
-        return []
-    d, _ = _prepare(pd.DataFrame(list(patients)))
-    inputs = d.to_dict("records")
-    out: list[dict[str, dict]] = [{} for _ in patients]
+    d, _ = _columns(patients)
+    n = len(next(iter(d.values())))
+    out: list[dict[str, dict]] = [{} for _ in range(n)]
     for defn in defs:
         result = _compute(defn, d)
-        factor_points = {f.name: result[f.name].to_numpy() for f in defn.factors}
-        totals, groups = result["total"].to_numpy(), result["group"].to_numpy()
-        for i, row in enumerate(inputs):
-            points = {k: None if np.isnan(v[i]) else float(v[i]) for k, v in factor_points.items()}
+        for i in range(n):
+            points = {k: None if np.isnan(v[i]) else float(v[i]) for k, v in result.points.items()}
             missing = list(dict.fromkeys(
                 f for factor in defn.factors if points[factor.name] is None for f in factor.fields
-                if _is_missing(row[f])))
-            total = None if np.isnan(totals[i]) else float(totals[i])
-            why = [f"{f} (unknown)" if isinstance(row[f], str) else f for f in missing]
+                if _is_missing(d[f][i])))
+            total = None if np.isnan(result.total[i]) else float(result.total[i])
+            why = [f"{f} (unknown)" if isinstance(d[f][i], str) else f for f in missing]
             out[i][defn.name] = {
                 "name": defn.name, "label": defn.label, "total": total,
-                "group": None if total is None else str(groups[i]), "groups": list(defn.groups),
+                "group": None if total is None else str(result.group[i]), "groups": list(defn.groups),
                 "points": points, "missing": missing,
                 "reason": None if total is not None else f"not computable: missing {', '.join(why) or 'inputs'}",
                 "preoperative": defn.preoperative, "reference": defn.reference,

@@ -2,7 +2,8 @@
 
 Canonical dtypes of ``Cohort.data`` (the loader, the simulator and the API all produce them):
 numeric fields (float and int) are float64 with NaN for missing; yes/no fields are pandas' nullable
-``boolean``; categories and text are ``object`` with NaN for missing.
+``boolean``; categories and text are ``object`` with NaN for missing. ``CanonicalColumns`` is the same data
+as numpy columns (yes/no as 1.0/0.0/NaN), the form the hot path of the API reads.
 """
 
 from __future__ import annotations
@@ -126,32 +127,113 @@ def make_y(event, time) -> np.ndarray:
     return y
 
 
-def to_canonical(df: pd.DataFrame) -> pd.DataFrame:
-    """Cast known schema columns to the canonical dtypes and fill derived fields. Unknown columns pass.
+class CanonicalColumns(dict):
+    """Canonical patient data as columns: field name -> numpy array, all of length ``n_rows``.
 
-    Columns are converted as arrays and assembled into one frame at the end (setting them one by one on a
-    copy costs pandas' bookkeeping per column, which dominates for the single rows of online requests)."""
-    columns: dict[str, object] = {}
-    for name in df.columns:
+    Numbers and yes/no fields are float64 (yes/no as 1.0/0.0), categories and text are objects, NaN is missing;
+    derived fields are filled; columns outside the schema pass unchanged. The scores, the feature encoders and
+    the Predictor read this form, so an online request of one patient never builds a DataFrame (pandas'
+    per-column bookkeeping used to cost more than the models)."""
+
+    def __init__(self, columns: dict[str, np.ndarray], n_rows: int):
+        super().__init__(columns)
+        self.n_rows = n_rows
+
+    def records(self) -> list[dict]:
+        """One dict per row: Python floats and strings, yes/no as True/False, missing as NaN (None for yes/no)."""
+        lists = {}
+        for name, values in self.items():
+            f = FIELDS_BY_NAME.get(name)
+            if f is not None and f.kind == "bool":
+                lists[name] = [None if v != v else v == 1 for v in values.tolist()]
+            else:
+                lists[name] = values.tolist()
+        if not lists:
+            return [{} for _ in range(self.n_rows)]
+        names = list(lists)
+        return [dict(zip(names, row, strict=True)) for row in zip(*lists.values(), strict=True)]
+
+    def frame(self, index=None) -> pd.DataFrame:
+        """The canonical DataFrame (schema order first; yes/no as pandas' nullable ``boolean``)."""
+        ordered = [f.name for f in FIELDS if f.name in self] + [c for c in self if c not in FIELDS_BY_NAME]
+        data = {}
+        for name in ordered:
+            values, f = self[name], FIELDS_BY_NAME.get(name)
+            data[name] = pd.arrays.BooleanArray(values == 1, np.isnan(values)) if f is not None and \
+                f.kind == "bool" else values
+        return pd.DataFrame(data, index=index if index is not None else pd.RangeIndex(self.n_rows))
+
+
+def canonical_columns(data) -> CanonicalColumns:
+    """``CanonicalColumns`` of a DataFrame or of records (dicts; a missing key is a missing value). Values are
+    coerced: numbers from numeric text (otherwise missing), yes/no from booleans, 0/1 and yes/no words (other
+    values raise ``ValueError``)."""
+    if isinstance(data, CanonicalColumns):
+        return data
+    if isinstance(data, pd.DataFrame):
+        n = len(data)
+        raw = {name: data[name] for name in data.columns}
+    else:
+        records = list(data)
+        n = len(records)
+        raw = {name: [r.get(name) for r in records] for name in dict.fromkeys(k for r in records for k in r)}
+    columns = {}
+    for name, values in raw.items():
         f = FIELDS_BY_NAME.get(name)
-        col = df[name]
         if f is None:
-            columns[name] = col.to_numpy()
-        elif f.kind in ("float", "int"):
-            columns[name] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            columns[name] = values.to_numpy() if isinstance(values, pd.Series) else _objects(values, fill=False)
         elif f.kind == "bool":
-            columns[name] = pd.array([_to_bool(v) for v in col.tolist()], dtype="boolean")
+            columns[name] = _yes_no(values)
+        elif f.kind in ("float", "int"):
+            columns[name] = _numbers(values)
         else:
-            values = col.to_numpy(dtype=object).copy()
-            values[pd.isna(values)] = np.nan
-            columns[name] = values
-    out = pd.DataFrame(columns, index=df.index)
-    derive_fields(out)
-    for name in ("synchronous_metastases", "multiple_metastases"):
-        if name in out and out[name].dtype != "boolean":
-            out[name] = pd.array([_to_bool(v) for v in out[name].tolist()], dtype="boolean")
-    ordered = [f.name for f in FIELDS if f.name in out] + [c for c in out.columns if c not in FIELDS_BY_NAME]
-    return out[ordered]
+            columns[name] = _objects(values)
+    derive_fields(columns)
+    return CanonicalColumns(columns, n)
+
+
+def to_canonical(df: pd.DataFrame) -> pd.DataFrame:
+    """Cast known schema columns to the canonical dtypes and fill derived fields. Unknown columns pass."""
+    return canonical_columns(df).frame(df.index)
+
+
+def _numbers(values) -> np.ndarray:
+    if isinstance(values, pd.Series):
+        if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+            return values.to_numpy(dtype=float, na_value=np.nan)
+        values = values.tolist()
+    try:
+        return np.array(values, dtype=float)  # None -> NaN
+    except (TypeError, ValueError):
+        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _yes_no(values) -> np.ndarray:
+    if isinstance(values, pd.Series):
+        if pd.api.types.is_bool_dtype(values.dtype):
+            return values.to_numpy(dtype=float, na_value=np.nan)
+        values = values.tolist()
+    return np.array([np.nan if (b := _to_bool(v)) is pd.NA else float(b) for v in values], dtype=float)
+
+
+def _objects(values, fill: bool = True) -> np.ndarray:
+    """A 1-d object array (missing values as NaN when ``fill``)."""
+    if isinstance(values, pd.Series):
+        out = values.to_numpy(dtype=object).copy()
+    else:
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+    if fill:
+        out[pd.isna(out)] = np.nan
+    return out
+
+
+def column_values(col: pd.Series) -> np.ndarray:
+    """A column as numpy: float64 with NaN for numbers and yes/no (plain or nullable dtypes), else objects."""
+    dtype = col.dtype
+    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
+        return col.to_numpy(dtype=float, na_value=np.nan)
+    return col.to_numpy(dtype=object)
 
 
 def _to_bool(v):
