@@ -13,6 +13,8 @@ each answer speaks of fields ("CEA"), not of encoded columns. The tumour burden 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import xgboost as xgb
@@ -55,7 +57,7 @@ class Explainer:
 
     def feature_contributions(self, Z: pd.DataFrame) -> np.ndarray:
         """(n, n_fields) contributions on the risk scale (positive = raises the risk)."""
-        Zv = Z[self.features].to_numpy(dtype=float)
+        Zv = (Z if list(Z.columns) == self.features else Z[self.features]).to_numpy(dtype=float)
         if hasattr(self, "coef"):
             per_feature = (Zv - self.mean) * self.coef
         elif isinstance(self.estimator, XGBCox | XGBAFT):
@@ -65,11 +67,12 @@ class Explainer:
             per_feature = -contribs if isinstance(self.estimator, XGBAFT) else contribs
         else:
             return self._occlusion(Z)
-        out = np.zeros((len(Zv), len(self.field_names)))
-        for k, name in enumerate(self.field_names):
-            cols = [i for i, f in enumerate(self.fields) if f == name]
-            out[:, k] = per_feature[:, cols].sum(axis=1)
-        return out
+        return per_feature @ self.field_matrix
+
+    @functools.cached_property
+    def field_matrix(self) -> np.ndarray:
+        """(n_features, n_fields) 0/1: which field each model-matrix column belongs to (columns sum per field)."""
+        return np.array([[float(f == name) for name in self.field_names] for f in self.fields])
 
     def _occlusion(self, Z: pd.DataFrame) -> np.ndarray:
         out = np.zeros((len(Z), len(self.field_names)))

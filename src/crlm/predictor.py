@@ -15,6 +15,7 @@ tests); its answer format is documented in ``docs/PREDICTOR.md``. ``train_predic
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 from dataclasses import dataclass, field
@@ -101,7 +102,7 @@ class Predictor:
         records = columns.records()
         explanations = self.explainer.explain(Z, records, top=top)
         months = self.curve_times.tolist()
-        horizons = self._horizon_columns()
+        horizons = self._horizon_columns
         answers = []
         for i, record in enumerate(records):
             median = median_time(self.curve_times, surv[i])
@@ -143,6 +144,7 @@ class Predictor:
             records.append(rec)
         return pd.DataFrame(records)
 
+    @functools.cached_property
     def _horizon_columns(self) -> list[tuple[float, int]]:
         return [(h, int(np.flatnonzero(np.isclose(self.curve_times, h))[0])) for h in self.horizons]
 
