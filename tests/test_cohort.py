@@ -97,3 +97,33 @@ def test_tcia_cohort_facts():
     summary = endpoint_summary(tcia).set_index("endpoint")
     assert set(summary.index) == {"os", "rfs", "liver_rfs"}
     assert np.all(tcia.data["rfs_months"] <= tcia.data["os_months"])
+
+
+def test_canonical_columns_of_records_equal_the_canonical_frame():
+    """The API's records path (no DataFrame) and the cohort path give the same canonical values, with the
+    same coercions and derived fields."""
+    from crlm.cohort.base import canonical_columns, to_canonical
+
+    records = [
+        {"age_years": 64, "n_liver_metastases": 3, "primary_node_positive": True, "kras_status": "mutant",
+         "disease_free_interval_months": 0, "patient_id": "a"},
+        {"age_years": "71.5", "n_liver_metastases": 1, "primary_node_positive": "no", "nras_status": "wild_type",
+         "sex": "female"},
+        {"age_years": None, "primary_node_positive": None, "sex": None, "cea_ng_ml": "not measured"},
+    ]
+    columns = canonical_columns(records)
+    frame = to_canonical(pd.DataFrame(records))
+    assert columns.n_rows == 3 and set(columns) == set(frame.columns)
+    np.testing.assert_array_equal(columns["age_years"], [64.0, 71.5, np.nan])
+    assert np.isnan(columns["cea_ng_ml"]).all()  # text that is not a number is missing
+    np.testing.assert_array_equal(columns["primary_node_positive"], [1.0, 0.0, np.nan])
+    np.testing.assert_array_equal(columns["multiple_metastases"], [1.0, 0.0, np.nan])  # derived from the count
+    np.testing.assert_array_equal(columns["synchronous_metastases"], [1.0, np.nan, np.nan])  # DFI 0
+    assert columns["ras_status"].tolist() == ["mutant", "unknown", "unknown"]
+    pd.testing.assert_frame_equal(columns.frame(), frame)
+    assert canonical_columns(frame).frame().equals(frame)
+    first = columns.records()[0]
+    assert first["primary_node_positive"] is True and first["age_years"] == 64.0 and first["patient_id"] == "a"
+    assert columns.records()[2]["primary_node_positive"] is None and math.isnan(columns.records()[2]["age_years"])
+    with pytest.raises(ValueError, match="not a yes/no value"):
+        canonical_columns([{"primary_node_positive": "maybe"}])

@@ -95,6 +95,9 @@ def test_recalibration_repairs_a_miscalibrated_model():
     before = ici(y[~half], wrong[~half][:, 1], 36.0)["ici"]
     after = ici(y[~half], fixed[:, 1], 36.0)["ici"]
     assert before > 0.1 and after < 0.03
+    # a stack of curve sets (the refit and its bootstrap refits) is recalibrated set by set
+    stacked = np.stack([wrong[:50], truth[:50]])
+    np.testing.assert_allclose(recal.apply(stacked), np.stack([recal.apply(wrong[:50]), recal.apply(truth[:50])]))
 
 
 def test_median_time_interpolates_and_reports_not_reached():

@@ -101,10 +101,11 @@ class Predictor:
         surv, lower, upper = self._curves(Z)
         records = columns.records()
         explanations = self.explainer.explain(Z, records, top=top)
+        warnings = self.warnings(columns)
         months = self.curve_times.tolist()
         horizons = self._horizon_columns
         answers = []
-        for i, record in enumerate(records):
+        for i in range(len(records)):
             median = median_time(self.curve_times, surv[i])
             answers.append({
                 "endpoint": self.endpoint,
@@ -118,7 +119,7 @@ class Predictor:
                 "curve": {"months": months, "survival": surv[i].round(5).tolist(),
                           "lower": lower[i].round(5).tolist(), "upper": upper[i].round(5).tolist()},
                 "contributions": explanations[i],
-                "warnings": self.warnings_for(record),
+                "warnings": warnings[i],
             })
         return answers
 
@@ -152,28 +153,30 @@ class Predictor:
         low, high = self.risk_cuts
         return "low" if risk <= low else "high" if risk > high else "intermediate"
 
-    def warnings_for(self, row: dict) -> list[str]:
-        """Missing inputs that were imputed and values outside the training data, for one canonical row."""
-        out = []
+    def warnings(self, columns: CanonicalColumns) -> list[list[str]]:
+        """Per patient: inputs that were missing (imputed, or a genomic marker treated as unknown) and values
+        outside the training data, in the order of ``fields_used`` (one pass per field over the batch)."""
+        out: list[list[str]] = [[] for _ in range(columns.n_rows)]
         for name in self.fields_used:
-            value = row.get(name)
             f = FIELDS_BY_NAME.get(name)
-            missing = value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
-            if missing or (f is not None and f.block == "genomic" and value == "unknown"):
-                if f is not None and f.block == "genomic":
-                    if missing:
-                        out.append(f"{name} is missing and was treated as unknown")
-                else:
-                    out.append(f"{name} is missing and was imputed")
-                continue
+            genomic = f is not None and f.block == "genomic"
+            values = columns.get(name)
+            missing = np.ones(columns.n_rows, dtype=bool) if values is None else np.asarray(pd.isna(values))
+            message = f"{name} is missing and was {'treated as unknown' if genomic else 'imputed'}"
+            for i in np.flatnonzero(missing):
+                out[i].append(message)
             rng = self.training_ranges.get(name)
-            if rng is None:
+            if values is None or rng is None:
                 continue
-            if "min" in rng and not rng["min"] <= float(value) <= rng["max"]:
-                out.append(f"{name} {float(value):g} is outside the training range "
-                           f"({rng['min']:g}-{rng['max']:g}): the prediction is an extrapolation")
-            elif "categories" in rng and str(value) not in rng["categories"]:
-                out.append(f"{name} {value!r} was not seen in training")
+            for i in np.flatnonzero(~missing):
+                value = values[i]
+                if genomic and value == "unknown":
+                    continue
+                if "min" in rng and not rng["min"] <= float(value) <= rng["max"]:
+                    out[i].append(f"{name} {float(value):g} is outside the training range "
+                                  f"({rng['min']:g}-{rng['max']:g}): the prediction is an extrapolation")
+                elif "categories" in rng and str(value) not in rng["categories"]:
+                    out[i].append(f"{name} {value!r} was not seen in training")
         return out
 
     # ------------------------------------------------------------------ persistence
