@@ -2,14 +2,14 @@
 
 Starts the real server (``bentoml serve``, loopback only) on the bundles in ``models/`` (or, if they are
 missing, on small coxnet models trained into a temporary directory), then measures with httpx:
-- ``/predict`` latency p50 / p95 / p99 at concurrency 1 and 8 (distinct patients, every answer complete:
-  both endpoints, intervals, curves, explanations and the clinical scores);
+- ``/predict`` latency p50 / p95 / p99 at concurrency 1 and 8, pooled over ``--repeats`` runs (distinct
+  patients, every answer complete: both endpoints, intervals, curves, explanations and the clinical scores);
 - ``/predict_batch`` throughput (patients per second) for batches of 100 and 1,000;
 - the in-process calls the API makes for the same patients (``Predictor.predict`` of both endpoints, with
   explanations and intervals; and the full ``Engine.answer`` with the scores), and the serving overhead as
   the ratio of the API's median to the in-process median.
 
-Usage: ``.venv/bin/python benchmarks/serving.py [--requests 1000] [--workers 1] [--models-dir DIR]``.
+Usage: ``.venv/bin/python benchmarks/serving.py [--requests 1000] [--repeats 3] [--workers 1] [--models-dir DIR]``.
 Prints a table; nothing is asserted (the target the lead checks: p99 at concurrency 8 <= 50 ms).
 """
 
@@ -116,7 +116,8 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
             "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean())}
 
 
-def predict_latency(url: str, sample: list[dict], n: int, concurrency: int) -> tuple[dict, float]:
+def predict_latency(url: str, sample: list[dict], n: int, concurrency: int) -> tuple[list[float], float]:
+    """Latencies (s) of ``n`` /predict requests from ``concurrency`` clients, and the requests per second."""
     import httpx
 
     clients = threading.local()
@@ -140,7 +141,20 @@ def predict_latency(url: str, sample: list[dict], n: int, concurrency: int) -> t
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(n)))
     wall = time.perf_counter() - started
-    return percentiles(times), n / wall
+    return times, n / wall
+
+
+def latency_runs(url: str, sample: list[dict], n: int, concurrency: int, repeats: int) -> tuple[dict, float, list]:
+    """``repeats`` runs of ``n`` requests: percentiles of all latencies pooled, mean requests per second, and
+    each run's p99 (a shared 2-core machine has moments of stolen CPU; pooling keeps one such moment from
+    deciding the figure, and the per-run p99s show the spread)."""
+    pooled, rates, run_p99 = [], [], []
+    for _ in range(repeats):
+        times, rps = predict_latency(url, sample, n, concurrency)
+        pooled += times
+        rates.append(rps)
+        run_p99.append(percentiles(times)["p99"])
+    return percentiles(pooled), float(np.mean(rates)), run_p99
 
 
 def batch_throughput(url: str, sample: list[dict], size: int, repeats: int) -> float:
@@ -188,6 +202,7 @@ def in_process(models_dir: Path, sample: list[dict], n: int) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests per latency measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="latency runs per concurrency (pooled)")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
     parser.add_argument("--models-dir", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -201,7 +216,7 @@ def main(argv=None) -> None:
         models_dir = train_small(Path(tmp.name))
     sample = patients(max(300, args.requests))
     n = args.requests
-    print(f"models: {models_dir}; {n} requests per latency run; {args.workers} worker(s); "
+    print(f"models: {models_dir}; {args.repeats} x {n} requests per latency figure; {args.workers} worker(s); "
           f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}", flush=True)
 
     local = in_process(models_dir, sample, n)
@@ -211,8 +226,8 @@ def main(argv=None) -> None:
     gc.freeze()
     with server(models_dir, args.workers) as url:
         predict_latency(url, sample, 20, 1)  # warm-up
-        c1, rps1 = predict_latency(url, sample, n, 1)
-        c8, rps8 = predict_latency(url, sample, n, 8)
+        c1, rps1, _ = latency_runs(url, sample, n, 1, args.repeats)
+        c8, rps8, runs8 = latency_runs(url, sample, n, 8, args.repeats)
         b100 = batch_throughput(url, sample, 100, 5)
         b1000 = batch_throughput(url, sample, 1000, 2)
 
@@ -233,8 +248,9 @@ def main(argv=None) -> None:
     print(f"  concurrency 1 vs Predictor os+rfs: {c1['p50'] / local['predictor']['p50']:.2f}x; "
           f"vs Engine.answer: {c1['p50'] / local['answer']['p50']:.2f}x")
     print(f"  batch of 1,000 (in-process / HTTP throughput): {local['batch'][1000] / b1000:.2f}x")
-    print(f"\ntarget: p99 of /predict at concurrency 8 <= 50 ms -> measured {c8['p99']:.1f} ms "
-          f"({'met' if c8['p99'] <= 50 else 'NOT met'})")
+    print(f"\ntarget: p99 of /predict at concurrency 8 <= 50 ms -> measured {c8['p99']:.1f} ms over "
+          f"{args.repeats * n} requests ({'met' if c8['p99'] <= 50 else 'NOT met'}); p99 of each run: "
+          + ", ".join(f"{v:.1f}" for v in runs8) + " ms")
     if tmp is not None:
         tmp.cleanup()
 

@@ -58,6 +58,8 @@ def test_predict_has_every_field_and_equals_the_predictor(asgi_client, patients,
         resp = asgi_client.post("/predict", json={"patient": patient})
         assert resp.status_code == 200, resp.text
         body = resp.json()
+        assert resp.headers["content-type"] == "application/json"
+        io.PredictResponse.model_validate(body)  # the documented response model (OpenAPI)
         assert body["patient_id"] == patient["patient_id"]
         for ep in ("os", "rfs"):
             answer = body[ep]
@@ -113,11 +115,11 @@ def test_in_process_service_methods_answer_like_http(asgi_client, patients, mode
     svc = CRLMService()
     assert svc.store.wait(60) and svc.__is_ready__()
     patient = patients[5]
-    direct = asyncio.run(svc.predict(patient=patient)).model_dump(mode="json")
+    direct = json.loads(asyncio.run(svc.predict(patient=patient)).body)
     assert_close(direct, asgi_client.post("/predict", json={"patient": patient}).json())
-    scores = svc.scores(patient=patient).model_dump(mode="json")
+    scores = json.loads(svc.scores(patient=patient).body)
     assert_close(scores["scores"], direct["scores"])
-    batch = asyncio.run(svc.predict_batch(patients=[patient, {"age_years": 10}])).model_dump(mode="json")
+    batch = json.loads(asyncio.run(svc.predict_batch(patients=[patient, {"age_years": 10}])).body)
     assert batch["summary"] == {"patients": 2, "answered": 1, "refused": 1}
     refused = asyncio.run(svc.predict(patient={"age_years": 10}))
     assert refused.status_code == 422
@@ -133,6 +135,8 @@ def test_batch_answers_each_patient_and_isolates_the_bad_one(asgi_client, patien
     resp = asgi_client.post("/predict_batch", json={"patients": batch})
     assert resp.status_code == 200, resp.text
     body = resp.json()
+    io.BatchResponse.model_validate(body)
+    assert all(io.PredictResponse.model_validate(r) for r in body["results"] if r["ok"])
     assert body["summary"] == {"patients": 7, "answered": 4, "refused": 3}
     results = body["results"]
     assert [r["index"] for r in results] == list(range(7))
@@ -284,6 +288,7 @@ def test_scores_endpoint_equals_score_patient(asgi_client, patients):
         resp = asgi_client.post("/scores", json={"patient": patient})
         assert resp.status_code == 200
         body = resp.json()
+        io.ScoresResponse.model_validate(body)
         assert set(body["scores"]) == {"fong", "game", "mcs", "tbs", "nordlinger"}
         for name, score in body["scores"].items():
             expected = score_patient(name, model_rows(patient)[0])
