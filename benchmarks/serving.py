@@ -9,7 +9,7 @@ missing, on small coxnet models trained into a temporary directory), then measur
   explanations and intervals; and the full ``Engine.answer`` with the scores), and the serving overhead as
   the ratio of the API's median to the in-process median.
 
-Usage: ``.venv/bin/python benchmarks/serving.py [--requests 1000] [--repeats 3] [--workers 1] [--models-dir DIR]``.
+Usage: ``.venv/bin/python benchmarks/serving.py [--requests 1000] [--repeats 3] [--workers N] [--models-dir DIR]``.
 Prints a table; nothing is asserted (the target the lead checks: p99 at concurrency 8 <= 50 ms).
 """
 
@@ -203,7 +203,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests per latency measurement")
     parser.add_argument("--repeats", type=int, default=3, help="latency runs per concurrency (pooled)")
-    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="server worker processes (default: the service's, one per CPU)")
     parser.add_argument("--models-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     os.environ["BENTOML_DO_NOT_TRACK"] = "True"
@@ -216,7 +217,10 @@ def main(argv=None) -> None:
         models_dir = train_small(Path(tmp.name))
     sample = patients(max(300, args.requests))
     n = args.requests
-    print(f"models: {models_dir}; {args.repeats} x {n} requests per latency figure; {args.workers} worker(s); "
+    from crlm.serving_io import default_workers
+
+    workers = args.workers or default_workers()
+    print(f"models: {models_dir}; {args.repeats} x {n} requests per latency figure; {workers} worker(s); "
           f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}", flush=True)
 
     local = in_process(models_dir, sample, n)
@@ -224,7 +228,7 @@ def main(argv=None) -> None:
     # loaded for the in-process figures): freeze what exists now, as the server does after loading.
     gc.collect()
     gc.freeze()
-    with server(models_dir, args.workers) as url:
+    with server(models_dir, workers) as url:
         predict_latency(url, sample, 20, 1)  # warm-up
         c1, rps1, _ = latency_runs(url, sample, n, 1, args.repeats)
         c8, rps8, runs8 = latency_runs(url, sample, n, 8, args.repeats)

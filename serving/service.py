@@ -3,6 +3,7 @@
 Run: ``crlm serve`` or ``bentoml serve serving.service:CRLMService --host 127.0.0.1 --port 3000`` from the
 repository root. Models: the MLflow registry alias (``models:/<name>@champion``) when MLFLOW_TRACKING_URI is
 set, else the bundles in CRLM_MODELS_DIR (default ``<repo>/models``); names from CRLM_OS_MODEL / CRLM_RFS_MODEL.
+Worker processes: CRLM_SERVE_WORKERS (default one per CPU; /readyz waits for all of them).
 Optional API key: CRLM_API_KEY (header ``X-API-Key`` or ``Authorization: Bearer``). Everything with logic lives
 in ``crlm.serving_io``; this file only wires it to BentoML (API methods never call each other, pitfall P12).
 
@@ -96,17 +97,13 @@ pages = Starlette(routes=[
 ])
 
 
-def _workers() -> int:
-    try:
-        return max(1, int(os.environ.get("CRLM_SERVE_WORKERS", "1")))
-    except ValueError:
-        return 1
+WORKERS = io.default_workers()
 
 
 @bentoml.asgi_app(pages, path="/", name="calculator")
 @bentoml.service(
     name="crlm_risk",
-    workers=_workers(),
+    workers=WORKERS,
     traffic={"timeout": 120},
     # Access log: method, path, status and sizes only (BentoML has no option to log bodies; none is added).
     logging={"access": {"enabled": True, "request_content_length": True, "request_content_type": True,
@@ -116,8 +113,12 @@ class CRLMService:
     """OS and RFS survival after resection of colorectal liver metastases, with the clinical scores."""
 
     def __init__(self) -> None:
-        # Models load in a background thread: /livez answers at once, /readyz only when both are loaded.
-        self.store = io.ModelStore().start()
+        # Models load in a background thread: /livez answers at once, /readyz only when both are loaded (in
+        # every worker process).
+        # (bentoml.server_context numbers the workers of `bentoml serve`; in-process there is one)
+        in_server = bentoml.server_context.worker_index is not None
+        self.readiness = io.WorkerReadiness(WORKERS if in_server else 1)
+        self.store = io.ModelStore(on_ready=self.readiness.mark_ready).start()
         # /predict merges concurrent requests into one Predictor call (see MicroBatcher). BentoML's own
         # adaptive batching (batchable=True) needs a single list parameter per request, which /predict's
         # {"patient": {...}} body is not; /predict_batch already sends a list and is answered in one call.
@@ -125,7 +126,7 @@ class CRLMService:
         self._batch_limiter = anyio.CapacityLimiter(1)
 
     def __is_ready__(self) -> bool:
-        return self.store.ready
+        return self.store.ready and self.readiness.all_ready()
 
     def _answer_many(self, patients: list[dict]) -> list[dict]:
         return self.store.require_engine().answer(patients)

@@ -391,6 +391,29 @@ def test_model_store_readiness_is_honest():
     assert store.wait(10) is False and store.state == "failed" and "no bundle for os" in store.error
 
 
+def test_readiness_waits_for_every_worker(tmp_path):
+    import subprocess
+    import sys
+
+    first = io.WorkerReadiness(2, tmp_path / "markers")
+    assert not first.all_ready()
+    first.mark_ready()  # this process
+    assert not first.all_ready()  # one of two workers
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "markers" / done.stdout.strip()).touch()  # a worker that has exited does not count
+    assert not first.all_ready()
+    (tmp_path / "markers" / str(os.getppid())).touch()  # a live second worker
+    assert first.all_ready()
+    assert io.WorkerReadiness(1, tmp_path / "none").all_ready()  # one worker: its own store decides
+
+
+def test_default_workers(monkeypatch):
+    monkeypatch.setenv("CRLM_SERVE_WORKERS", "3")
+    assert io.default_workers() == 3
+    monkeypatch.delenv("CRLM_SERVE_WORKERS")
+    assert io.default_workers() == max(1, os.cpu_count() or 1)
+
+
 def test_model_config_from_env(tmp_path):
     cfg = io.ModelConfig.from_env({"CRLM_MODELS_DIR": str(tmp_path)})
     assert cfg.source == "bundle" and cfg.models_dir == tmp_path and cfg.names == {"os": "crlm-sim-os",

@@ -263,7 +263,7 @@ def serve(
     port: Annotated[int, typer.Option(help="port")] = 3000,
     models_dir: Annotated[Path | None, typer.Option(help="bundles exported by `make demo` (default: models/)")
                           ] = None,
-    workers: Annotated[int | None, typer.Option(help="server workers (default 1)")] = None,
+    workers: Annotated[int | None, typer.Option(help="server worker processes (default: one per CPU)")] = None,
 ):
     """Start the online API and web calculator (BentoML) on the OS and RFS champions.
 

@@ -285,13 +285,56 @@ def load_model(endpoint: str, config: ModelConfig) -> LoadedModel:
                                             alias=meta.get("alias"), source=f"bundle {path}"))
 
 
+def default_workers() -> int:
+    """Server worker processes: ``CRLM_SERVE_WORKERS``, else one per CPU (each process answers with its own
+    interpreter; one process is bound to one core by Python's global interpreter lock)."""
+    value = os.environ.get("CRLM_SERVE_WORKERS", "")
+    return max(1, int(value)) if value.strip().isdigit() else max(1, os.cpu_count() or 1)
+
+
+class WorkerReadiness:
+    """Readiness across the service's worker processes. Each worker loads its own models; a worker whose
+    models are loaded leaves a marker (its pid) in a directory named after the server process, and /readyz
+    is true only when every worker has one, so a client told "ready" by one worker never meets another that
+    is still loading."""
+
+    def __init__(self, workers: int, directory: Path | None = None):
+        import tempfile
+
+        self.workers = workers
+        self.directory = directory or Path(tempfile.gettempdir()) / f"crlm-ready-{os.getppid()}"
+
+    def mark_ready(self) -> None:
+        if self.workers > 1:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / str(os.getpid())).touch()
+
+    def all_ready(self) -> bool:
+        if self.workers <= 1:
+            return True
+        markers = self.directory.glob("*") if self.directory.is_dir() else []
+        return sum(1 for m in markers if m.name.isdigit() and _alive(int(m.name))) >= self.workers
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ModelStore:
     """The OS and RFS models, loaded once in a background thread; ``ready`` only when both are."""
 
     def __init__(self, config: ModelConfig | None = None,
-                 loader: Callable[[str, ModelConfig], LoadedModel] = load_model):
+                 loader: Callable[[str, ModelConfig], LoadedModel] = load_model,
+                 on_ready: Callable[[], None] | None = None):
         self.config = config
         self.loader = loader
+        self.on_ready = on_ready
         self.models: dict[str, LoadedModel] = {}
         self.state = "loading"
         self.error: str | None = None
@@ -322,6 +365,8 @@ class ModelStore:
             gc.collect()
             gc.freeze()
             self.models, self.engine, self.state = models, engine, "ready"
+            if self.on_ready is not None:
+                self.on_ready()
             logger.info("models ready in %.1f s: %s", time.perf_counter() - started,
                         ", ".join(f"{m.ref['registered_name']} ({m.ref['source']})" for m in models.values()))
         except Exception as err:  # readiness stays false and the reason is reported by /model_info
