@@ -86,6 +86,7 @@ def test_leaderboard_oracle_and_paired_comparison(sim_result):
     comp = res.comparisons[(res.comparisons.model == "oracle") & (res.comparisons.metric == "harrell_c")].iloc[0]
     assert comp.delta > 0 and comp.ci_low > 0 and comp.better_than_reference
     assert set(res.ablation.blocks) == {"clinical", "clinical + genomic", "clinical + genomic + response"}
+    assert res.ablation["uno_c_ci"].str.startswith("[").all()  # every step has its interval, the full model too
     assert len(res.population) == len(res.y) and res.oof["coxnet"].risk.shape == (2, len(res.y))
 
 

@@ -376,7 +376,7 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
                 comparisons += _paired(m, spec.reference, boots, points, both)
 
     t0 = time.perf_counter()
-    ablation = _ablation(points, folds, X, y, grid, horizons, spec, factory, progress, indices)
+    ablation = _ablation(points, boots, folds, X, y, grid, horizons, spec, factory, progress, indices)
     timings["ablation"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     return BenchmarkResult(spec=spec, cohort_name=cohort.name, population=population, y=y, horizons=horizons,
@@ -475,8 +475,9 @@ def _ceiling_oof(cohort: Cohort, X: pd.DataFrame, spec: BenchmarkSpec, grid) -> 
     return oof, note
 
 
-def _ablation(points, folds, X, y, grid, horizons, spec, factory, progress, indices) -> pd.DataFrame:
-    """Feature blocks added one at a time (clinical, + genomic, + response) for the best learned models."""
+def _ablation(points, boots, folds, X, y, grid, horizons, spec, factory, progress, indices) -> pd.DataFrame:
+    """Feature blocks added one at a time (clinical, + genomic, + response) for the best learned models; the
+    last step is the benchmarked model itself (its point estimate and bootstrap are reused)."""
     learned = [m for m in spec.models if m in points]
     if not spec.ablation_models or not learned:
         return pd.DataFrame()
@@ -492,8 +493,7 @@ def _ablation(points, folds, X, y, grid, horizons, spec, factory, progress, indi
                                            f"ablation {'+'.join(blocks)}")
         for m in best:
             if block_oof is None:
-                point = points[m]
-                boot = None
+                point, boot = points[m], boots.get(m)
             else:
                 point = _evaluate(y, block_oof[m], grid, horizons)
                 boot = _bootstrap_model(y, block_oof[m], grid, horizons, indices, point, n_ici=0) \
