@@ -77,6 +77,7 @@ def test_leaderboard_oracle_and_paired_comparison(sim_result):
     c = board["harrell_c"]
     assert c["oracle"] > c["coxnet"] > c["score:fong"]  # the truth beats learning beats the 5-point score
     assert c["oracle"] - c["score:fong"] > 0.05
+    assert board.loc["score:fong", "delta_c_vs_ref"] == 0.0 and board.loc["score:fong", "delta_c_ci"] == "(reference)"
     m = res.metrics
     assert set(m.columns) >= {"model", "metric", "horizon", "estimate", "ci_low", "ci_high", "n"}
     row = m[(m.model == "coxnet") & (m.metric == "uno_c")].iloc[0]

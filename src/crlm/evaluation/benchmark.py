@@ -148,6 +148,8 @@ class BenchmarkResult:
                 row["delta_c_vs_ref"] = r.delta
                 row["delta_c_ci"] = _fmt_ci(r.ci_low, r.ci_high)
                 row["p_value"] = r.p_value
+            elif model == self.spec.reference:
+                row["delta_c_vs_ref"], row["delta_c_ci"] = 0.0, "(reference)"
             rows.append(row)
         board = pd.DataFrame(rows)
         return board.sort_values("uno_c", ascending=False, na_position="last").reset_index(drop=True)
