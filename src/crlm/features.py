@@ -9,7 +9,8 @@ Encodings (every output column has a readable name, see ``get_feature_names_out`
 
 - numbers: median imputation with a missing indicator (learned by ``SimpleImputer(add_indicator=True)``), then
   standard scaling (``StandardScaler``'s mean and scale) of the values; the indicators stay 0/1. ``cea_ng_ml``
-  and ``ca19_9_u_ml`` are log1p-transformed first (``"cea_ng_ml (log)"``). Indicators exist only for fields with missing values in the training data.
+  and ``ca19_9_u_ml`` are log1p-transformed first (``"cea_ng_ml (log)"``). Indicators exist only for fields
+  with missing values in the training data.
 - the Tumour Burden Score ``tumour_burden_score`` = sqrt(largest_metastasis_cm^2 + n_liver_metastases^2) is
   added as a feature (imputed and scaled like the numbers, without its own indicator: the inputs' indicators
   already say when it is missing).
@@ -45,7 +46,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from crlm import schema
-from crlm.cohort.base import CanonicalColumns, canonical_columns, column_values
+from crlm.cohort.base import CanonicalColumns, canonical_columns
 
 DEFAULT_BLOCKS: tuple[str, ...] = ("clinical", "genomic", "response")
 LOG_FIELDS = ("cea_ng_ml", "ca19_9_u_ml")  # right-skewed serum markers
@@ -54,8 +55,6 @@ TBS_INPUTS = ("largest_metastasis_cm", "n_liver_metastases")
 TBS_NAME = "tumour_burden_score"
 MISSING_LEVEL = "missing"
 UNKNOWN_LEVEL = "unknown"
-_TRUE = {"true", "yes", "y", "1"}
-_FALSE = {"false", "no", "n", "0"}
 
 
 # --- the schema side -------------------------------------------------------------------------------------
@@ -100,7 +99,7 @@ def _uninformative(f: schema.Field, values: pd.Series) -> str | None:
     return None
 
 
-# --- value conversion (canonical dtypes, pd.NA, strings from the API) -----------------------------------
+# --- value conversion (to the canonical columns of crlm.cohort.base) --------------------------------------
 
 def _frame(X) -> pd.DataFrame:
     if isinstance(X, pd.DataFrame):
@@ -111,35 +110,17 @@ def _frame(X) -> pd.DataFrame:
     return pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
 
 
-def _to_float(value) -> float:
-    if value is None or value is pd.NA:
-        return np.nan
-    if isinstance(value, bool | np.bool_):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return 1.0
-        if text in _FALSE:
-            return 0.0
-        try:
-            return float(text)
-        except ValueError:
-            return np.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return np.nan
+def _columns(frame: pd.DataFrame) -> list[np.ndarray]:
+    """The frame's columns in the canonical numpy form (``canonical_columns``), in the frame's order."""
+    columns = canonical_columns(frame)
+    return [columns[c] for c in frame.columns]
 
 
 def _as_float(values: np.ndarray) -> np.ndarray:
+    """Numbers of a canonical column (already float); other columns' text is read as numbers, else NaN."""
     if values.dtype.kind in "fiub":
         return values.astype(float, copy=False)
-    return np.array([_to_float(v) for v in values], dtype=float)
-
-
-def _is_missing(value) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+    return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
 # --- per-kind encoders ----------------------------------------------------------------------------------
@@ -148,20 +129,20 @@ def _is_missing(value) -> bool:
 # request of one patient costs microseconds per encoder instead of pandas/scikit-learn per-call overhead.
 
 class _Encoder(TransformerMixin, BaseEstimator):
-    """Fit/transform on frames; ``encode`` maps a list of column arrays (``column_values``) to a matrix."""
+    """Fit/transform on frames; ``encode`` maps a list of canonical column arrays to a matrix."""
 
     def fit(self, X, y=None):
         frame = _frame(X)
         self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
         self.n_features_in_ = frame.shape[1]
-        self._fit_columns([column_values(frame[c]) for c in frame.columns])
+        self._fit_columns(_columns(frame))
         self.feature_names_out_ = self._output_names(list(self.feature_names_in_))
         return self
 
     def transform(self, X):
         check_is_fitted(self, "feature_names_out_")
         frame = _frame(X)
-        return self.encode([column_values(frame[c]) for c in frame.columns])
+        return self.encode(_columns(frame))
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "feature_names_out_")
@@ -288,7 +269,8 @@ class CategoryEncoder(_Encoder):
         self.fill = fill
 
     def _filled(self, col: np.ndarray) -> np.ndarray:
-        return np.array([self.fill if _is_missing(v) else str(v) for v in col], dtype=str)
+        col = np.asarray(col, dtype=object)
+        return np.where(pd.isna(col), self.fill, col).astype(str)
 
     def _fit_columns(self, columns):
         self.categories_ = [np.unique(self._filled(c)) for c in columns]

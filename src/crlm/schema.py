@@ -247,8 +247,8 @@ def derive_fields(columns):
             derived = np.where(pd.isna(given), derived, given)
         columns[name] = derived
 
-    def status(name):
-        values = columns[name]
+    def status(name, n):
+        values = columns.get(name, np.full(n, np.nan, dtype=object))
         return np.where(pd.isna(values), "unknown", values)
 
     if "disease_free_interval_months" in columns:
@@ -258,10 +258,8 @@ def derive_fields(columns):
         n = columns["n_liver_metastases"]
         keep_given("multiple_metastases", np.where(np.isnan(n), np.nan, n > 1))
     if "kras_status" in columns or "nras_status" in columns:
-        kras = status("kras_status") if "kras_status" in columns else None
-        nras = status("nras_status") if "nras_status" in columns else None
-        kras = kras if kras is not None else np.full(len(nras), "unknown", dtype=object)
-        nras = nras if nras is not None else np.full(len(kras), "unknown", dtype=object)
+        n = len(columns["kras_status" if "kras_status" in columns else "nras_status"])
+        kras, nras = status("kras_status", n), status("nras_status", n)
         ras = np.where((kras == "mutant") | (nras == "mutant"), "mutant",
                        np.where((kras == "wild_type") & (nras == "wild_type"), "wild_type", "unknown"))
         keep_given("ras_status", ras.astype(object))

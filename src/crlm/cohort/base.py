@@ -228,14 +228,6 @@ def _objects(values, fill: bool = True) -> np.ndarray:
     return out
 
 
-def column_values(col: pd.Series) -> np.ndarray:
-    """A column as numpy: float64 with NaN for numbers and yes/no (plain or nullable dtypes), else objects."""
-    dtype = col.dtype
-    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
-        return col.to_numpy(dtype=float, na_value=np.nan)
-    return col.to_numpy(dtype=object)
-
-
 def _to_bool(v):
     if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
         return pd.NA
