@@ -113,9 +113,9 @@ class CRLMService:
     """OS and RFS survival after resection of colorectal liver metastases, with the clinical scores."""
 
     def __init__(self) -> None:
-        # Models load in a background thread: /livez answers at once, /readyz only when both are loaded (in
-        # every worker process).
-        # (bentoml.server_context numbers the workers of `bentoml serve`; in-process there is one)
+        # Models load in a background thread: /livez answers at once, /readyz only when both are loaded in
+        # every worker process (bentoml.server_context numbers the workers of `bentoml serve`; in-process there
+        # is one).
         in_server = bentoml.server_context.worker_index is not None
         self.readiness = io.WorkerReadiness(WORKERS if in_server else 1)
         self.store = io.ModelStore(on_ready=self.readiness.mark_ready).start()
