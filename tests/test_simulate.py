@@ -3,20 +3,17 @@ is the model that generated the outcomes."""
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pandas as pd
 import pytest
 
+import crlm.cohort
+from crlm.cohort import simulate as sim
 from crlm.cohort.base import Cohort
 from crlm.cohort.summary import km_at
 from crlm.evaluation.metrics import harrell_c
 from crlm.schema import FIELDS, FIELDS_BY_NAME, pandera_schema
 from crlm.scores import compute_score
-
-# crlm.cohort re-exports a function named ``simulate``, which shadows the submodule as an attribute.
-sim = importlib.import_module("crlm.cohort.simulate")
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +24,15 @@ def cohorts() -> dict[int, Cohort]:
 @pytest.fixture(scope="module")
 def cohort(cohorts) -> Cohort:
     return cohorts[7]
+
+
+def test_package_simulator_works_every_time():
+    """``crlm.cohort`` once exported a function named like its ``simulate`` submodule, which the first import of
+    the submodule replaced: the second call raised ``TypeError: 'module' object is not callable``."""
+    first = crlm.cohort.simulate_cohort(50, 2)
+    second = crlm.cohort.simulate_cohort(50, 2)
+    pd.testing.assert_frame_equal(first.data, second.data)
+    assert crlm.cohort.simulate is sim and callable(sim.simulate_cohort)
 
 
 def test_same_seed_same_cohort_and_another_seed_differs():

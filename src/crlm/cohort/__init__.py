@@ -2,6 +2,7 @@
 
 from crlm.cohort.base import Cohort, CohortValidationError, Problem, ValidationReport, make_y, to_canonical
 from crlm.cohort.loader import MappingError, load_cohort, read_mapping
+from crlm.cohort.simulate import simulate_cohort
 from crlm.paths import TCIA_FILE, TCIA_MAPPING, data_dir
 
 
@@ -10,11 +11,6 @@ def load_tcia(strict: bool = True) -> Cohort:
     return load_cohort(data_dir() / TCIA_FILE, data_dir() / TCIA_MAPPING, strict=strict)
 
 
-def simulate(n: int, seed: int) -> Cohort:
-    from crlm.cohort.simulate import simulate_cohort
-
-    return simulate_cohort(n, seed)
-
-
 __all__ = ["Cohort", "CohortValidationError", "MappingError", "Problem", "ValidationReport", "load_cohort",
-           "load_tcia", "make_y", "read_mapping", "simulate", "to_canonical"]
+           "load_tcia", "make_y", "read_mapping", "simulate_cohort",
+           "to_canonical"]
