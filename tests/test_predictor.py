@@ -48,11 +48,12 @@ def test_answer_has_calibrated_horizons_with_intervals_curve_and_median(predicto
 
 def test_fast_kernel_equals_each_models_own_prediction(predictor, cohort):
     raw, Z = predictor._prepare(patients(cohort, 20))
-    assert predictor.kernel.kind in ("linear", "xgb")
+    assert predictor.kernel.kind in ("linear", "trees")
     fast = predictor.kernel.survival(Z)
     slow = np.stack([e.predict_survival(Z, predictor.kernel.times) for e in predictor.kernel.estimators])
-    np.testing.assert_allclose(fast, slow, atol=1e-10)
-    np.testing.assert_allclose(predictor.risk(Z), final_estimator(predictor.model).predict(Z), atol=1e-10)
+    atol = 1e-5 if predictor.kernel.kind == "trees" else 1e-10  # xgboost adds its leaves in float32
+    np.testing.assert_allclose(fast, slow, atol=atol)
+    np.testing.assert_allclose(predictor.risk(Z), final_estimator(predictor.model).predict(Z), atol=atol, rtol=1e-6)
 
 
 def test_warnings_for_missing_out_of_range_and_unknown(predictor):

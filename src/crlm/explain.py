@@ -4,9 +4,12 @@ Methods, chosen by model family:
 - linear Cox models (coxph, coxnet): exact contributions beta_j * (z_j - mean_j) on the log-hazard scale;
 - XGBoost (xgb_cox, xgb_aft): exact TreeSHAP (``pred_contribs``) on the margin (log-hazard; for AFT the
   log-time margin with its sign flipped, so positive still means "raises the risk");
-- other models (random survival forest, gradient boosting): field-wise background substitution on a fixed
-  background of training patients (interventional occlusion): a field's contribution is the patient's risk
-  minus the mean risk when that field takes the background patients' values instead.
+- random survival forest and gradient boosting (rsf, gbsa): exact TreeSHAP (shap's path-dependent algorithm,
+  the same as xgboost's) on the risk score: the log-hazard for gbsa, the forest's summed cumulative hazard
+  (expected number of events) for rsf; the trees come from ``crlm.tree_kernel``;
+- other models: field-wise background substitution on a fixed background of training patients
+  (interventional occlusion): a field's contribution is the patient's risk minus the mean risk when that field
+  takes the background patients' values instead.
 Contributions of the model-matrix columns of one field (one-hot levels, missing indicators) are summed, so
 each answer speaks of fields ("CEA"), not of encoded columns. The tumour burden score is its own entry.
 """
@@ -17,12 +20,15 @@ import functools
 
 import numpy as np
 import pandas as pd
+import shap
 import xgboost as xgb
 
 from crlm.models import final_estimator, linear_coefficients
 from crlm.models.linear import Coxnet, CoxPH
+from crlm.models.trees import GBSA, RSF
 from crlm.models.xgb import XGBAFT, XGBCox
 from crlm.schema import FIELDS_BY_NAME
+from crlm.tree_kernel import ensemble_trees
 
 EVENT_WORDS = {"os": "death", "rfs": "recurrence or death", "liver_rfs": "liver recurrence or death"}
 DERIVED_LABELS = {"tumour_burden_score": "Tumour burden score"}
@@ -48,6 +54,10 @@ class Explainer:
             self.mean = Z_train.to_numpy(dtype=float).mean(axis=0)
         elif isinstance(self.estimator, XGBCox | XGBAFT):
             self.method = "TreeSHAP (xgboost pred_contribs) on the log-hazard margin"
+        elif isinstance(self.estimator, RSF | GBSA):
+            self.method = ("exact TreeSHAP (path-dependent, shap) on the "
+                           + ("forest's risk score (summed cumulative hazard)" if isinstance(self.estimator, RSF)
+                              else "log-hazard"))
         else:
             self.method = (f"field-wise background substitution on {background_size} fixed training patients "
                            "(risk minus mean risk with the field replaced)")
@@ -60,6 +70,8 @@ class Explainer:
         Zv = (Z if list(Z.columns) == self.features else Z[self.features]).to_numpy(dtype=float)
         if hasattr(self, "coef"):
             per_feature = (Zv - self.mean) * self.coef
+        elif isinstance(self.estimator, RSF | GBSA):
+            per_feature = self.tree_shap.shap_values(Zv, check_additivity=False)
         elif isinstance(self.estimator, XGBCox | XGBAFT):
             booster: xgb.Booster = self.estimator.booster_
             contribs = booster.predict(xgb.DMatrix(Zv, feature_names=booster.feature_names),
@@ -68,6 +80,19 @@ class Explainer:
         else:
             return self._occlusion(Z)
         return per_feature @ self.field_matrix
+
+    @functools.cached_property
+    def tree_shap(self) -> shap.TreeExplainer:
+        """shap's TreeSHAP on the refit's trees, handed over in shap's dictionary format (shap does not accept
+        scikit-survival's ensembles, shap #3308); built on first use, not stored in bundles."""
+        trees, scale = ensemble_trees(self.estimator)
+        # shap rewrites the internal nodes' values in place: it gets copies
+        model = {"trees": [{k: np.array(v, copy=True) for k, v in t.shap_dict(s).items()}
+                           for t, s in zip(trees, scale, strict=True)], "input_dtype": np.float32}
+        return shap.TreeExplainer(model, feature_perturbation="tree_path_dependent", model_output="raw")
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "tree_shap"}
 
     @functools.cached_property
     def field_matrix(self) -> np.ndarray:
