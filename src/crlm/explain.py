@@ -2,11 +2,10 @@
 
 Methods, chosen by model family:
 - linear Cox models (coxph, coxnet): exact contributions beta_j * (z_j - mean_j) on the log-hazard scale;
-- XGBoost (xgb_cox, xgb_aft): exact TreeSHAP (``pred_contribs``) on the margin (log-hazard; for AFT the
-  log-time margin with its sign flipped, so positive still means "raises the risk");
-- random survival forest and gradient boosting (rsf, gbsa): exact TreeSHAP (shap's path-dependent algorithm,
-  the same as xgboost's) on the risk score: the log-hazard for gbsa, the forest's summed cumulative hazard
-  (expected number of events) for rsf; the trees come from ``crlm.tree_kernel``;
+- tree ensembles (xgb_cox, xgb_aft, gbsa, rsf): exact TreeSHAP (the path-dependent algorithm, which is also
+  xgboost's ``pred_contribs``) computed by shap on the trees as ``crlm.tree_kernel`` reads them: on the margin
+  (log-hazard; for AFT the log-time margin with its sign flipped, so positive still means "raises the risk")
+  and, for the random survival forest, on its risk score (the summed cumulative hazard, expected events);
 - other models: field-wise background substitution on a fixed background of training patients
   (interventional occlusion): a field's contribution is the patient's risk minus the mean risk when that field
   takes the background patients' values instead.
@@ -21,7 +20,6 @@ import functools
 import numpy as np
 import pandas as pd
 import shap
-import xgboost as xgb
 
 from crlm.models import final_estimator, linear_coefficients
 from crlm.models.linear import Coxnet, CoxPH
@@ -52,12 +50,10 @@ class Explainer:
             self.method = "exact linear contributions (log hazard ratio vs the training mean)"
             self.coef = linear_coefficients(model).reindex(self.features).to_numpy(dtype=float)
             self.mean = Z_train.to_numpy(dtype=float).mean(axis=0)
-        elif isinstance(self.estimator, XGBCox | XGBAFT):
-            self.method = "TreeSHAP (xgboost pred_contribs) on the log-hazard margin"
-        elif isinstance(self.estimator, RSF | GBSA):
-            self.method = ("exact TreeSHAP (path-dependent, shap) on the "
-                           + ("forest's risk score (summed cumulative hazard)" if isinstance(self.estimator, RSF)
-                              else "log-hazard"))
+        elif isinstance(self.estimator, RSF | GBSA | XGBCox | XGBAFT):
+            scale = ("forest's risk score (summed cumulative hazard)" if isinstance(self.estimator, RSF)
+                     else "log-time margin, sign flipped" if isinstance(self.estimator, XGBAFT) else "log-hazard")
+            self.method = f"exact TreeSHAP (path-dependent, as xgboost's pred_contribs) on the {scale}"
         else:
             self.method = (f"field-wise background substitution on {background_size} fixed training patients "
                            "(risk minus mean risk with the field replaced)")
@@ -70,13 +66,10 @@ class Explainer:
         Zv = (Z if list(Z.columns) == self.features else Z[self.features]).to_numpy(dtype=float)
         if hasattr(self, "coef"):
             per_feature = (Zv - self.mean) * self.coef
-        elif isinstance(self.estimator, RSF | GBSA):
+        elif isinstance(self.estimator, RSF | GBSA | XGBCox | XGBAFT):
             per_feature = self.tree_shap.shap_values(Zv, check_additivity=False)
-        elif isinstance(self.estimator, XGBCox | XGBAFT):
-            booster: xgb.Booster = self.estimator.booster_
-            contribs = booster.predict(xgb.DMatrix(Zv, feature_names=booster.feature_names),
-                                       pred_contribs=True)[:, :-1]
-            per_feature = -contribs if isinstance(self.estimator, XGBAFT) else contribs
+            if isinstance(self.estimator, XGBAFT):
+                per_feature = -per_feature
         else:
             return self._occlusion(Z)
         return per_feature @ self.field_matrix
