@@ -229,6 +229,11 @@ class TreeKernel:
                 out[:, start:start + self.trees_per_model[k]] = e.booster_.predict(data, pred_leaf=True)
         return out + self.tree_offsets[None, :]
 
+    def split_features(self) -> np.ndarray:
+        """Indices of the columns any tree of any model splits on."""
+        internal = self.children[:, 0] != np.arange(len(self.children))
+        return np.unique(self.feature[internal])
+
     def _sums(self, leaves: np.ndarray) -> np.ndarray:
         """(n, K) sum over each model's trees of the scaled leaf values."""
         return np.add.reduceat(self.leaf_value[leaves], self.model_starts, axis=1)
