@@ -17,7 +17,7 @@ def cohort():
     return simulate_cohort(500, seed=21)
 
 
-@pytest.fixture(scope="module", params=["coxnet", "xgb_cox"])
+@pytest.fixture(scope="module", params=["coxnet", "xgb_cox", "rsf"])
 def predictor(request, cohort):
     return train_predictor(cohort, "os", request.param, n_interval_models=15, seed=1)
 
