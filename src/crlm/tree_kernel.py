@@ -163,10 +163,9 @@ class TreeKernel:
         trees = [t for model_trees, _ in per_model for t in model_trees]
         sizes = np.array([len(t.left) for t in trees])
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        self.tree_offsets = offsets
+        self.roots = offsets  # global id of each tree's root: trees are stored one after the other
         self.trees_per_model = np.array([len(m) for m, _ in per_model])
         self.model_starts = np.concatenate([[0], np.cumsum(self.trees_per_model)[:-1]])
-        self.tree_model = np.repeat(np.arange(len(per_model)), self.trees_per_model)
         leaf = np.concatenate([t.left < 0 for t in trees])
         node = np.arange(len(leaf))
         shift = np.repeat(offsets, sizes)
@@ -178,7 +177,6 @@ class TreeKernel:
         self.default_left = np.concatenate([t.default_left for t in trees])
         self.feature = np.concatenate([t.feature for t in trees]).clip(min=0)
         self.threshold = np.where(leaf, np.inf, np.concatenate([t.threshold for t in trees]))
-        self.roots = offsets
         scale = np.concatenate([s for _, s in per_model])
         self.leaf_value = np.concatenate([t.value for t in trees]) * np.repeat(scale, sizes)
         if self.family == "forest":
@@ -227,7 +225,7 @@ class TreeKernel:
             for k, e in enumerate(self.estimators):
                 start = self.model_starts[k]
                 out[:, start:start + self.trees_per_model[k]] = e.booster_.predict(data, pred_leaf=True)
-        return out + self.tree_offsets[None, :]
+        return out + self.roots[None, :]
 
     def split_features(self) -> np.ndarray:
         """Indices of the columns any tree of any model splits on."""
