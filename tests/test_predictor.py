@@ -81,6 +81,18 @@ def test_save_and_load_give_the_same_answers(predictor, cohort, tmp_path):
         Predictor.load(tmp_path / "nothing")
 
 
+def test_a_forest_bundled_before_the_tree_kernel_gets_it_on_load(cohort, tmp_path):
+    p = train_predictor(cohort, "os", "rsf", {"n_estimators": 20}, n_interval_models=3, seed=0)
+    expected = p.predict_frame(patients(cohort))
+    _, Z = p._prepare(predictors_frame(cohort.data))
+    p.kernel.kind = "generic"  # what such a bundle holds: no tree kernel, an occlusion background
+    del p.kernel.trees
+    p.explainer.background = Z.head(20)
+    again = Predictor.load(p.save(tmp_path / "old"))
+    assert again.kernel.kind == "trees"
+    pd.testing.assert_frame_equal(again.predict_frame(patients(cohort)), expected)
+
+
 def test_recalibration_repairs_a_miscalibrated_model():
     rng = np.random.default_rng(3)
     n, times = 3000, np.array([12.0, 36.0, 60.0])

@@ -40,6 +40,7 @@ from crlm.scenarios import response_profile, response_scenarios
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, FIELDS_BY_NAME
 from crlm.schema import endpoint as get_endpoint
 from crlm.survival_kernel import SurvivalKernel
+from crlm.tree_kernel import family
 
 CURVE_STEP_MONTHS = 3.0
 CURVE_MAX_MONTHS = 120.0
@@ -237,6 +238,10 @@ class Predictor:
         predictor = joblib.load(path)
         if not isinstance(predictor, cls):
             raise TypeError(f"{path} does not hold a crlm Predictor")
+        kernel = predictor.kernel
+        if kernel.kind == "generic" and family(kernel.estimators) and hasattr(predictor.explainer, "background"):
+            # a tree model bundled before the tree kernel: built and checked on the explainer's training patients
+            predictor.kernel = SurvivalKernel(kernel.estimators, kernel.times, predictor.explainer.background)
         return predictor
 
 
