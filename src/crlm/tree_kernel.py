@@ -254,6 +254,8 @@ class TreeKernel:
             surv, risk = np.clip(self.s0[:, None, :] ** np.exp(margin.T)[:, :, None], 0.0, 1.0), margin
         else:
             surv, risk = self._aft_curves(margin), -margin
+        for out in (risk, surv):
+            out.setflags(write=False)  # shared with the next call on the same rows: never changed in place
         self._last = (X.copy(), risk, surv)
         return risk, surv
 
