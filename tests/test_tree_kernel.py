@@ -68,6 +68,25 @@ def test_kernel_equals_each_models_own_prediction(name, route, data, monkeypatch
     np.testing.assert_allclose(risk, expected_risk, atol=atol, rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["rsf", "gbsa", "xgb_aft"])
+@pytest.mark.parametrize("route", ["numpy", "per_tree"])
+def test_each_model_may_read_its_own_matrix(name, route, data, monkeypatch):
+    """Refits with their own preprocessing: one matrix per model, of its own width."""
+    X, y = data
+    if route == "per_tree":
+        monkeypatch.setattr(tree_kernel, "NUMPY_ROUTE_MAX_CELLS", 0)
+    narrow = FACTORIES[name](1).fit(X.iloc[:, :4] * 2.0, y)
+    wide = FACTORIES[name](0).fit(X, y)
+    kernel = TreeKernel([wide, narrow], TIMES)
+    rows = X.iloc[:30]
+    risk, surv = kernel.evaluate([rows, rows.iloc[:, :4] * 2.0])
+    atol = 1e-5 if name.startswith("xgb") else 1e-10
+    np.testing.assert_allclose(surv[1], narrow.predict_survival(rows.iloc[:, :4] * 2.0, TIMES), atol=atol)
+    np.testing.assert_allclose(risk[:, 0], wide.predict(rows), atol=atol, rtol=1e-6)
+    with pytest.raises(ValueError, match="2 models"):
+        kernel.evaluate([rows])
+
+
 @pytest.mark.parametrize("name", ["rsf", "xgb_cox"])
 def test_missing_values_follow_each_nodes_default_direction(name, data):
     X, _ = data

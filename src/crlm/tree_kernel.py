@@ -166,6 +166,7 @@ class TreeKernel:
         self.roots = offsets  # global id of each tree's root: trees are stored one after the other
         self.trees_per_model = np.array([len(m) for m, _ in per_model])
         self.model_starts = np.concatenate([[0], np.cumsum(self.trees_per_model)[:-1]])
+        self.tree_model = np.repeat(np.arange(len(per_model)), self.trees_per_model)  # model of each tree
         leaf = np.concatenate([t.left < 0 for t in trees])
         node = np.arange(len(leaf))
         shift = np.repeat(offsets, sizes)
@@ -184,29 +185,42 @@ class TreeKernel:
             self.leaf_curves = np.concatenate([t.curve[t.left < 0] for t in trees])
         self.offset = np.zeros(len(self.estimators))
         if self.family != "forest":  # the models' constant start (xgboost's base score, sklearn's init)
-            zero = np.zeros((1, self.estimators[0].n_features_in_))
-            self.offset = np.array([_margin(e, zero)[0] for e in self.estimators]) - self._sums(
-                self.apply(zero))[0]
+            zeros = [np.zeros((1, e.n_features_in_)) for e in self.estimators]
+            self.offset = np.array([_margin(e, z)[0] for e, z in zip(self.estimators, zeros, strict=True)]) - (
+                self._sums(self.apply(zeros))[0])
             if self.family == "cox":
                 self.s0 = np.stack([_baseline_survival(e, self.times) for e in self.estimators])  # (K, T)
         self._last: tuple | None = None
 
     # ------------------------------------------------------------------ routing
 
+    def _matrices(self, X) -> np.ndarray:
+        """float32 input: (n, p) read by every model, or (K, n, p) from a list of K matrices, one per model (e.g.
+        when each refit has its own preprocessing; narrower ones are padded, their models never read the pad)."""
+        if isinstance(X, list | tuple):
+            if len(X) != len(self.estimators):
+                raise ValueError(f"{len(X)} model matrices for {len(self.estimators)} models")
+            mats = [np.asarray(x, dtype=np.float32) for x in X]
+            width = max(m.shape[1] for m in mats)
+            return np.stack([np.pad(m, ((0, 0), (0, width - m.shape[1]))) for m in mats])
+        return np.asarray(X, dtype=np.float32)
+
     def apply(self, X) -> np.ndarray:
-        """(n, n_trees) global node id of the leaf each patient reaches in every tree."""
-        X32 = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
-        if len(X32) * len(self.roots) <= NUMPY_ROUTE_MAX_CELLS:
+        """(n, n_trees) global node id of the leaf each patient reaches in every tree (``X`` as in
+        ``evaluate``)."""
+        X32 = self._matrices(X)
+        if X32.shape[-2] * len(self.roots) <= NUMPY_ROUTE_MAX_CELLS:
             return self._route_numpy(X32)
         return self._route_per_tree(X32)
 
     def _route_numpy(self, X32: np.ndarray) -> np.ndarray:
         Xd = X32.astype(float)
-        rows = np.arange(len(Xd))[:, None]
-        node = np.broadcast_to(self.roots, (len(Xd), len(self.roots)))
+        n = Xd.shape[-2]
+        rows, models = np.arange(n)[:, None], self.tree_model[None, :]
+        node = np.broadcast_to(self.roots, (n, len(self.roots)))
         has_missing = bool(np.isnan(Xd).any())
         for _ in range(self.depth):
-            x = Xd[rows, self.feature[node]]
+            x = Xd[rows, self.feature[node]] if Xd.ndim == 2 else Xd[models, rows, self.feature[node]]
             go_left = x <= self.threshold[node]
             if has_missing:
                 go_left = np.where(np.isnan(x), self.default_left[node], go_left)
@@ -214,16 +228,15 @@ class TreeKernel:
         return node
 
     def _route_per_tree(self, X32: np.ndarray) -> np.ndarray:
-        out = np.empty((len(X32), len(self.roots)), dtype=np.int64)
-        if self.family == "forest" or isinstance(self.estimators[0], GBSA):
-            trees = [t for e in self.estimators for t in
-                     (e.estimators_ if isinstance(e, RSF) else e.estimators_[:, 0])]
-            for j, tree in enumerate(trees):
-                out[:, j] = tree.tree_.apply(X32)
-        else:
-            data = xgb.DMatrix(X32, feature_names=self.estimators[0].booster_.feature_names)
-            for k, e in enumerate(self.estimators):
-                start = self.model_starts[k]
+        out = np.empty((X32.shape[-2], len(self.roots)), dtype=np.int64)
+        for k, e in enumerate(self.estimators):
+            start = self.model_starts[k]
+            x = np.ascontiguousarray((X32 if X32.ndim == 2 else X32[k])[:, :e.n_features_in_])
+            if isinstance(e, RSF | GBSA):
+                for j, tree in enumerate(e.estimators_ if isinstance(e, RSF) else e.estimators_[:, 0]):
+                    out[:, start + j] = tree.tree_.apply(x)
+            else:
+                data = xgb.DMatrix(x, feature_names=e.booster_.feature_names)
                 out[:, start:start + self.trees_per_model[k]] = e.booster_.predict(data, pred_leaf=True)
         return out + self.roots[None, :]
 
@@ -239,8 +252,10 @@ class TreeKernel:
     # ------------------------------------------------------------------ outputs
 
     def evaluate(self, X) -> tuple[np.ndarray, np.ndarray]:
-        """(risk (n, K), survival (K, n, T)) of every model; risk is each model's ``predict``."""
-        X = np.asarray(X, dtype=float)
+        """(risk (n, K), survival (K, n, T)) of every model; risk is each model's ``predict``.
+
+        ``X``: the model matrix (n, p) all models read, or a list of K matrices, one per model."""
+        X = self._matrices(X)
         last = self._last  # the Predictor asks for risk and curves of the same rows in turn
         if last is not None and last[0].shape == X.shape and np.array_equal(last[0], X, equal_nan=True):
             return last[1], last[2]
