@@ -66,6 +66,7 @@ def test_scenarios_are_the_models_answers_for_the_record_with_each_response(pred
     patient = record(cohort, 5)
     out = predictor.scenarios(patient)
     assert out["available"] and "not the effect of a treatment" in out["label"]
+    assert out["as_given"]["recist_response"] == patient.get("recist_response")
     keys = [s["key"] for s in out["scenarios"]]
     assert keys == ["complete_response", "partial_response", "stable_disease", "progression",
                     "progression_before_surgery"]

@@ -64,7 +64,7 @@ def conditional_answers(times: np.ndarray, curves: np.ndarray, horizons, event_f
     grid = np.concatenate([[s], times[after]])
     answers = []
     for i in range(curves.shape[1]):
-        answer = {"event_free_at_months": s, "condition": condition,
+        answer = {"endpoint": endpoint, "event_free_at_months": s, "condition": condition,
                   "survival_at_condition": float(at_s[0, i])}
         if at_s[0, i] < MIN_SURVIVAL_AT_S:
             answers.append(answer | {"available": False, "reason": (

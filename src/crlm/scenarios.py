@@ -91,6 +91,7 @@ def response_scenarios(predictor, row, top: int = 3) -> dict:
                   "an association learned from observational data, not the effect of a treatment. Only the "
                   "response to chemotherapy changes; every other input is held as given."),
         "uses": [f for f in RESPONSE_FIELDS if f in used],
+        "as_given": {f: record.get(f) for f in ("neoadjuvant_chemotherapy", *RESPONSE_FIELDS)},
     }
     if not out["uses"]:
         return out | {"available": False, "scenarios": [], "reason": (
