@@ -123,7 +123,8 @@ def response_scenarios(predictor, row, top: int = 3) -> dict:
         if patients is not None and patients < FEW_PATIENTS:
             item_notes.append(f"only {patients} training patients had this response: the estimate leans on the "
                               "model's form more than on data")
-        if key != PROGRESSION_SCENARIO[0] and inputs["tumour_size_change_percent"] is None:
+        if (key != PROGRESSION_SCENARIO[0] and inputs["tumour_size_change_percent"] is None
+                and "tumour_size_change_percent" in used):
             item_notes.append("size change unknown for this category in the training cohort (left missing)")
         scenarios.append(item | {k: answer[k] for k in ("risk_score", "risk_group", "horizons", "median_months",
                                                        "median_reached", "curve")} | {"notes": item_notes})
