@@ -74,7 +74,7 @@ def test_scenarios_are_the_models_answers_for_the_record_with_each_response(pred
     for s in out["scenarios"]:
         assert s["available"]
         changed = {k: v for k, v in (patient | s["inputs"]).items() if v is not None}
-        [expected] = predictor.predict([changed], top=3)
+        [expected] = predictor.predict([changed])
         assert s["horizons"] == expected["horizons"] and s["curve"] == expected["curve"]
         for h in s["horizons"]:
             assert h["lower"] <= h["survival"] <= h["upper"]

@@ -108,6 +108,8 @@ class Explainer:
 
     def explain(self, Z: pd.DataFrame, rows: list[dict], top: int = 6) -> list[list[dict]]:
         """Top contributors per patient, largest absolute contribution first (``rows``: the canonical records)."""
+        if top <= 0:
+            return [[] for _ in rows]
         contributions = self.feature_contributions(Z)
         answers = []
         for i, row in enumerate(rows):

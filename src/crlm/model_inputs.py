@@ -22,7 +22,19 @@ from crlm.survival_kernel import SurvivalKernel
 
 
 def used_columns(kernel: SurvivalKernel, n_features: int) -> np.ndarray:
-    """(n_features,) bool: the model-matrix columns any of the kernel's models depends on."""
+    """The model-matrix columns any of the kernel's models depends on.
+
+    Parameters
+    ----------
+    kernel : SurvivalKernel
+        The Predictor's kernel (the refit and its bootstrap refits).
+    n_features : int
+        Number of model-matrix columns.
+
+    Returns
+    -------
+    array of bool, shape (n_features,)
+    """
     if kernel.kind == "linear":
         return np.any(kernel.coef != 0, axis=1)
     if kernel.kind == "trees":
@@ -33,9 +45,24 @@ def used_columns(kernel: SurvivalKernel, n_features: int) -> np.ndarray:
 
 
 def used_fields(features: list[str], fields: list[str], used: np.ndarray, kept_fields: list[str]) -> list[str]:
-    """Fields of the used columns, in the order of ``kept_fields`` (the preprocessing's fields).
+    """The fields of the used columns.
 
-    ``features``: the model-matrix columns; ``fields``: the field each column comes from."""
+    Parameters
+    ----------
+    features : list of str
+        The model-matrix columns.
+    fields : list of str
+        The field each column comes from.
+    used : array of bool
+        Which columns are used (``used_columns``).
+    kept_fields : list of str
+        The fields the preprocessing kept, in schema order.
+
+    Returns
+    -------
+    list of str
+        The used fields, in the order of ``kept_fields``.
+    """
     names = set()
     for feature, name, is_used in zip(features, fields, used, strict=True):
         if is_used:
@@ -44,12 +71,34 @@ def used_fields(features: list[str], fields: list[str], used: np.ndarray, kept_f
 
 
 def required_fields(used: list[str]) -> list[str]:
-    """The used fields a prediction cannot do without (the schema's ``required_for_prediction``)."""
+    """The used fields a prediction cannot do without.
+
+    Parameters
+    ----------
+    used : list of str
+        The used fields.
+
+    Returns
+    -------
+    list of str
+        Those the schema marks ``required_for_prediction``.
+    """
     return [f for f in used if FIELDS_BY_NAME.get(f) is not None and FIELDS_BY_NAME[f].required_for_prediction]
 
 
 def accepted_fields(used: list[str]) -> list[str]:
-    """The used fields and, for derived ones, the fields they are derived from (each once, used first)."""
+    """The fields a form offers for the model.
+
+    Parameters
+    ----------
+    used : list of str
+        The used fields.
+
+    Returns
+    -------
+    list of str
+        The used fields, then the fields the derived ones are derived from (each once).
+    """
     out = list(used)
     for name in used:
         f = FIELDS_BY_NAME.get(name)

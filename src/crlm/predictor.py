@@ -133,15 +133,38 @@ class Predictor:
             })
         return answers
 
-    def scenarios(self, row, top: int = 3) -> dict:
-        """One patient's answers under each preoperative chemotherapy response, everything else as given
-        (``crlm.scenarios``; associational, not a treatment effect). Unavailable, with the reason, for a model
-        that does not use the response fields."""
-        return response_scenarios(self, row, top=top)
+    def scenarios(self, row) -> dict:
+        """One patient's answers under each preoperative chemotherapy response, everything else as given.
+
+        Parameters
+        ----------
+        row : dict or one-row DataFrame
+            The patient's record.
+
+        Returns
+        -------
+        dict
+            See ``crlm.scenarios.response_scenarios``: associational, not a treatment effect; unavailable, with
+            the reason, for a model that does not use the response fields.
+        """
+        return response_scenarios(self, row)
 
     def conditional(self, rows, event_free_months: float) -> list[dict]:
-        """Per patient: survival given event-free (OS: alive) ``event_free_months`` after resection, curve and
-        horizons (months from now) with intervals, S(t)/S(s) per bootstrap refit (``crlm.conditional``)."""
+        """Survival given event-free (OS: alive) ``event_free_months`` after resection.
+
+        Parameters
+        ----------
+        rows : DataFrame, list of dict or CanonicalColumns
+            Patient records, as for ``predict``.
+        event_free_months : float
+            Months since resection the patients are known to be event-free.
+
+        Returns
+        -------
+        list of dict
+            Per patient (``crlm.conditional.conditional_answers``): the curve from then on and the horizons
+            (months from now) with intervals, S(t) / S(s) per bootstrap refit.
+        """
         _, Z = self._prepare(rows)
         return conditional_answers(self.curve_times, self.refit_curves(Z), self.horizons, event_free_months,
                                    self.endpoint)

@@ -39,8 +39,19 @@ PROGRESSION_SCENARIO = ("progression_before_surgery", "Progression between chemo
 
 
 def response_profile(data: pd.DataFrame) -> dict:
-    """What the training cohort holds per response category (JSON-able; stored in the Predictor's metadata):
-    patients, and the median size change, per RECIST category; patients with progression before surgery."""
+    """What the training cohort holds per response category (stored in the Predictor's metadata).
+
+    Parameters
+    ----------
+    data : DataFrame
+        The training patients (canonical schema columns).
+
+    Returns
+    -------
+    dict
+        JSON-able: ``{"recist": {code: {"patients", "median_size_change_percent"}},
+        "progression_before_surgery": patients}`` (None or empty where the cohort lacks the field).
+    """
     profile: dict = {"recist": {}, "progression_before_surgery": None}
     if "recist_response" in data:
         recist = data["recist_response"].astype(object)
@@ -79,8 +90,24 @@ def _chemotherapy_given(record: dict) -> tuple[dict, list[str]]:
     return changed, notes
 
 
-def response_scenarios(predictor, row, top: int = 3) -> dict:
-    """The patient's answer under each response scenario (see the module docstring)."""
+def response_scenarios(predictor, row) -> dict:
+    """The patient's answer under each response scenario (see the module docstring).
+
+    Parameters
+    ----------
+    predictor : crlm.predictor.Predictor
+        The model answering.
+    row : dict or one-row DataFrame
+        The patient's record (schema fields).
+
+    Returns
+    -------
+    dict
+        ``available`` (with ``reason`` when not), the ``label`` (associational, not a treatment effect), the
+        response fields the model ``uses``, the patient's own (``as_given``), ``notes``, and per scenario:
+        ``key``, ``label``, ``inputs`` changed, ``training_patients``, ``available`` and, when available, the
+        ``horizons`` with intervals, ``curve``, ``median_months``, ``risk_score``, ``risk_group``, ``notes``.
+    """
     record = _record(row)
     meta = predictor.metadata
     cohort = f"{meta.get('cohort', 'the training cohort')} ({meta.get('patients', '?')} patients)"
@@ -111,7 +138,7 @@ def response_scenarios(predictor, row, top: int = 3) -> dict:
 
     usable = [s for s in specs if s[4]]
     rows = [{k: v for k, v in (record | inputs).items() if v is not None} for _, _, inputs, _, _ in usable]
-    answers = iter(predictor.predict(rows, top=top))
+    answers = iter(predictor.predict(rows, top=0))  # contributions: the patient's own answer has them
     scenarios = []
     for key, label, inputs, patients, ok in specs:
         item = {"key": key, "label": label, "inputs": inputs, "training_patients": patients, "available": ok}

@@ -59,11 +59,22 @@ class TreeNodes:
 
 
 def sklearn_tree_nodes(tree, survival: tuple | None = None, times: np.ndarray | None = None) -> TreeNodes:
-    """Nodes of a fitted scikit-learn / scikit-survival ``Tree`` (``estimator.tree_``).
+    """Nodes of a fitted scikit-learn / scikit-survival tree.
 
-    For a survival tree, ``survival`` = (its ``unique_times_``, its ``is_event_time_``): ``value`` is then the
-    risk of scikit-survival's ``SurvivalTree.predict`` (the cumulative hazard summed over the event times) and,
-    with ``times``, ``curve`` is the survival step function evaluated at ``times``."""
+    Parameters
+    ----------
+    tree : sklearn.tree._tree.Tree
+        ``estimator.tree_`` of a regression tree (gradient boosting) or a ``SurvivalTree``.
+    survival : (array, array), optional
+        For a survival tree: its ``unique_times_`` and ``is_event_time_``. ``value`` is then the risk of
+        scikit-survival's ``SurvivalTree.predict`` (the cumulative hazard summed over the event times).
+    times : array of float, optional
+        For a survival tree: the grid at which ``curve`` holds each node's survival step function.
+
+    Returns
+    -------
+    TreeNodes
+    """
     left = np.asarray(tree.children_left, dtype=np.int64)
     right = np.asarray(tree.children_right, dtype=np.int64)
     default_left = np.asarray(getattr(tree, "missing_go_to_left", np.zeros(len(left))), dtype=bool)
@@ -84,7 +95,18 @@ def sklearn_tree_nodes(tree, survival: tuple | None = None, times: np.ndarray | 
 
 
 def xgb_tree_nodes(booster: xgb.Booster) -> list[TreeNodes]:
-    """Nodes of every tree of a fitted booster (numerical splits; leaves' values are their margins)."""
+    """Nodes of every tree of a fitted booster, read from its JSON model.
+
+    Parameters
+    ----------
+    booster : xgboost.Booster
+        A fitted booster with numerical splits only.
+
+    Returns
+    -------
+    list of TreeNodes
+        One per tree; a leaf's ``value`` is its margin (learning rate included, as xgboost stores it).
+    """
     model = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]
     out = []
     for tree in model["trees"]:
@@ -104,9 +126,22 @@ def xgb_tree_nodes(booster: xgb.Booster) -> list[TreeNodes]:
 
 
 def ensemble_trees(estimator, times: np.ndarray | None = None) -> tuple[list[TreeNodes], np.ndarray]:
-    """(trees, per-tree scale of the leaf values) of one fitted ensemble of ``TREE_FAMILIES``: the model's
-    margin (for a forest, its risk score) is the offset plus the sum of scale x leaf value over its trees.
-    ``times``: the grid of the forests' leaf curves (None: no curves)."""
+    """The trees of one fitted ensemble of ``TREE_FAMILIES``.
+
+    Parameters
+    ----------
+    estimator : RSF, GBSA, XGBCox or XGBAFT
+        A fitted ensemble.
+    times : array of float, optional
+        The grid of a forest's leaf survival curves (None: no curves).
+
+    Returns
+    -------
+    trees : list of TreeNodes
+    scale : array of float
+        Per tree: the model's margin (a forest's risk score) is a constant offset plus the sum over its trees of
+        scale x the value of the leaf reached (1 / n_trees for a forest, the learning rate for gbsa).
+    """
     if isinstance(estimator, RSF):
         trees = [sklearn_tree_nodes(t.tree_, (estimator.unique_times_, t.is_event_time_), times)
                  for t in estimator.estimators_]
@@ -124,7 +159,18 @@ def ensemble_trees(estimator, times: np.ndarray | None = None) -> tuple[list[Tre
 
 
 def family(estimators: list) -> str | None:
-    """The common tree family of the estimators ("forest", "cox", "aft"), None if they have none."""
+    """The tree family the estimators share.
+
+    Parameters
+    ----------
+    estimators : list
+        Fitted model steps.
+
+    Returns
+    -------
+    str or None
+        "forest", "cox" or "aft"; None unless all are tree ensembles of one family.
+    """
     kinds = {TREE_FAMILIES.get(type(e)) for e in estimators}
     return kinds.pop() if len(kinds) == 1 and None not in kinds else None
 
