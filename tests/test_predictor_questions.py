@@ -83,6 +83,9 @@ def test_scenarios_are_the_models_answers_for_the_record_with_each_response(pred
     assert pd_scenario["inputs"]["tumour_size_change_percent"] == profile["recist"]["PD"]["median_size_change_percent"]
     assert pd_scenario["training_patients"] == profile["recist"]["PD"]["patients"]
     assert out["scenarios"][4]["inputs"]["progression_before_surgery"] is True
+    # the simulator's patients with progression on chemotherapy fare worse than responders (docs/SIMULATOR.md)
+    five_year = {s["key"]: s["horizons"][-1]["survival"] for s in out["scenarios"]}
+    assert five_year["progression"] < five_year["partial_response"] - 0.05
 
 
 def test_scenarios_of_an_untreated_patient_assume_chemotherapy_with_its_details_unknown(predictor):
