@@ -2,11 +2,13 @@
 
 Methods, chosen by model family:
 - linear Cox models (coxph, coxnet): exact contributions beta_j * (z_j - mean_j) on the log-hazard scale;
-- XGBoost (xgb_cox, xgb_aft): exact TreeSHAP (``pred_contribs``) on the margin (log-hazard; for AFT the
-  log-time margin with its sign flipped, so positive still means "raises the risk");
-- other models (random survival forest, gradient boosting): field-wise background substitution on a fixed
-  background of training patients (interventional occlusion): a field's contribution is the patient's risk
-  minus the mean risk when that field takes the background patients' values instead.
+- tree ensembles (xgb_cox, xgb_aft, gbsa, rsf): exact TreeSHAP (the path-dependent algorithm, which is also
+  xgboost's ``pred_contribs``) computed by shap on the trees as ``crlm.tree_kernel`` reads them: on the margin
+  (log-hazard; for AFT the log-time margin with its sign flipped, so positive still means "raises the risk")
+  and, for the random survival forest, on its risk score (the summed cumulative hazard, expected events);
+- other models: field-wise background substitution on a fixed background of training patients
+  (interventional occlusion): a field's contribution is the patient's risk minus the mean risk when that field
+  takes the background patients' values instead.
 Contributions of the model-matrix columns of one field (one-hot levels, missing indicators) are summed, so
 each answer speaks of fields ("CEA"), not of encoded columns. The tumour burden score is its own entry.
 """
@@ -17,12 +19,14 @@ import functools
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
+import shap
 
 from crlm.models import final_estimator, linear_coefficients
 from crlm.models.linear import Coxnet, CoxPH
+from crlm.models.trees import GBSA, RSF
 from crlm.models.xgb import XGBAFT, XGBCox
 from crlm.schema import FIELDS_BY_NAME
+from crlm.tree_kernel import ensemble_trees
 
 EVENT_WORDS = {"os": "death", "rfs": "recurrence or death", "liver_rfs": "liver recurrence or death"}
 DERIVED_LABELS = {"tumour_burden_score": "Tumour burden score"}
@@ -46,8 +50,10 @@ class Explainer:
             self.method = "exact linear contributions (log hazard ratio vs the training mean)"
             self.coef = linear_coefficients(model).reindex(self.features).to_numpy(dtype=float)
             self.mean = Z_train.to_numpy(dtype=float).mean(axis=0)
-        elif isinstance(self.estimator, XGBCox | XGBAFT):
-            self.method = "TreeSHAP (xgboost pred_contribs) on the log-hazard margin"
+        elif isinstance(self.estimator, RSF | GBSA | XGBCox | XGBAFT):
+            scale = ("forest's risk score (summed cumulative hazard)" if isinstance(self.estimator, RSF)
+                     else "log-time margin, sign flipped" if isinstance(self.estimator, XGBAFT) else "log-hazard")
+            self.method = f"exact TreeSHAP (path-dependent, as xgboost's pred_contribs) on the {scale}"
         else:
             self.method = (f"field-wise background substitution on {background_size} fixed training patients "
                            "(risk minus mean risk with the field replaced)")
@@ -60,14 +66,26 @@ class Explainer:
         Zv = (Z if list(Z.columns) == self.features else Z[self.features]).to_numpy(dtype=float)
         if hasattr(self, "coef"):
             per_feature = (Zv - self.mean) * self.coef
-        elif isinstance(self.estimator, XGBCox | XGBAFT):
-            booster: xgb.Booster = self.estimator.booster_
-            contribs = booster.predict(xgb.DMatrix(Zv, feature_names=booster.feature_names),
-                                       pred_contribs=True)[:, :-1]
-            per_feature = -contribs if isinstance(self.estimator, XGBAFT) else contribs
+        elif isinstance(self.estimator, RSF | GBSA | XGBCox | XGBAFT):
+            per_feature = self.tree_shap.shap_values(Zv, check_additivity=False)
+            if isinstance(self.estimator, XGBAFT):
+                per_feature = -per_feature
         else:
             return self._occlusion(Z)
         return per_feature @ self.field_matrix
+
+    @functools.cached_property
+    def tree_shap(self) -> shap.TreeExplainer:
+        """shap's TreeSHAP on the refit's trees, handed over in shap's dictionary format (shap does not accept
+        scikit-survival's ensembles, shap #3308); built on first use, not stored in bundles."""
+        trees, scale = ensemble_trees(self.estimator)
+        # shap rewrites the internal nodes' values in place: it gets copies
+        model = {"trees": [{k: np.array(v, copy=True) for k, v in t.shap_dict(s).items()}
+                           for t, s in zip(trees, scale, strict=True)], "input_dtype": np.float32}
+        return shap.TreeExplainer(model, feature_perturbation="tree_path_dependent", model_output="raw")
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "tree_shap"}
 
     @functools.cached_property
     def field_matrix(self) -> np.ndarray:
@@ -90,6 +108,8 @@ class Explainer:
 
     def explain(self, Z: pd.DataFrame, rows: list[dict], top: int = 6) -> list[list[dict]]:
         """Top contributors per patient, largest absolute contribution first (``rows``: the canonical records)."""
+        if top <= 0:
+            return [[] for _ in rows]
         contributions = self.feature_contributions(Z)
         answers = []
         for i, row in enumerate(rows):

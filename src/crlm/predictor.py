@@ -29,14 +29,18 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
+from crlm import model_inputs
 from crlm.cohort.base import CanonicalColumns, Cohort, canonical_columns, predictors_frame
+from crlm.conditional import conditional_answers
 from crlm.evaluation.intervals import bootstrap_indices
 from crlm.explain import EVENT_WORDS, Explainer
 from crlm.models import final_estimator, make_model
 from crlm.recalibration import Recalibrator, cross_fitted_ici
+from crlm.scenarios import response_profile, response_scenarios
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, FIELDS_BY_NAME
 from crlm.schema import endpoint as get_endpoint
 from crlm.survival_kernel import SurvivalKernel
+from crlm.tree_kernel import family
 
 CURVE_STEP_MONTHS = 3.0
 CURVE_MAX_MONTHS = 120.0
@@ -84,9 +88,15 @@ class Predictor:
             Z = pd.DataFrame(Z, columns=self.explainer.features)
         return columns, Z
 
+    def refit_curves(self, Z: pd.DataFrame) -> np.ndarray:
+        """(1 + B, n, T) calibrated survival at ``curve_times`` of the refit (index 0) and of each bootstrap
+        refit (t = 0 is S = 1)."""
+        curves = self.recalibrator.apply(self.kernel.survival(Z))  # (1 + B, n, T - 1)
+        return np.concatenate([np.ones(curves.shape[:2] + (1,)), curves], axis=2)
+
     def _curves(self, Z: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Calibrated survival (n, T) at ``curve_times`` with its 95% interval (t = 0 is S = 1)."""
-        curves = self.recalibrator.apply(self.kernel.survival(Z))  # (1 + B, n, T - 1)
+        curves = self.refit_curves(Z)[..., 1:]  # (1 + B, n, T - 1)
         point, boots = curves[0], curves[1:]
         lower = np.minimum(np.quantile(boots, 0.025, axis=0), point)
         upper = np.maximum(np.quantile(boots, 0.975, axis=0), point)
@@ -123,6 +133,42 @@ class Predictor:
             })
         return answers
 
+    def scenarios(self, row) -> dict:
+        """One patient's answers under each preoperative chemotherapy response, everything else as given.
+
+        Parameters
+        ----------
+        row : dict or one-row DataFrame
+            The patient's record.
+
+        Returns
+        -------
+        dict
+            See ``crlm.scenarios.response_scenarios``: associational, not a treatment effect; unavailable, with
+            the reason, for a model that does not use the response fields.
+        """
+        return response_scenarios(self, row)
+
+    def conditional(self, rows, event_free_months: float) -> list[dict]:
+        """Survival given event-free (OS: alive) ``event_free_months`` after resection.
+
+        Parameters
+        ----------
+        rows : DataFrame, list of dict or CanonicalColumns
+            Patient records, as for ``predict``.
+        event_free_months : float
+            Months since resection the patients are known to be event-free.
+
+        Returns
+        -------
+        list of dict
+            Per patient (``crlm.conditional.conditional_answers``): the curve from then on and the horizons
+            (months from now) with intervals, S(t) / S(s) per bootstrap refit.
+        """
+        _, Z = self._prepare(rows)
+        return conditional_answers(self.curve_times, self.refit_curves(Z), self.horizons, event_free_months,
+                                   self.endpoint)
+
     def risk(self, Z: pd.DataFrame) -> np.ndarray:
         if self.kernel.kind == "generic":
             return np.asarray(final_estimator(self.model).predict(Z), dtype=float)
@@ -153,11 +199,30 @@ class Predictor:
         low, high = self.risk_cuts
         return "low" if risk <= low else "high" if risk > high else "intermediate"
 
+    # ------------------------------------------------------------------ the inputs the models use
+
+    @functools.cached_property
+    def used_fields(self) -> list[str]:
+        """Fields the answer depends on (``crlm.model_inputs``): a field the models never use need not be given
+        and draws no warning."""
+        used = model_inputs.used_columns(self.kernel, len(self.explainer.features))
+        return model_inputs.used_fields(self.explainer.features, self.explainer.fields, used, self.fields_used)
+
+    @property
+    def required_fields(self) -> list[str]:
+        """Used fields without which no prediction is made (the schema's ``required_for_prediction``)."""
+        return model_inputs.required_fields(self.used_fields)
+
+    def input_metadata(self) -> dict:
+        """What a serving layer needs to build this model's input schema (JSON-able)."""
+        return {"used_fields": self.used_fields, "required_fields": self.required_fields,
+                "accepted_fields": model_inputs.accepted_fields(self.used_fields)}
+
     def warnings(self, columns: CanonicalColumns) -> list[list[str]]:
         """Per patient: inputs that were missing (imputed, or a genomic marker treated as unknown) and values
-        outside the training data, in the order of ``fields_used`` (one pass per field over the batch)."""
+        outside the training data, in the order of ``used_fields`` (one pass per field over the batch)."""
         out: list[list[str]] = [[] for _ in range(columns.n_rows)]
-        for name in self.fields_used:
+        for name in self.used_fields:
             f = FIELDS_BY_NAME.get(name)
             genomic = f is not None and f.block == "genomic"
             values = columns.get(name)
@@ -196,6 +261,10 @@ class Predictor:
         predictor = joblib.load(path)
         if not isinstance(predictor, cls):
             raise TypeError(f"{path} does not hold a crlm Predictor")
+        kernel = predictor.kernel
+        if kernel.kind == "generic" and family(kernel.estimators) and hasattr(predictor.explainer, "background"):
+            # a tree model bundled before the tree kernel: built and checked on the explainer's training patients
+            predictor.kernel = SurvivalKernel(kernel.estimators, kernel.times, predictor.explainer.background)
         return predictor
 
 
@@ -291,7 +360,7 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
         "licence": cohort.licence, "citation": cohort.citation, "patients": int(len(y)),
         "events": int(y["event"].sum()), "max_follow_up_months": float(y["time"].max()),
         "horizons": list(horizons), "feature_blocks": list(blocks), "postoperative": postoperative,
-        "fields_used": fields_used,
+        "fields_used": fields_used, "response_profile": response_profile(population.data),
         "calibration": calibration,
         "recalibration": ("per-time Cox recalibration (baseline and slope) on cloglog of 5-fold OOF survival, "
                           f"{'applied' if improves else 'not applied'}: it is applied only when it lowers the "
@@ -304,9 +373,11 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
         "package_versions": package_versions(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     } | (metadata or {})
-    return Predictor(
+    predictor = Predictor(
         endpoint=ep.name, endpoint_label=endpoint_label or ep.name, model_name=model_name, params=params,
         horizons=horizons, curve_times=times, model=model, kernel=kernel,
         recalibrator=recalibrator, explainer=explainer,
         risk_cuts=(float(np.quantile(risk, 1 / 3)), float(np.quantile(risk, 2 / 3))),
         training_ranges=_training_ranges(population.data, fields_used), fields_used=fields_used, metadata=meta)
+    predictor.metadata.update(predictor.input_metadata())
+    return predictor

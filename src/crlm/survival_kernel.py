@@ -2,10 +2,11 @@
 its bootstrap refits), so that an online request does not pay scikit-learn's per-call input checks dozens
 of times.
 
-Proportional-hazards models (``coxph``, ``coxnet``, ``xgb_cox``) give S_k(t | x) = S0_k(t) ** exp(lp_k(x)):
-linear models stack their coefficients (one matrix product for all models), boosters predict in place;
-baselines are precomputed on the curve grid. Anything else falls back to each model's ``predict_survival``.
-The kernel checks itself against the models' own predictions when it is built.
+Linear Cox models (``coxph``, ``coxnet``) give S_k(t | x) = S0_k(t) ** exp(lp_k(x)) with their coefficients
+stacked (one matrix product for all models) and baselines precomputed on the curve grid. Tree ensembles (``rsf``,
+``gbsa``, ``xgb_cox``, ``xgb_aft``) are evaluated from leaf tables, all trees of all models together
+(``crlm.tree_kernel``). Anything else falls back to each model's ``predict_survival``. The kernel checks itself
+against the models' own predictions (curves and risk) when it is built.
 """
 
 from __future__ import annotations
@@ -14,10 +15,22 @@ import numpy as np
 import pandas as pd
 
 from crlm.models.linear import Coxnet, CoxPH
-from crlm.models.xgb import XGBCox
+from crlm.tree_kernel import TreeKernel, family
 
 
 class SurvivalKernel:
+    """Survival and risk of K fitted models (the refit first, then its bootstrap refits) on the same patients.
+
+    Parameters
+    ----------
+    estimators : list
+        Fitted model steps (any that have ``predict`` and ``predict_survival``).
+    times : array of float
+        The curve grid (months, > 0).
+    check_rows : DataFrame
+        Model-matrix rows on which the fast path is checked against the models' own predictions.
+    """
+
     def __init__(self, estimators: list, times: np.ndarray, check_rows: pd.DataFrame):
         self.times = np.asarray(times, dtype=float)
         self.estimators = estimators
@@ -29,25 +42,36 @@ class SurvivalKernel:
             first = check_rows.iloc[:1]
             self.intercept = np.array([float(e.predict(first)[0]) for e in estimators]) - (
                 first.to_numpy(dtype=float) @ self.coef)[0]
-        elif all(isinstance(e, XGBCox) for e in estimators):
-            self.kind = "xgb"
-        if self.kind != "generic":
             self.s0 = np.stack([e.baseline_survival(self.times) for e in estimators])  # (K, T)
+        elif family(estimators) is not None:
+            self.kind = "trees"
+            self.trees = TreeKernel(estimators, self.times)
+        if self.kind != "generic":
             expected = np.stack([e.predict_survival(check_rows, self.times) for e in estimators])
-            if not np.allclose(self.survival(check_rows), expected, atol=1e-8):
+            expected_risk = np.stack([np.asarray(e.predict(check_rows), dtype=float) for e in estimators], axis=1)
+            # xgboost adds its leaves in float32, the kernel in float64: they agree to float32 rounding
+            tolerance = 1e-5 if self.kind == "trees" else 1e-8
+            if not (np.allclose(self.survival(check_rows), expected, atol=tolerance)
+                    and np.allclose(self.risk(check_rows), expected_risk, rtol=1e-5, atol=tolerance)):
                 self.kind = "generic"  # never trade correctness for speed
 
-    def linear_predictors(self, Z: pd.DataFrame) -> np.ndarray:
-        """(n, K) log-hazard of every model."""
-        values = Z.to_numpy(dtype=float)
+    def risk(self, Z: pd.DataFrame) -> np.ndarray:
+        """(n, K) risk score of every model (its ``predict``: higher = worse)."""
+        if self.kind == "trees":
+            return self.trees.risk(Z)
         if self.kind == "linear":
-            return values @ self.coef + self.intercept
-        return np.stack([np.asarray(e.booster_.inplace_predict(values, predict_type="margin"), dtype=float)
-                         for e in self.estimators], axis=1)
+            return Z.to_numpy(dtype=float) @ self.coef + self.intercept
+        return np.stack([np.asarray(e.predict(Z), dtype=float) for e in self.estimators], axis=1)
+
+    def linear_predictors(self, Z: pd.DataFrame) -> np.ndarray:
+        """(n, K) log-hazard of every model (proportional-hazards models; for others, their risk score)."""
+        return self.risk(Z)
 
     def survival(self, Z: pd.DataFrame) -> np.ndarray:
         """(K, n, T) survival of every model at ``times``."""
+        if self.kind == "trees":
+            return self.trees.survival(Z)
         if self.kind == "generic":
             return np.stack([e.predict_survival(Z, self.times) for e in self.estimators])
-        lp = self.linear_predictors(Z)  # (n, K)
+        lp = self.risk(Z)  # (n, K)
         return np.clip(self.s0[:, None, :] ** np.exp(lp.T)[:, :, None], 0.0, 1.0)
