@@ -79,7 +79,7 @@ def free_port() -> int:
 def server(models_dir: Path, workers: int):
     import httpx
 
-    from crlm.serving_io import serve_command, serve_env
+    from crlm.serving.launch import serve_command, serve_env
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -173,9 +173,10 @@ def batch_throughput(url: str, sample: list[dict], size: int, repeats: int) -> f
 
 
 def in_process(models_dir: Path, sample: list[dict], n: int) -> dict:
-    from crlm import serving_io as io
+    from crlm.serving.settings import ModelConfig
+    from crlm.serving.store import ModelStore
 
-    store = io.ModelStore(io.ModelConfig("bundle", NAMES, models_dir)).load_now()
+    store = ModelStore(ModelConfig("bundle", NAMES, models_dir)).load_now()
     assert store.ready, store.error
     engine = store.engine
     predictors = [m.predictor for m in engine.models.values()]
@@ -217,7 +218,7 @@ def main(argv=None) -> None:
         models_dir = train_small(Path(tmp.name))
     sample = patients(max(300, args.requests))
     n = args.requests
-    from crlm.serving_io import default_workers
+    from crlm.serving.settings import default_workers
 
     workers = args.workers or default_workers()
     print(f"models: {models_dir}; {args.repeats} x {n} requests per latency figure; {workers} worker(s); "

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -21,10 +19,10 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from crlm.serving.service import CRLMService
+
 pytest_plugins = ["serving_fixtures"]
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `serving` sits at the repository root
-from serving.service import CRLMService  # noqa: E402
 
 EXAMPLES = int(os.environ.get("CRLM_FUZZ_EXAMPLES", "200"))
 # /metrics only answers under a real server (BentoML pitfall P13); tests/test_serve_http.py covers it.
