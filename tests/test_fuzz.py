@@ -19,14 +19,14 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from crlm.serving.service import CRLMService
+from crlm.serving.service import service_openapi
 
 pytest_plugins = ["serving_fixtures"]
 
 
 EXAMPLES = int(os.environ.get("CRLM_FUZZ_EXAMPLES", "200"))
 # /metrics only answers under a real server (BentoML pitfall P13); tests/test_serve_http.py covers it.
-SCHEMA = schemathesis.openapi.from_dict(CRLMService.openapi_spec.asdict()).exclude(path="/metrics")
+SCHEMA = schemathesis.openapi.from_dict(service_openapi()).exclude(path="/metrics")
 # The deterministic coverage phase adds ~400 boundary requests per operation: only in the long run.
 SCHEMA.config.phases.update(phases=["examples", "fuzzing"] + (["coverage"] if EXAMPLES >= 1000 else []))
 POST_ROUTES = ("/predict", "/predict_batch", "/scores")
@@ -41,7 +41,8 @@ def send(client, kwargs: dict):
     content = json.dumps(kwargs["json"]).encode() if "json" in kwargs else kwargs.get("data")
     url = kwargs["url"].removeprefix("http://testserver")
     headers = {k: v for k, v in kwargs.get("headers", {}).items() if k.lower() != "connection"}
-    return client.request(kwargs["method"], url, content=content, headers=headers, params=kwargs.get("params"))
+    return client.request(kwargs["method"], url, content=content, headers=headers, params=kwargs.get("params"),
+                          follow_redirects=False)
 
 
 @SCHEMA.parametrize()

@@ -1,4 +1,5 @@
-"""The guard: API key, body size, content type and JSON well-formedness, before the service sees a byte.
+"""The guard: API key, load shedding, body size, content type and JSON well-formedness, before the service
+sees a byte.
 
 It parses each API body once and carries the parsed document in the ASGI scope (``PARSED_BODY``); the
 service's input specs read it from there, so BentoML never parses (or logs) a body: its pydantic error of a
@@ -7,37 +8,46 @@ body it cannot parse quotes the input, and nothing of a patient may reach the lo
 
 from __future__ import annotations
 
+import functools
 import hmac
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+import pydantic_core
 
 from crlm.serving.errors import RequestError, json_type, problem
 from crlm.serving.settings import (
     BODY_KEYS,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_RETRY_AFTER_S,
+    KNOWN_PATHS,
+    KNOWN_PREFIXES,
+    MAX_BATCH,
     OPEN_PATHS,
     OPEN_PREFIXES,
     ServiceSettings,
 )
 
 PARSED_BODY = "crlm.parsed_body"  # the ASGI scope key of the parsed JSON document
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
+OTHER_PATH = "/(other)"  # the one label of every unknown path (metrics, access log)
+BOM = b"\xef\xbb\xbf"
 
 
 def parse_json_body(body: bytes) -> Any:
-    """Strict JSON (RFC 8259: no NaN/Infinity) or a 400 naming the problem."""
+    """Strict JSON (RFC 8259: UTF-8, no NaN/Infinity, no lone surrogates, at most 200 levels deep; a leading
+    byte-order mark is ignored, as RFC 8259 allows) or a 400 naming the problem (never a value)."""
     try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        raise RequestError(400, "malformed JSON", [problem("body", "a JSON object (RFC 8259)", str(err))]) from None
+        return pydantic_core.from_json(body.removeprefix(BOM), allow_inf_nan=False)
+    except ValueError as err:
+        rule = ("a JSON object nested at most 200 levels deep" if "recursion limit" in str(err)
+                else "a JSON object (RFC 8259, UTF-8)")
+        raise RequestError(400, "malformed JSON", [problem("body", rule, str(err))]) from None
 
 
 def check_body(path: str, body: bytes) -> dict:
-    """The API body of ``path``: a JSON object with the route's keys only (the parsed document)."""
+    """The API body of ``path``: a JSON object with the route's key (the parsed document), or a 4xx naming
+    the key. An empty body is an object without the key."""
     doc = parse_json_body(body) if body.strip() else {}
     if not isinstance(doc, dict):
         raise RequestError(400, "the body must be a JSON object",
@@ -46,15 +56,32 @@ def check_body(path: str, body: bytes) -> dict:
     unknown = [k for k in doc if k not in allowed]
     if unknown:
         raise RequestError(400, "unknown key(s) in the body",
-                           [problem(k, f"not a key of this request; the body is "
-                                       f"{{{', '.join(repr(a) for a in allowed)}: ...}}") for k in unknown])
+                           [problem("(unknown key)" if _unsafe(k) else k,
+                                    f"not a key of this request; the body is "
+                                    f"{{{', '.join(repr(a) for a in allowed)}: ...}}") for k in unknown])
+    missing = [k for k in allowed if doc.get(k) is None]
+    if missing:
+        what = "patient fields" if allowed == ("patient",) else f"1 to {MAX_BATCH} patient objects"
+        raise RequestError(422, f"the body must be {{{', '.join(repr(a) for a in allowed)}: ...}}",
+                           [problem(k, f"required: {what}") for k in missing])
     return doc
+
+
+def _unsafe(name: str) -> bool:
+    """A key that cannot be echoed as a field name (control characters, or long enough to be data)."""
+    return len(name) > 64 or any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in name)
+
+
+def known_path(path: str) -> bool:
+    return path in KNOWN_PATHS or path.startswith(KNOWN_PREFIXES)
 
 
 @dataclass
 class GuardSettings:
     api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    retry_after_s: int = DEFAULT_RETRY_AFTER_S
     open_paths: frozenset[str] = OPEN_PATHS
     open_prefixes: tuple[str, ...] = OPEN_PREFIXES
     body_paths: dict = field(default_factory=lambda: dict(BODY_KEYS))
@@ -62,7 +89,13 @@ class GuardSettings:
     @classmethod
     def from_env(cls) -> GuardSettings:
         s = ServiceSettings.from_env()
-        return cls(api_key=s.api_key, max_body_bytes=s.max_body_bytes)
+        return _guard_settings(s)
+
+
+@functools.lru_cache(maxsize=8)
+def _guard_settings(s: ServiceSettings) -> GuardSettings:
+    return GuardSettings(api_key=s.api_key, max_body_bytes=s.max_body_bytes, max_concurrency=s.max_concurrency,
+                         retry_after_s=s.retry_after_s)
 
 
 def authorised(headers: dict[str, str], api_key: str) -> bool:
@@ -74,12 +107,35 @@ def authorised(headers: dict[str, str], api_key: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), api_key.encode())
 
 
+def bound_metric_labels() -> None:
+    """Label every unknown path ``OTHER_PATH`` in BentoML's request metrics and access log.
+
+    BentoML's metrics middleware sits outside every middleware a service adds and labels each request with
+    its raw path: requests to random paths (each a 401 or 404) grew /metrics without bound. Its path is
+    rewritten before it is read; an unknown path stays a 404, as it was.
+    """
+    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware as Metrics
+
+    if getattr(Metrics.__call__, "crlm_bounded", False):
+        return
+    original = Metrics.__call__
+
+    async def call(self, scope, receive, send):
+        if scope.get("type") == "http" and not known_path(scope.get("path", "")):
+            scope["path"], scope["raw_path"] = OTHER_PATH, OTHER_PATH.encode()
+        return await original(self, scope, receive, send)
+
+    call.crlm_bounded = True  # type: ignore[attr-defined]
+    Metrics.__call__ = call
+
+
 class GuardMiddleware:
     """Pure ASGI middleware in front of the whole service (API routes, mounted pages)."""
 
     def __init__(self, app, settings: GuardSettings | None = None):
         self.app = app
-        self.fixed = settings  # None: read the environment at each request (the key can be set or rotated)
+        self.fixed = settings  # None: the environment's (parsed once per distinct value: the key can be rotated)
+        self.in_flight = 0  # API requests of this worker being answered
 
     @property
     def settings(self) -> GuardSettings:
@@ -90,30 +146,49 @@ class GuardMiddleware:
             return await self.app(scope, receive, send)
         s = self.settings
         path = scope.get("path", "")
+        api_call = scope.get("method") == "POST" and path in s.body_paths
         try:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             if s.api_key and path not in s.open_paths and not path.startswith(s.open_prefixes) \
                     and not authorised(headers, s.api_key):
-                err = RequestError(401, "missing or wrong API key",
+                raise RequestError(401, "missing or wrong API key",
                                    [problem("X-API-Key", "the service's API key in X-API-Key or "
-                                                         "Authorization: Bearer")])
-                resp = err.response()
-                resp.headers["WWW-Authenticate"] = "Bearer"
-                return await resp(scope, receive, send)
-            if scope.get("method") == "POST" and path in s.body_paths:
-                ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
-                if ctype and ctype != "application/json" and not ctype.endswith("+json"):
-                    raise RequestError(415, "the body must be application/json",
-                                       [problem("Content-Type", "application/json", f"got {ctype}")])
-                declared = headers.get("content-length")
-                if declared is not None and (not declared.isdigit() or int(declared) > s.max_body_bytes):
-                    raise self._too_large(s.max_body_bytes)
-                body = await self._read_body(receive, s.max_body_bytes)
-                scope[PARSED_BODY] = check_body(path, body)
-                receive = _replay(body, receive)
+                                                         "Authorization: Bearer")],
+                                   headers={"WWW-Authenticate": "Bearer"})
+            if api_call:
+                if self.in_flight >= s.max_concurrency:  # shed at once: a queue past capacity only adds latency
+                    raise RequestError(503, "the server is at capacity; retry after the delay in Retry-After",
+                                       [problem("request", f"at most {s.max_concurrency} requests at once "
+                                                           "per worker (CRLM_MAX_CONCURRENCY)")],
+                                       headers={"Retry-After": str(s.retry_after_s)})
+                self._check_headers(headers, s)
         except RequestError as err:
             return await err.response()(scope, receive, send)
-        return await self.app(scope, receive, send)
+        if not api_call:
+            return await self.app(scope, receive, send)
+        self.in_flight += 1
+        try:
+            try:
+                body = await self._read_body(receive, s.max_body_bytes)
+                scope[PARSED_BODY] = check_body(path, body)
+            except RequestError as err:
+                return await err.response()(scope, receive, send)
+            return await self.app(scope, _replay(body, receive), send)
+        finally:
+            self.in_flight -= 1
+
+    def _check_headers(self, headers: dict[str, str], s: GuardSettings) -> None:
+        ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+            raise RequestError(415, "the body must be application/json",
+                               [problem("Content-Type", "application/json", f"got {ctype[:40]}")])
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise RequestError(415, "compressed bodies are not accepted",
+                               [problem("Content-Encoding", "identity (send the JSON uncompressed)")])
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > s.max_body_bytes):
+            raise self._too_large(s.max_body_bytes)
 
     @staticmethod
     def _too_large(limit: int) -> RequestError:

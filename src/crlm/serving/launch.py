@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from crlm.serving.settings import ModelConfig, validate_environment
+
 SERVICE_IMPORT = "crlm.serving.service:CRLMService"
 
 
@@ -32,6 +34,16 @@ def serve_env(models_dir: str | Path | None = None, api_key: str | None = None, 
 
 def serve(host: str = "127.0.0.1", port: int = 3000, *, models_dir: str | Path | None = None,
           api_key: str | None = None, workers: int | None = None) -> None:
-    """Run the service in the foreground (replaces the current process; Ctrl-C stops it)."""
+    """Run the service in the foreground (replaces the current process; Ctrl-C stops it).
+
+    Every setting is validated first (``SettingsError`` names the variable), and the MLflow tracking store is
+    opened once here, before the server forks its workers (a new store is created by the first opener).
+    """
     cmd = serve_command(host, port)
-    os.execve(cmd[0], cmd, serve_env(models_dir, api_key, workers))
+    env = serve_env(models_dir, api_key, workers)
+    validate_environment(env)
+    if ModelConfig.from_env(env).source == "registry":
+        from crlm.serving.store import open_tracking_store
+
+        open_tracking_store()
+    os.execve(cmd[0], cmd, env)

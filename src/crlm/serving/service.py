@@ -35,11 +35,12 @@ from crlm.serving import responses  # noqa: E402
 from crlm.serving.batching import MicroBatcher  # noqa: E402
 from crlm.serving.engine import batch_answer, scores_answer  # noqa: E402
 from crlm.serving.errors import RequestError  # noqa: E402
-from crlm.serving.guard import PARSED_BODY, GuardMiddleware, check_body  # noqa: E402
+from crlm.serving.guard import PARSED_BODY, GuardMiddleware, bound_metric_labels, check_body  # noqa: E402
+from crlm.serving.openapi import complete_openapi  # noqa: E402
 from crlm.serving.readiness import WorkerReadiness  # noqa: E402
 from crlm.serving.request_models import patient_openapi_schema, schema_document  # noqa: E402
 from crlm.serving.responses import json_response  # noqa: E402
-from crlm.serving.settings import MAX_BATCH, default_workers  # noqa: E402
+from crlm.serving.settings import MAX_BATCH, default_workers, validate_environment  # noqa: E402
 from crlm.serving.store import ModelStore  # noqa: E402
 from crlm.serving.validation import require_patient, require_patient_list  # noqa: E402
 
@@ -70,11 +71,11 @@ class _ParsedBody(bentoml.IODescriptor):
 
 
 class PredictInput(_ParsedBody):
-    patient: PatientBody = None
+    patient: PatientBody  # required: the guard refuses a body without it (422)
 
 
 class BatchInput(_ParsedBody):
-    patients: PatientsBody = None
+    patients: PatientsBody
 
 
 # The page only talks to this server: the CSP makes the browser refuse anything else.
@@ -119,7 +120,17 @@ class _PageFiles(StaticFiles):
         return response
 
 
+async def openapi_document(_: Request) -> Response:
+    return JSONResponse(service_openapi())
+
+
+def service_openapi() -> dict:
+    """The complete OpenAPI document (``/docs.json``): BentoML's plus every status and mounted route."""
+    return complete_openapi(CRLMService.openapi_spec.asdict())
+
+
 pages = Starlette(routes=[
+    Route("/docs.json", openapi_document, methods=["GET"]),
     Route("/schema/patient", schema_patient, methods=["GET"]),
     Route("/model_info", model_info, methods=["GET"]),
     Route("/ui", lambda _: RedirectResponse("/ui/", status_code=307), methods=["GET"]),
@@ -129,6 +140,8 @@ pages = Starlette(routes=[
 ])
 
 
+validate_environment()  # a malformed setting stops the server before it binds a port (SettingsError)
+bound_metric_labels()
 WORKERS = default_workers()
 
 
@@ -150,12 +163,22 @@ class CRLMService:
         # is one).
         in_server = bentoml.server_context.worker_index is not None
         self.readiness = WorkerReadiness(WORKERS if in_server else 1)
-        self.store = ModelStore(on_ready=self.readiness.mark_ready).start()
+        self.store = ModelStore(on_ready=self.readiness.mark_ready)
+        if self.readiness.others_ready():
+            # A replacement of a killed worker: load before the worker accepts a connection (the others
+            # answer meanwhile), so that no request meets a worker that is still loading.
+            self.store.load_now()
+        else:
+            self.store.start()
         # /predict merges concurrent requests into one Predictor call (see MicroBatcher). BentoML's own
         # adaptive batching (batchable=True) needs a single list parameter per request, which /predict's
         # {"patient": {...}} body is not; /predict_batch already sends a list and is answered in one call.
         self.batcher = MicroBatcher(self._answer_many, max_batch=32)
         self._batch_limiter = anyio.CapacityLimiter(1)
+
+    @bentoml.on_shutdown
+    def _unmark(self) -> None:
+        self.readiness.unmark()
 
     def __is_ready__(self) -> bool:
         return self.store.ready and self.readiness.all_ready()

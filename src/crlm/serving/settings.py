@@ -6,6 +6,7 @@ rule (``SettingsError``); nothing is parsed again per request.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,9 +29,12 @@ DISCLAIMER = ("Research prototype: not for clinical use without local validation
 BODY_KEYS = {"/predict": ("patient",), "/predict_batch": ("patients",), "/scores": ("patient",)}
 # Paths reachable without the API key: probes, API documentation and the calculator's static files (the page
 # holds no data; its calls to the API carry the key). /metrics needs the key when one is set.
-OPEN_PATHS = frozenset({"/", "/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/schema.json", "/schema/patient",
+OPEN_PATHS = frozenset({"/", "/livez", "/healthz", "/readyz", "/docs.json", "/schema.json", "/schema/patient",
                         "/ui"})
 OPEN_PREFIXES = ("/ui/", "/static_content/")
+# Every path the service answers (anything else is a 404, labelled "/(other)" in the metrics and access log).
+KNOWN_PATHS = OPEN_PATHS | set(BODY_KEYS) | {"/metrics", "/model_info"}
+KNOWN_PREFIXES = (*OPEN_PREFIXES, "/assets/")
 
 
 class SettingsError(ValueError):
@@ -85,10 +89,23 @@ class ServiceSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServiceSettings:
         env = os.environ if env is None else env
+        return _service_settings(tuple(env.get(name) for name in SERVICE_VARIABLES))
+
+    @classmethod
+    def parse(cls, env: Mapping[str, str]) -> ServiceSettings:
         return cls(api_key=env.get("CRLM_API_KEY") or None,
                    max_body_bytes=_int(env, "CRLM_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024),
                    max_concurrency=_int(env, "CRLM_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, 1),
                    retry_after_s=_int(env, "CRLM_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, 1))
+
+
+SERVICE_VARIABLES = ("CRLM_API_KEY", "CRLM_MAX_BODY_BYTES", "CRLM_MAX_CONCURRENCY", "CRLM_RETRY_AFTER_S")
+
+
+@functools.lru_cache(maxsize=8)
+def _service_settings(values: tuple[str | None, ...]) -> ServiceSettings:
+    """Parsed once per distinct environment (the guard asks at every request; the key may be rotated)."""
+    return ServiceSettings.parse({k: v for k, v in zip(SERVICE_VARIABLES, values, strict=True) if v is not None})
 
 
 def default_workers(env: Mapping[str, str] | None = None) -> int:

@@ -3,14 +3,20 @@ bundles), so that readiness is honest."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gc
+import hashlib
 import logging
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from crlm.serving.engine import Engine, LoadedModel
 from crlm.serving.errors import RequestError
+from crlm.serving.model_checks import check_slot
 from crlm.serving.settings import DISCLAIMER, ENDPOINTS, ModelConfig
 
 logger = logging.getLogger("crlm.serving")
@@ -35,22 +41,65 @@ def model_ref(endpoint: str, predictor, *, registered_name: str, version: str | 
     }
 
 
+class BundleUnreadable(ValueError):
+    """A model file that exists but cannot be read (truncated or corrupted)."""
+
+
+@contextlib.contextmanager
+def tracking_store_lock() -> Iterator[None]:
+    """One process at a time opens the MLflow tracking store: opening a new SQLite store creates its schema,
+    and two workers doing it at once failed ("table ... already exists") or left it half-migrated."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"crlm-mlflow-{digest}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_tracking_store() -> None:
+    """Open (and if new, create) the tracking store once, under the lock (``crlm serve`` calls it before the
+    server forks its workers; each worker's first registry call takes the same lock)."""
+    from mlflow import MlflowClient
+
+    with tracking_store_lock():
+        MlflowClient().search_registered_models(max_results=1)
+
+
+def _read(what: str, load: Callable[[], object]):
+    try:
+        return load()
+    except (FileNotFoundError, ModuleNotFoundError):
+        raise
+    except Exception as err:  # unpickling a damaged file raises anything (KeyError: 182, EOFError, ...)
+        raise BundleUnreadable(f"{what} cannot be read ({type(err).__name__}: {err}); the file is truncated or "
+                               "corrupted: export or register the model again") from None
+
+
 def load_model(endpoint: str, config: ModelConfig) -> LoadedModel:
-    """One endpoint's Predictor from the registry alias or the exported bundle."""
+    """One endpoint's Predictor from the registry alias or the exported bundle, checked against its slot."""
     name = config.names[endpoint]
     if config.source == "registry":
         import mlflow
         from mlflow import MlflowClient
 
         uri = f"models:/{name}@{config.alias}"
-        version = MlflowClient().get_model_version_by_alias(name, config.alias).version
-        predictor = mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor
+        with tracking_store_lock():
+            version = MlflowClient().get_model_version_by_alias(name, config.alias).version
+        predictor = _read(f"the model {uri} (version {version})",
+                          lambda: mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor)
+        check_slot(endpoint, predictor, uri)
         return LoadedModel(predictor, model_ref(endpoint, predictor, registered_name=name, version=version,
                                                 alias=config.alias, source=uri))
     from crlm.predictor import Predictor
 
     path = config.models_dir / name
-    predictor = Predictor.load(path)
+    predictor = _read(f"{path / 'predictor.joblib'}", lambda: Predictor.load(path))
+    check_slot(endpoint, predictor, f"bundle {path}")
     meta = predictor.metadata or {}
     card = path / "model_card.md"
     if not meta.get("model_card") and card.exists():  # the exported bundle may keep the card beside it

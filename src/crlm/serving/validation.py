@@ -23,7 +23,7 @@ def rule_for(field_name: str, error_type: str) -> str:
     if error_type == "missing":
         return f"required ({f.rule})"
     if f.block == "id":
-        return "text of at most 64 characters"
+        return "text of at most 64 characters, without control characters"
     return f.rule
 
 
