@@ -76,15 +76,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(models_dir: Path, workers: int):
+def server(models_dir: Path, workers: int, env: dict | None = None, log_path: Path | None = None):
+    """A real server on 127.0.0.1: yields its URL and its process (the arbiter; the workers are its children).
+    Its log goes to ``log_path`` (kept) or to a temporary file (removed)."""
     import httpx
 
     from crlm.serving.launch import serve_command, serve_env
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(serve_command("127.0.0.1", port), cwd=ROOT, env=serve_env(models_dir, workers=workers),
+    log = open(log_path, "w+b") if log_path else tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(serve_command("127.0.0.1", port), cwd=ROOT,
+                            env={**serve_env(models_dir, workers=workers), **(env or {})},
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
@@ -97,7 +100,7 @@ def server(models_dir: Path, workers: int):
             if time.monotonic() > deadline:
                 raise RuntimeError("server not ready after 180 s")
             time.sleep(0.3)
-        yield url
+        yield url, proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -107,7 +110,8 @@ def server(models_dir: Path, workers: int):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
-        os.unlink(log.name)
+        if log_path is None:
+            os.unlink(log.name)
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
@@ -229,7 +233,7 @@ def main(argv=None) -> None:
     # loaded for the in-process figures): freeze what exists now, as the server does after loading.
     gc.collect()
     gc.freeze()
-    with server(models_dir, workers) as url:
+    with server(models_dir, workers) as (url, _):
         predict_latency(url, sample, 20, 1)  # warm-up
         c1, rps1, _ = latency_runs(url, sample, n, 1, args.repeats)
         c8, rps8, runs8 = latency_runs(url, sample, n, 8, args.repeats)

@@ -16,6 +16,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
@@ -54,6 +55,20 @@ def test_generated_requests_never_get_a_server_error(case, asgi_client):
     assert response.status_code < 500, response.text[:500]
     checks = [not_a_server_error] + ([response_schema_conformance] if response.status_code == 200 else [])
     case.validate_response(response, checks=checks)
+
+
+# A body the schema accepts is one the server answers: positive cases of the API routes get a 200.
+POSITIVE = schemathesis.openapi.from_dict(service_openapi()).include(path_regex="^/(predict|predict_batch|scores)$")
+POSITIVE.config.generation.update(modes=[GenerationMode.POSITIVE])
+POSITIVE.config.phases.update(phases=["examples", "fuzzing"])
+
+
+@POSITIVE.parametrize()
+@settings(SETTINGS, max_examples=max(5, EXAMPLES // 20))
+def test_a_body_the_schema_accepts_is_answered(case, asgi_client):
+    response = send(asgi_client, case.as_transport_kwargs(base_url="http://testserver"))
+    STATUSES[("positive " + case.path, response.status_code // 100 * 100)] += 1
+    assert response.status_code == 200, response.text[:500]
 
 
 JSON_VALUES = st.recursive(

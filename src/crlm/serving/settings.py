@@ -21,7 +21,7 @@ MAX_BATCH = 1000
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_ALIAS = "champion"
 # Requests a worker handles at once (answering or waiting for the models); past the queue, a fast 503.
-DEFAULT_MAX_CONCURRENCY = 32
+DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_RETRY_AFTER_S = 1
 DISCLAIMER = ("Research prototype: not for clinical use without local validation. Predictions are associations "
               "learned from the training cohort, not treatment effects.")
