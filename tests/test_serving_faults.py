@@ -263,3 +263,14 @@ def test_the_openapi_document_has_every_route_and_status():
         if "$ref" in body:
             body = doc["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
         assert key in body["required"], body
+
+
+# ---------------------------------------------------------------------------------------------- batching (12)
+
+def test_an_answer_does_not_depend_on_the_batch_it_was_in(models_dir, patients):
+    engine = ModelStore(ModelConfig("bundle", NAMES, models_dir)).load_now().engine
+    alone = [json.dumps(engine.answer([p])[0]) for p in patients[:12]]
+    for size in (2, 5, 12, 60):
+        batch = engine.answer(patients[:size])
+        for i, answer in enumerate(batch[:12]):
+            assert json.dumps(answer) == alone[i], f"patient {i} in a batch of {size} differs from alone"

@@ -67,7 +67,7 @@ class Explainer:
             per_feature = -contribs if isinstance(self.estimator, XGBAFT) else contribs
         else:
             return self._occlusion(Z)
-        return per_feature @ self.field_matrix
+        return np.einsum("nf,fg->ng", per_feature, self.field_matrix)  # batch-independent rounding (no BLAS)
 
     @functools.cached_property
     def field_matrix(self) -> np.ndarray:

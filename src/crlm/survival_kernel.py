@@ -41,7 +41,9 @@ class SurvivalKernel:
         """(n, K) log-hazard of every model."""
         values = Z.to_numpy(dtype=float)
         if self.kind == "linear":
-            return values @ self.coef + self.intercept
+            # einsum, not BLAS: a BLAS product's rounding depends on the batch's size, so a patient's answer
+            # would change in the last bit with the requests it was batched with
+            return np.einsum("np,pk->nk", values, self.coef) + self.intercept
         return np.stack([np.asarray(e.booster_.inplace_predict(values, predict_type="margin"), dtype=float)
                          for e in self.estimators], axis=1)
 
