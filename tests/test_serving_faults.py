@@ -274,3 +274,33 @@ def test_an_answer_does_not_depend_on_the_batch_it_was_in(models_dir, patients):
         batch = engine.answer(patients[:size])
         for i, answer in enumerate(batch[:12]):
             assert json.dumps(answer) == alone[i], f"patient {i} in a batch of {size} differs from alone"
+
+
+JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "number": (int, float)}
+
+
+def conforms(value, schema: dict) -> bool:
+    """``value`` against the loose OpenAPI schema ``schema_of`` writes (type, nullable, required properties)."""
+    if value is None:
+        return bool(schema.get("nullable")) or "type" not in schema
+    kind = schema.get("type")
+    if kind is not None and (not isinstance(value, JSON_TYPES[kind]) or (kind == "number" and isinstance(value, bool))):
+        return False
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return set(schema.get("required", [])) <= set(value) and all(
+            conforms(value[k], sub) for k, sub in props.items() if k in value)
+    return True
+
+
+def test_the_served_document_describes_the_predictors_own_answer(asgi_client, patients):
+    """The endpoint answer is defined once, by the Predictor: /docs.json describes it from a real answer."""
+    doc = asgi_client.get("/docs.json").json()
+    described = doc["components"]["schemas"]["EndpointAnswer"]
+    score = doc["components"]["schemas"]["Score"]
+    for patient in patients[:10] + [VALID]:
+        answer = asgi_client.post("/predict", json={"patient": patient}).json()
+        assert set(described["required"]) == set(answer["os"]) >= {"horizons", "curve", "contributions"}
+        assert all(conforms(answer[ep], described) for ep in ("os", "rfs"))
+        assert all(conforms(value, score) for value in answer["scores"].values())
+    assert not conforms({**answer["os"], "horizons": "12"}, described)

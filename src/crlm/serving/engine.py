@@ -40,13 +40,14 @@ class Engine:
         if missing:
             raise ValueError(f"missing model(s) for {missing}")
         self.models = models
+        self.example: dict | None = None  # the warm-up answer (describes the answer in /docs.json)
         self.fields_used = set().union(*(set(getattr(m.predictor, "fields_used", [])) for m in models.values()))
 
     def warm_up(self) -> None:
         """One prediction at load time, so the first request does not pay for lazy imports and caches."""
         example = {f.name: (f.minimum + f.maximum) / 2 for f in form_fields() if f.required_for_prediction}
         example["n_liver_metastases"] = 2
-        self.answer([example])
+        self.example = self.answer([example])[0]
 
     def answer(self, patients: Sequence[dict]) -> list[dict]:
         """One answer per clean patient record (``validate_patient``): OS, RFS, scores, warnings, models."""

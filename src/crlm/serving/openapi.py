@@ -60,7 +60,23 @@ EXTRA_PATHS = {
 }
 
 
-def complete_openapi(base: dict) -> dict:
+def schema_of(value, depth: int = 1) -> dict:
+    """A loose OpenAPI 3.0 schema of a JSON value: types, and for objects (down to ``depth`` levels) their
+    keys as required properties; below that, and for list items, only the type. Every scalar is nullable
+    (an answer's optional values are null in some patients)."""
+    if isinstance(value, dict):
+        out: dict = {"type": "object"}
+        if depth > 0 and value:
+            out["properties"] = {k: schema_of(v, depth - 1) for k, v in value.items()}
+            out["required"] = list(value)
+        return out
+    if isinstance(value, list):
+        return {"type": "array", "items": {"type": "object"} if value and isinstance(value[0], dict) else {}}
+    kind = {bool: "boolean", int: "number", float: "number", str: "string"}.get(type(value))
+    return {"type": kind, "nullable": True} if kind else {"nullable": True}
+
+
+def complete_openapi(base: dict, example: dict | None = None) -> dict:
     """``base`` (BentoML's document) with every status of the API routes, the key-protected routes' 401, and
     the routes BentoML does not document.
 
@@ -68,6 +84,8 @@ def complete_openapi(base: dict) -> dict:
     ----------
     base : dict
         ``Service.openapi_spec.asdict()``.
+    example : dict, optional
+        One /predict answer of the loaded models: the endpoint answer and the score are described from it.
 
     Returns
     -------
@@ -86,5 +104,9 @@ def complete_openapi(base: dict) -> dict:
             body["required"] = True
     for path, item in EXTRA_PATHS.items():
         paths.setdefault(path, copy.deepcopy(item))
-    doc.setdefault("components", {}).setdefault("schemas", {})["RequestError"] = ERROR_SCHEMA
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas["RequestError"] = ERROR_SCHEMA
+    if example is not None:
+        for name, value in (("EndpointAnswer", example["os"]), ("Score", next(iter(example["scores"].values())))):
+            schemas[name] = {**schemas.get(name, {}), **schema_of(value), "additionalProperties": True}
     return doc

@@ -1,5 +1,7 @@
 """The API's answers as pydantic models: documentation of the responses in the OpenAPI document (and the
-shape the tests assert). The answers themselves are serialised once by pydantic-core (``json_response``)."""
+shape the tests assert). The keys the service adds are declared here; what the Predictor and the scores
+return is theirs (open models, described from a real answer in the served document). The answers themselves
+are serialised once by pydantic-core (``json_response``)."""
 
 from __future__ import annotations
 
@@ -20,52 +22,18 @@ PatientId = Annotated[str | None, Field(description="the request's patient_id, i
                                         json_schema_extra={"nullable": True})]
 
 
-class Horizon(_Open):
-    months: float
-    survival: float
-    lower: float
-    upper: float
-
-
-class Curve(_Open):
-    months: list[float]
-    survival: list[float]
-    lower: list[float]
-    upper: list[float]
-
-
-class Contribution(_Open):
-    field: str
-    label: str | None = None
-    value: float | bool | str | None = None
-    value_text: str | None = None
-    direction: str
-    size: float
-    sentence: str
-
-
 class EndpointAnswer(_Open):
+    """One endpoint's answer: what ``Predictor.predict`` returns (docs/PREDICTOR.md), passed through unchanged.
+    Its fields are defined once, by the Predictor: the served /docs.json describes them from the loaded
+    model's own answer (``crlm.serving.openapi.schema_of``), not from a copy kept here."""
+
     endpoint: str
-    endpoint_label: str | None = None
-    risk_score: float
-    horizons: list[Horizon]
-    median_months: float | None
-    median_reached: bool
-    risk_group: str
-    curve: Curve
-    contributions: list[Contribution]
-    warnings: list[str]
 
 
 class Score(_Open):
+    """One clinical score's answer: what ``crlm.scores.score_patients`` returns, passed through unchanged."""
+
     name: str
-    label: str
-    total: float | None
-    group: str | None
-    groups: list[str]
-    points: dict[str, float | None]
-    missing: list[str]
-    reason: str | None
 
 
 class TrainingCohort(_Open):

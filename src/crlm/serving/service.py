@@ -124,12 +124,15 @@ class _PageFiles(StaticFiles):
 
 
 async def openapi_document(_: Request) -> Response:
-    return JSONResponse(service_openapi())
+    svc = _instance()
+    engine = svc.store.engine if svc is not None else None
+    return JSONResponse(service_openapi(engine.example if engine else None))
 
 
-def service_openapi() -> dict:
-    """The complete OpenAPI document (``/docs.json``): BentoML's plus every status and mounted route."""
-    return complete_openapi(CRLMService.openapi_spec.asdict())
+def service_openapi(example: dict | None = None) -> dict:
+    """The complete OpenAPI document (``/docs.json``): BentoML's plus every status and mounted route, the
+    answers described from ``example`` (the loaded models' warm-up answer) when there is one."""
+    return complete_openapi(CRLMService.openapi_spec.asdict(), example)
 
 
 pages = Starlette(routes=[
