@@ -304,3 +304,11 @@ def test_the_served_document_describes_the_predictors_own_answer(asgi_client, pa
         assert all(conforms(answer[ep], described) for ep in ("os", "rfs"))
         assert all(conforms(value, score) for value in answer["scores"].values())
     assert not conforms({**answer["os"], "horizons": "12"}, described)
+
+
+def test_a_refused_patients_id_is_echoed_only_when_valid(asgi_client):
+    bad = {"age_years": 300}
+    resp = asgi_client.post("/predict_batch", json={"patients": [{**bad, "patient_id": "P-1"},
+                                                                 {**bad, "patient_id": "P\u00002"},
+                                                                 {**bad, "patient_id": "x" * 5000}]})
+    assert [r["patient_id"] for r in resp.json()["results"]] == ["P-1", None, None]

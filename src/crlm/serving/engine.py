@@ -108,6 +108,14 @@ def model_card(model: LoadedModel) -> dict:
     }
 
 
+def echoable_id(raw) -> str | None:
+    """A refused patient's patient_id, echoed only if it is a valid one (short text, no control characters)."""
+    pid = raw.get("patient_id") if isinstance(raw, dict) else None
+    if isinstance(pid, str) and len(pid) <= 64 and not any(ord(c) < 32 or ord(c) == 127 for c in pid):
+        return pid
+    return None
+
+
 def batch_answer(engine: Engine, raw_patients: list) -> dict:
     """``/predict_batch``: each patient is validated alone; the valid ones share one Predictor call, the
     invalid ones get their own error entry (index, field, rule) without failing the others."""
@@ -116,8 +124,7 @@ def batch_answer(engine: Engine, raw_patients: list) -> dict:
     for i, raw in enumerate(raw_patients):
         clean, problems = validate_patient(raw)
         if clean is None:
-            pid = raw.get("patient_id") if isinstance(raw, dict) and isinstance(raw.get("patient_id"), str) else None
-            results[i] = {"index": i, "patient_id": pid, "ok": False,
+            results[i] = {"index": i, "patient_id": echoable_id(raw), "ok": False,
                           "error": {"error": "invalid patient", "errors": problems}}
         else:
             valid.append(clean)
