@@ -199,3 +199,28 @@ def test_a_killed_worker_is_replaced_without_a_503_and_markers_are_cleaned(keyed
     assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
     keyed_server.stop()
     assert not markers.exists(), "the marker directory is removed with the server"
+
+
+def test_two_workers_on_a_new_tracking_store_create_it_once(models_dir, tmp_path, monkeypatch):
+    import sqlite3
+    import time
+
+    db = tmp_path / "new.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    server = LiveServer(models_dir, workers=2, log_path=tmp_path / "bentoml.log", cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while "model loading failed" not in server.log_tail(10**6) or server.log_tail(10**6).count(
+                "model loading failed") < 2:
+            assert time.monotonic() < deadline, server.log_tail()
+            assert server.proc.poll() is None, server.log_tail()
+            time.sleep(0.3)
+        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 503  # no champion registered
+        info = httpx.get(f"{server.url}/model_info", timeout=10).json()
+        assert info["state"] == "failed" and "crlm-sim-os" in info["error"]
+    finally:
+        server.stop()
+    log = server.log_tail(10**6)
+    assert "already exists" not in log and "OperationalError" not in log, log[-3000:]
+    tables = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")}
+    assert "registered_models" in tables and not any(t.startswith("_alembic_tmp") for t in tables)
