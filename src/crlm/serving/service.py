@@ -48,14 +48,13 @@ logger = logging.getLogger("crlm.serving")
 STATIC = Path(__file__).parent / "static"
 
 # HTTP-level parameters are deliberately lenient (any JSON value): each patient is validated by the schema's
-# pydantic model (crlm.serving.validation), so a bad patient gets an error naming the field and the rule (and, in a
-# batch, only that patient fails). The OpenAPI document still shows the full patient schema.
+# pydantic model (crlm.serving.validation), so a bad patient gets an error naming the field and the rule
+# (and, in a batch, only that patient fails). The OpenAPI document still shows the full patient schema.
 PatientBody = Annotated[Any, WithJsonSchema(patient_openapi_schema()),
                         Field(description="One patient (crlm.schema input fields)")]
 PatientsBody = Annotated[Any, WithJsonSchema({"type": "array", "items": patient_openapi_schema(),
                                               "minItems": 1, "maxItems": MAX_BATCH}),
                          Field(description=f"1 to {MAX_BATCH} patients")]
-
 
 
 class _ParsedBody(bentoml.IODescriptor):
