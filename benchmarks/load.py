@@ -59,6 +59,10 @@ def ms(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000, q)) if values else float("nan")
 
 
+class _Stale(Exception):
+    """No byte of an answer came back on a connection (closed by the server, or reset)."""
+
+
 class RawClient:
     """A lean HTTP/1.1 client on asyncio streams (keep-alive connections, pre-encoded requests): httpx costs
     the client ~1 ms of CPU per request, which on a shared 2-core machine delays the requests it is timing."""
@@ -70,11 +74,24 @@ class RawClient:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, i: int) -> tuple[int, dict[str, str]]:
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        if self.idle:
+            try:
+                return await self._post(self.idle.pop(), i)
+            except _Stale:  # the server closed an idle keep-alive connection: retry once on a new one
+                pass
+        return await self._post(await asyncio.open_connection(self.host, self.port), i)
+
+    async def _post(self, conn, i: int) -> tuple[int, dict[str, str]]:
         reader, writer = conn
-        writer.write(self.requests[i % len(self.requests)])
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            writer.write(self.requests[i % len(self.requests)])
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError) as err:
+            writer.close()
+            if isinstance(err, asyncio.IncompleteReadError) and err.partial:
+                raise  # part of an answer arrived: a real failure
+            raise _Stale from err
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)}

@@ -51,7 +51,7 @@ class WorkerReadiness:
 
     def others_ready(self) -> bool:
         """Another worker of this server already serves (this one is a replacement of a killed worker)."""
-        return any(pid != os.getpid() for pid in self._live_markers())
+        return self.workers > 1 and any(pid != os.getpid() for pid in self._live_markers())
 
     def all_ready(self) -> bool:
         if self.workers <= 1:
