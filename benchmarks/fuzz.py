@@ -23,7 +23,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from serving import ROOT, have_bundles, server, train_small
+from serving import bundles_or_small, server
 
 API_ROUTES = ("/predict", "/predict_batch", "/scores")
 
@@ -130,15 +130,13 @@ def main(argv=None) -> int:
     parser.add_argument("--models-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     os.environ["BENTOML_DO_NOT_TRACK"] = "True"
-    tmp = tempfile.TemporaryDirectory(prefix="crlm-fuzz-")
-    models_dir = args.models_dir or ROOT / "models"
-    if not have_bundles(models_dir):
-        print(f"no bundles in {models_dir}: training small coxnet models into {tmp.name}", flush=True)
-        models_dir = train_small(Path(tmp.name))
-    log_path = Path(tmp.name) / "server.log"
-    with server(models_dir, args.workers, log_path=log_path) as (url, _):
-        code = run(url, log_path, args.requests, args.seed)
-    tmp.cleanup()
+    models_dir, trained = bundles_or_small(args.models_dir)
+    with tempfile.TemporaryDirectory(prefix="crlm-fuzz-") as logs:
+        log_path = Path(logs) / "server.log"
+        with server(models_dir, args.workers, log_path=log_path) as (url, _):
+            code = run(url, log_path, args.requests, args.seed)
+    if trained is not None:
+        trained.cleanup()
     return code
 
 

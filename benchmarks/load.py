@@ -21,14 +21,13 @@ import argparse
 import asyncio
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from serving import ROOT, have_bundles, patients, server, train_small
+from serving import bundles_or_small, patients, server
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -206,12 +205,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     os.environ["BENTOML_DO_NOT_TRACK"] = "True"
 
-    tmp = None
-    models_dir = args.models_dir or ROOT / "models"
-    if not have_bundles(models_dir):
-        tmp = tempfile.TemporaryDirectory(prefix="crlm-load-models-")
-        print(f"no bundles in {models_dir}: training small coxnet models into {tmp.name}", flush=True)
-        models_dir = train_small(Path(tmp.name))
+    models_dir, tmp = bundles_or_small(args.models_dir)
     sample = patients(500)
     env = {"CRLM_MAX_CONCURRENCY": str(args.max_concurrency)} if args.max_concurrency else {}
     print(f"models: {models_dir}; {args.workers} worker(s); {os.cpu_count()} CPUs; load average "

@@ -51,6 +51,17 @@ def train_small(directory: Path) -> Path:
     return directory
 
 
+def bundles_or_small(models_dir: Path | None) -> tuple[Path, tempfile.TemporaryDirectory | None]:
+    """The bundles in ``models_dir`` (default ``models/``), or small coxnet models trained into a temporary
+    directory (returned too, to be cleaned up) when they are missing."""
+    models_dir = models_dir or ROOT / "models"
+    if have_bundles(models_dir):
+        return models_dir, None
+    tmp = tempfile.TemporaryDirectory(prefix="crlm-bench-models-")
+    print(f"no bundles in {models_dir}: training small coxnet models into {tmp.name}", flush=True)
+    return train_small(Path(tmp.name)), tmp
+
+
 def patients(n: int, seed: int = 21) -> list[dict]:
     """Distinct, realistic patients as a client sends them (no missing values, ints as ints)."""
     from crlm.cohort.simulate import simulate_cohort
@@ -214,12 +225,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     os.environ["BENTOML_DO_NOT_TRACK"] = "True"
 
-    tmp = None
-    models_dir = args.models_dir or ROOT / "models"
-    if not have_bundles(models_dir):
-        tmp = tempfile.TemporaryDirectory(prefix="crlm-bench-models-")
-        print(f"no bundles in {models_dir}: training small coxnet models into {tmp.name}", flush=True)
-        models_dir = train_small(Path(tmp.name))
+    models_dir, tmp = bundles_or_small(args.models_dir)
     sample = patients(max(300, args.requests))
     n = args.requests
     from crlm.serving.settings import default_workers
