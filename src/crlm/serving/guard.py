@@ -21,8 +21,6 @@ from crlm.serving.settings import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_RETRY_AFTER_S,
-    KNOWN_PATHS,
-    KNOWN_PREFIXES,
     MAX_BATCH,
     OPEN_PATHS,
     OPEN_PREFIXES,
@@ -30,7 +28,6 @@ from crlm.serving.settings import (
 )
 
 PARSED_BODY = "crlm.parsed_body"  # the ASGI scope key of the parsed JSON document
-OTHER_PATH = "/(other)"  # the one label of every unknown path (metrics, access log)
 BOM = b"\xef\xbb\xbf"
 
 
@@ -72,10 +69,6 @@ def _unsafe(name: str) -> bool:
     return len(name) > 64 or any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in name)
 
 
-def known_path(path: str) -> bool:
-    return path in KNOWN_PATHS or path.startswith(KNOWN_PREFIXES)
-
-
 @dataclass
 class GuardSettings:
     api_key: str | None = None
@@ -105,28 +98,6 @@ def authorised(headers: dict[str, str], api_key: str) -> bool:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         given = token.strip() if scheme.lower() == "bearer" else None
     return given is not None and hmac.compare_digest(given.encode(), api_key.encode())
-
-
-def bound_metric_labels() -> None:
-    """Label every unknown path ``OTHER_PATH`` in BentoML's request metrics and access log.
-
-    BentoML's metrics middleware sits outside every middleware a service adds and labels each request with
-    its raw path: requests to random paths (each a 401 or 404) grew /metrics without bound. Its path is
-    rewritten before it is read; an unknown path stays a 404, as it was.
-    """
-    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware as Metrics
-
-    if getattr(Metrics.__call__, "crlm_bounded", False):
-        return
-    original = Metrics.__call__
-
-    async def call(self, scope, receive, send):
-        if scope.get("type") == "http" and not known_path(scope.get("path", "")):
-            scope["path"], scope["raw_path"] = OTHER_PATH, OTHER_PATH.encode()
-        return await original(self, scope, receive, send)
-
-    call.crlm_bounded = True  # type: ignore[attr-defined]
-    Metrics.__call__ = call
 
 
 class GuardMiddleware:

@@ -31,11 +31,11 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
-from crlm.serving import responses  # noqa: E402
+from crlm.serving import bentoml_fixes, responses  # noqa: E402
 from crlm.serving.batching import MicroBatcher  # noqa: E402
 from crlm.serving.engine import batch_answer, scores_answer  # noqa: E402
 from crlm.serving.errors import RequestError  # noqa: E402
-from crlm.serving.guard import PARSED_BODY, GuardMiddleware, bound_metric_labels, check_body  # noqa: E402
+from crlm.serving.guard import PARSED_BODY, GuardMiddleware, check_body  # noqa: E402
 from crlm.serving.openapi import complete_openapi  # noqa: E402
 from crlm.serving.readiness import WorkerReadiness  # noqa: E402
 from crlm.serving.request_models import patient_openapi_schema, schema_document  # noqa: E402
@@ -146,7 +146,7 @@ pages = Starlette(routes=[
 
 
 validate_environment()  # a malformed setting stops the server before it binds a port (SettingsError)
-bound_metric_labels()
+bentoml_fixes.apply()  # unbounded metric labels, request timers kept alive for the whole timeout
 WORKERS = default_workers()
 
 
