@@ -8,7 +8,10 @@
 - ``store`` / ``readiness``: loading the models in the background, readiness across worker processes;
 - ``batching``: merging concurrent single-patient requests into one Predictor call;
 - ``guard``: API key, body size, content type and JSON, before BentoML sees a byte;
+- ``model_checks``: a loaded model against its slot (endpoint, schema, library versions);
+- ``openapi``: the complete OpenAPI document; ``bentoml_fixes``: two BentoML middleware defects corrected;
 - ``launch``: ``crlm serve``; ``service``: the BentoML class service and the calculator (``static/``).
 
-Only ``service`` imports BentoML; everything else is testable in-process. Request bodies are never logged.
+Only ``service`` and ``bentoml_fixes`` import BentoML; everything else is testable in-process. Request bodies
+are never logged.
 """
