@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from crlm.serving.launch import serve_command, serve_env
 from serving_fixtures import LiveServer, free_port
 
 pytest_plugins = ["serving_fixtures"]
@@ -124,11 +134,6 @@ def test_random_paths_do_not_grow_the_metrics(http):
 
 
 def test_a_malformed_setting_stops_the_server_at_start(models_dir, tmp_path):
-    import os
-    import subprocess
-
-    from crlm.serving.launch import serve_command, serve_env
-
     env = {**serve_env(models_dir), "CRLM_MAX_BODY_BYTES": "4MB"}
     done = subprocess.run(serve_command("127.0.0.1", free_port()), env=env, cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
@@ -154,13 +159,6 @@ def test_metrics_need_the_key_when_one_is_set(keyed_server):
 
 
 def test_a_killed_worker_is_replaced_without_a_503_and_markers_are_cleaned(keyed_server, patients):
-    import os
-    import signal
-    import tempfile
-    import threading
-    import time
-    from pathlib import Path
-
     markers = Path(tempfile.gettempdir()) / f"crlm-ready-{keyed_server.proc.pid}"
     workers = sorted(int(m.name) for m in markers.iterdir())
     assert len(workers) == 2
@@ -206,9 +204,6 @@ def test_a_killed_worker_is_replaced_without_a_503_and_markers_are_cleaned(keyed
 
 
 def test_two_workers_on_a_new_tracking_store_create_it_once(models_dir, tmp_path, monkeypatch):
-    import sqlite3
-    import time
-
     db = tmp_path / "new.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     server = LiveServer(models_dir, workers=2, log_path=tmp_path / "bentoml.log", cwd=tmp_path)
@@ -228,3 +223,31 @@ def test_two_workers_on_a_new_tracking_store_create_it_once(models_dir, tmp_path
     assert "already exists" not in log and "OperationalError" not in log, log[-3000:]
     tables = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")}
     assert "registered_models" in tables and not any(t.startswith("_alembic_tmp") for t in tables)
+
+
+def test_crlm_serve_runs_from_any_directory(models_dir, tmp_path):
+    """The CLI (settings validated, then exec of bentoml serve) from a directory outside the repository."""
+
+    port = free_port()
+    code = "import sys; from crlm.cli import app; sys.exit(app())"
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", str(port), "--models-dir",
+                             str(models_dir), "--workers", "1"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
+            time.sleep(0.3)
+        page = httpx.get(f"http://127.0.0.1:{port}/ui/app.js", timeout=10)
+        assert page.status_code == 200 and "fetch" in page.text  # the package's static files
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()

@@ -40,7 +40,7 @@ from crlm.serving.openapi import complete_openapi  # noqa: E402
 from crlm.serving.readiness import WorkerReadiness  # noqa: E402
 from crlm.serving.request_models import patient_openapi_schema, schema_document  # noqa: E402
 from crlm.serving.responses import json_response  # noqa: E402
-from crlm.serving.settings import MAX_BATCH, default_workers, validate_environment  # noqa: E402
+from crlm.serving.settings import MAX_BATCH, default_workers, request_timeout_s, validate_environment  # noqa: E402
 from crlm.serving.store import ModelStore  # noqa: E402
 from crlm.serving.validation import require_patient, require_patient_list  # noqa: E402
 
@@ -154,7 +154,7 @@ WORKERS = default_workers()
 @bentoml.service(
     name="crlm_risk",
     workers=WORKERS,
-    traffic={"timeout": 120},
+    traffic={"timeout": request_timeout_s()},
     # Access log: method, path, status and sizes only (BentoML has no option to log bodies; none is added).
     logging={"access": {"enabled": True, "request_content_length": True, "request_content_type": True,
                         "response_content_length": True, "response_content_type": True}},

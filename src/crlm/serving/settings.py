@@ -23,6 +23,8 @@ DEFAULT_ALIAS = "champion"
 # Requests a worker handles at once (answering or waiting for the models); past the queue, a fast 503.
 DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_RETRY_AFTER_S = 1
+# A request not answered in this time gets a 504 (a batch of 1,000 patients takes about a second).
+DEFAULT_REQUEST_TIMEOUT_S = 60
 DISCLAIMER = ("Research prototype: not for clinical use without local validation. Predictions are associations "
               "learned from the training cohort, not treatment effects.")
 # Top-level keys of each JSON API body (anything else is refused with the key's name).
@@ -115,8 +117,15 @@ def default_workers(env: Mapping[str, str] | None = None) -> int:
     return _int(env, "CRLM_SERVE_WORKERS", max(1, os.cpu_count() or 1), 1)
 
 
+def request_timeout_s(env: Mapping[str, str] | None = None) -> int:
+    """Seconds before an unanswered request gets a 504: ``CRLM_REQUEST_TIMEOUT_S``."""
+    env = os.environ if env is None else env
+    return _int(env, "CRLM_REQUEST_TIMEOUT_S", DEFAULT_REQUEST_TIMEOUT_S, 1)
+
+
 def validate_environment(env: Mapping[str, str] | None = None) -> None:
     """Every setting parsed once (``crlm serve`` and the service's import call it): raises ``SettingsError``."""
     ServiceSettings.from_env(env)
     ModelConfig.from_env(env)
     default_workers(env)
+    request_timeout_s(env)
