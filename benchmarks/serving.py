@@ -51,6 +51,17 @@ def train_small(directory: Path) -> Path:
     return directory
 
 
+def bundles_or_small(models_dir: Path | None) -> tuple[Path, tempfile.TemporaryDirectory | None]:
+    """The bundles in ``models_dir`` (default ``models/``), or small coxnet models trained into a temporary
+    directory (returned too, to be cleaned up) when they are missing."""
+    models_dir = models_dir or ROOT / "models"
+    if have_bundles(models_dir):
+        return models_dir, None
+    tmp = tempfile.TemporaryDirectory(prefix="crlm-bench-models-")
+    print(f"no bundles in {models_dir}: training small coxnet models into {tmp.name}", flush=True)
+    return train_small(Path(tmp.name)), tmp
+
+
 def patients(n: int, seed: int = 21) -> list[dict]:
     """Distinct, realistic patients as a client sends them (no missing values, ints as ints)."""
     from crlm.cohort.simulate import simulate_cohort
@@ -76,15 +87,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(models_dir: Path, workers: int):
+def server(models_dir: Path, workers: int, env: dict | None = None, log_path: Path | None = None):
+    """A real server on 127.0.0.1: yields its URL and its process (the arbiter; the workers are its children).
+    Its log goes to ``log_path`` (kept) or to a temporary file (removed)."""
     import httpx
 
-    from crlm.serving_io import serve_command, serve_env
+    from crlm.serving.launch import serve_command, serve_env
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(serve_command("127.0.0.1", port), cwd=ROOT, env=serve_env(models_dir, workers=workers),
+    log = open(log_path, "w+b") if log_path else tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(serve_command("127.0.0.1", port), cwd=ROOT,
+                            env={**serve_env(models_dir, workers=workers), **(env or {})},
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
@@ -97,7 +111,7 @@ def server(models_dir: Path, workers: int):
             if time.monotonic() > deadline:
                 raise RuntimeError("server not ready after 180 s")
             time.sleep(0.3)
-        yield url
+        yield url, proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -107,7 +121,8 @@ def server(models_dir: Path, workers: int):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
-        os.unlink(log.name)
+        if log_path is None:
+            os.unlink(log.name)
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
@@ -173,9 +188,10 @@ def batch_throughput(url: str, sample: list[dict], size: int, repeats: int) -> f
 
 
 def in_process(models_dir: Path, sample: list[dict], n: int) -> dict:
-    from crlm import serving_io as io
+    from crlm.serving.settings import ModelConfig
+    from crlm.serving.store import ModelStore
 
-    store = io.ModelStore(io.ModelConfig("bundle", NAMES, models_dir)).load_now()
+    store = ModelStore(ModelConfig("bundle", NAMES, models_dir)).load_now()
     assert store.ready, store.error
     engine = store.engine
     predictors = [m.predictor for m in engine.models.values()]
@@ -209,15 +225,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     os.environ["BENTOML_DO_NOT_TRACK"] = "True"
 
-    tmp = None
-    models_dir = args.models_dir or ROOT / "models"
-    if not have_bundles(models_dir):
-        tmp = tempfile.TemporaryDirectory(prefix="crlm-bench-models-")
-        print(f"no bundles in {models_dir}: training small coxnet models into {tmp.name}", flush=True)
-        models_dir = train_small(Path(tmp.name))
+    models_dir, tmp = bundles_or_small(args.models_dir)
     sample = patients(max(300, args.requests))
     n = args.requests
-    from crlm.serving_io import default_workers
+    from crlm.serving.settings import default_workers
 
     workers = args.workers or default_workers()
     print(f"models: {models_dir}; {args.repeats} x {n} requests per latency figure; {workers} worker(s); "
@@ -228,7 +239,7 @@ def main(argv=None) -> None:
     # loaded for the in-process figures): freeze what exists now, as the server does after loading.
     gc.collect()
     gc.freeze()
-    with server(models_dir, workers) as url:
+    with server(models_dir, workers) as (url, _):
         predict_latency(url, sample, 20, 1)  # warm-up
         c1, rps1, _ = latency_runs(url, sample, n, 1, args.repeats)
         c8, rps8, runs8 = latency_runs(url, sample, n, 8, args.repeats)

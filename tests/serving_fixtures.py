@@ -10,15 +10,10 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the `serving` package lives at the repository root, outside `src`
-    sys.path.insert(0, str(ROOT))
 
 MODEL_CARD = "# Test model card\n\nTrained on a small simulated cohort for the serving tests."
 
@@ -82,7 +77,7 @@ def asgi_client(models_dir):
     old = os.environ.get("CRLM_MODELS_DIR")
     os.environ["CRLM_MODELS_DIR"] = str(models_dir)
     os.environ.pop("CRLM_API_KEY", None)
-    from serving.service import CRLMService
+    from crlm.serving.service import CRLMService
 
     try:
         with TestClient(app=CRLMService.to_asgi()) as client:
@@ -108,14 +103,15 @@ class LiveServer:
     """A real ``bentoml serve`` subprocess on 127.0.0.1 (its own process group, always terminated)."""
 
     def __init__(self, models_dir: Path, *, api_key: str | None = None, workers: int | None = None,
-                 log_path: Path | None = None):
-        from crlm.serving_io import serve_command, serve_env
+                 log_path: Path | None = None, cwd: Path | None = None):
+        from crlm.serving.launch import serve_command, serve_env
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(serve_command("127.0.0.1", self.port), cwd=ROOT,
+        # Started outside the repository: the service is imported from the installed package.
+        self.proc = subprocess.Popen(serve_command("127.0.0.1", self.port), cwd=cwd or models_dir,
                                      env=serve_env(models_dir, api_key, workers), stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -11,9 +11,16 @@ import time
 
 import pytest
 
-from crlm import serving_io as io
+from crlm.paths import project_root
 from crlm.schema import FIELDS_BY_NAME, input_fields
 from crlm.scores import score_patient
+from crlm.serving.batching import MicroBatcher
+from crlm.serving.engine import clinical_scores
+from crlm.serving.errors import RequestError
+from crlm.serving.readiness import WorkerReadiness
+from crlm.serving.responses import BatchResponse, PredictResponse, ScoresResponse
+from crlm.serving.settings import DEFAULT_MAX_BODY_BYTES, MAX_BATCH, ModelConfig, default_workers
+from crlm.serving.store import ModelStore
 
 pytest_plugins = ["serving_fixtures"]
 
@@ -59,7 +66,7 @@ def test_predict_has_every_field_and_equals_the_predictor(asgi_client, patients,
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert resp.headers["content-type"] == "application/json"
-        io.PredictResponse.model_validate(body)  # the documented response model (OpenAPI)
+        PredictResponse.model_validate(body)  # the documented response model (OpenAPI)
         assert body["patient_id"] == patient["patient_id"]
         for ep in ("os", "rfs"):
             answer = body[ep]
@@ -110,7 +117,7 @@ def test_out_of_training_range_is_warned(asgi_client):
 
 def test_in_process_service_methods_answer_like_http(asgi_client, patients, models_dir, monkeypatch):
     monkeypatch.setenv("CRLM_MODELS_DIR", str(models_dir))
-    from serving.service import CRLMService
+    from crlm.serving.service import CRLMService
 
     svc = CRLMService()
     assert svc.store.wait(60) and svc.__is_ready__()
@@ -135,8 +142,8 @@ def test_batch_answers_each_patient_and_isolates_the_bad_one(asgi_client, patien
     resp = asgi_client.post("/predict_batch", json={"patients": batch})
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    io.BatchResponse.model_validate(body)
-    assert all(io.PredictResponse.model_validate(r) for r in body["results"] if r["ok"])
+    BatchResponse.model_validate(body)
+    assert all(PredictResponse.model_validate(r) for r in body["results"] if r["ok"])
     assert body["summary"] == {"patients": 7, "answered": 4, "refused": 3}
     results = body["results"]
     assert [r["index"] for r in results] == list(range(7))
@@ -167,10 +174,10 @@ def test_batch_shape_errors(asgi_client, patients_value, status, field):
 
 def test_batch_length_limit(asgi_client):
     patient = {"age_years": 60, "n_liver_metastases": 1, "largest_metastasis_cm": 2.0}
-    resp = asgi_client.post("/predict_batch", json={"patients": [patient] * (io.MAX_BATCH + 1)})
+    resp = asgi_client.post("/predict_batch", json={"patients": [patient] * (MAX_BATCH + 1)})
     assert resp.status_code == 413
     assert resp.json()["errors"][0]["field"] == "patients"
-    assert str(io.MAX_BATCH) in resp.json()["errors"][0]["rule"]
+    assert str(MAX_BATCH) in resp.json()["errors"][0]["rule"]
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -251,8 +258,8 @@ def test_body_size_limit(asgi_client, monkeypatch):
 def test_default_body_limit_fits_a_full_batch(patients):
     full = {f.name: None for f in input_fields()}
     worst = [{**full, **p} for p in patients]
-    body = json.dumps({"patients": (worst * 20)[:io.MAX_BATCH]}, indent=2).encode()
-    assert len(body) < io.DEFAULT_MAX_BODY_BYTES
+    body = json.dumps({"patients": (worst * 20)[:MAX_BATCH]}, indent=2).encode()
+    assert len(body) < DEFAULT_MAX_BODY_BYTES
 
 
 def test_get_on_post_routes_is_405(asgi_client):
@@ -288,7 +295,7 @@ def test_scores_endpoint_equals_score_patient(asgi_client, patients):
         resp = asgi_client.post("/scores", json={"patient": patient})
         assert resp.status_code == 200
         body = resp.json()
-        io.ScoresResponse.model_validate(body)
+        ScoresResponse.model_validate(body)
         assert set(body["scores"]) == {"fong", "game", "mcs", "tbs", "nordlinger"}
         for name, score in body["scores"].items():
             expected = score_patient(name, model_rows(patient)[0])
@@ -299,7 +306,7 @@ def test_vectorised_scores_equal_score_patient(patients):
     rows = [model_rows(p)[0] for p in patients] + [VALID, {"age_years": 50, "n_liver_metastases": 1,
                                                          "largest_metastasis_cm": 1, "kras_status": "unknown"}]
     names = ("fong", "game", "mcs", "tbs", "nordlinger", "konopke")
-    for row, got in zip(rows, io.clinical_scores(rows, names), strict=True):
+    for row, got in zip(rows, clinical_scores(rows, names), strict=True):
         for name in names:
             expected = score_patient(name, row)
             assert_close({k: got[name][k] for k in expected}, jsonable(expected), path=name)
@@ -352,9 +359,9 @@ def test_not_ready_until_models_load(asgi_client, tmp_path):
 
     svc = bentoml.get_current_service()
     ready_store = svc.store
-    config = io.ModelConfig("bundle", {"os": "crlm-sim-os", "rfs": "crlm-sim-rfs"}, tmp_path / "empty")
+    config = ModelConfig("bundle", {"os": "crlm-sim-os", "rfs": "crlm-sim-rfs"}, tmp_path / "empty")
     try:
-        svc.store = io.ModelStore(config)  # still loading
+        svc.store = ModelStore(config)  # still loading
         assert asgi_client.get("/readyz").status_code == 503
         resp = asgi_client.post("/predict", json={"patient": VALID})
         assert resp.status_code == 503 and "still loading" in resp.json()["error"]
@@ -381,10 +388,10 @@ def test_model_store_readiness_is_honest():
         gate.wait(10)
         raise FileNotFoundError(f"no bundle for {endpoint}")
 
-    config = io.ModelConfig("bundle", {"os": "a", "rfs": "b"}, io.project_root() / "nowhere")
-    store = io.ModelStore(config, loader=slow_loader).start()
+    config = ModelConfig("bundle", {"os": "a", "rfs": "b"}, project_root() / "nowhere")
+    store = ModelStore(config, loader=slow_loader).start()
     assert not store.ready and store.state == "loading"
-    with pytest.raises(io.RequestError) as err:
+    with pytest.raises(RequestError) as err:
         store.require_engine()
     assert err.value.status == 503 and "still loading" in err.value.body["error"]
     gate.set()
@@ -395,7 +402,7 @@ def test_readiness_waits_for_every_worker(tmp_path):
     import subprocess
     import sys
 
-    first = io.WorkerReadiness(2, tmp_path / "markers")
+    first = WorkerReadiness(2, tmp_path / "markers")
     assert not first.all_ready()
     first.mark_ready()  # this process
     assert not first.all_ready()  # one of two workers
@@ -404,21 +411,21 @@ def test_readiness_waits_for_every_worker(tmp_path):
     assert not first.all_ready()
     (tmp_path / "markers" / str(os.getppid())).touch()  # a live second worker
     assert first.all_ready()
-    assert io.WorkerReadiness(1, tmp_path / "none").all_ready()  # one worker: its own store decides
+    assert WorkerReadiness(1, tmp_path / "none").all_ready()  # one worker: its own store decides
 
 
 def test_default_workers(monkeypatch):
     monkeypatch.setenv("CRLM_SERVE_WORKERS", "3")
-    assert io.default_workers() == 3
+    assert default_workers() == 3
     monkeypatch.delenv("CRLM_SERVE_WORKERS")
-    assert io.default_workers() == max(1, os.cpu_count() or 1)
+    assert default_workers() == max(1, os.cpu_count() or 1)
 
 
 def test_model_config_from_env(tmp_path):
-    cfg = io.ModelConfig.from_env({"CRLM_MODELS_DIR": str(tmp_path)})
+    cfg = ModelConfig.from_env({"CRLM_MODELS_DIR": str(tmp_path)})
     assert cfg.source == "bundle" and cfg.models_dir == tmp_path and cfg.names == {"os": "crlm-sim-os",
                                                                                    "rfs": "crlm-sim-rfs"}
-    cfg = io.ModelConfig.from_env({"MLFLOW_TRACKING_URI": "sqlite:///x.db", "CRLM_OS_MODEL": "m-os"})
+    cfg = ModelConfig.from_env({"MLFLOW_TRACKING_URI": "sqlite:///x.db", "CRLM_OS_MODEL": "m-os"})
     assert cfg.source == "registry" and cfg.names["os"] == "m-os" and cfg.alias == "champion"
 
 
@@ -434,7 +441,7 @@ def test_micro_batcher_merges_and_isolates_failures():
             raise ValueError("boom")
         return [f"answer {x}" for x in items]
 
-    batcher = io.MicroBatcher(fn, max_batch=8)
+    batcher = MicroBatcher(fn, max_batch=8)
 
     async def run():
         return await asyncio.gather(*(batcher.submit(x) for x in ["a", "b", "boom", "c", "d"]),
@@ -514,7 +521,7 @@ def test_models_from_the_mlflow_registry_alias(models_dir, patients, tmp_path, m
                 client.set_registered_model_alias(name, "champion", info.registered_model_version)
         monkeypatch.setenv(f"CRLM_{ep.upper()}_MODEL", name)
 
-    store = io.ModelStore().load_now()
+    store = ModelStore().load_now()
     assert store.ready, store.error
     assert store.config.source == "registry"
     ref = store.models["os"].ref
@@ -522,7 +529,7 @@ def test_models_from_the_mlflow_registry_alias(models_dir, patients, tmp_path, m
     assert ref["registered_name"] == "crlm-sim-os"  # the name the Predictor was trained under (its metadata)
     assert ref["training_cohort"]["patients"] == 400
     row = model_rows(patients[0])
-    bundle = io.ModelStore(io.ModelConfig("bundle", {"os": "crlm-sim-os", "rfs": "crlm-sim-rfs"}, models_dir))
+    bundle = ModelStore(ModelConfig("bundle", {"os": "crlm-sim-os", "rfs": "crlm-sim-rfs"}, models_dir))
     expected = bundle.load_now().engine.answer(row)[0]
     got = store.engine.answer(row)[0]
     assert_close(jsonable(got["os"]), jsonable(expected["os"]))

@@ -10,25 +10,24 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from crlm.serving.service import service_openapi
+
 pytest_plugins = ["serving_fixtures"]
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `serving` sits at the repository root
-from serving.service import CRLMService  # noqa: E402
 
 EXAMPLES = int(os.environ.get("CRLM_FUZZ_EXAMPLES", "200"))
 # /metrics only answers under a real server (BentoML pitfall P13); tests/test_serve_http.py covers it.
-SCHEMA = schemathesis.openapi.from_dict(CRLMService.openapi_spec.asdict()).exclude(path="/metrics")
+SCHEMA = schemathesis.openapi.from_dict(service_openapi()).exclude(path="/metrics")
 # The deterministic coverage phase adds ~400 boundary requests per operation: only in the long run.
 SCHEMA.config.phases.update(phases=["examples", "fuzzing"] + (["coverage"] if EXAMPLES >= 1000 else []))
 POST_ROUTES = ("/predict", "/predict_batch", "/scores")
@@ -43,7 +42,8 @@ def send(client, kwargs: dict):
     content = json.dumps(kwargs["json"]).encode() if "json" in kwargs else kwargs.get("data")
     url = kwargs["url"].removeprefix("http://testserver")
     headers = {k: v for k, v in kwargs.get("headers", {}).items() if k.lower() != "connection"}
-    return client.request(kwargs["method"], url, content=content, headers=headers, params=kwargs.get("params"))
+    return client.request(kwargs["method"], url, content=content, headers=headers, params=kwargs.get("params"),
+                          follow_redirects=False)
 
 
 @SCHEMA.parametrize()
@@ -55,6 +55,20 @@ def test_generated_requests_never_get_a_server_error(case, asgi_client):
     assert response.status_code < 500, response.text[:500]
     checks = [not_a_server_error] + ([response_schema_conformance] if response.status_code == 200 else [])
     case.validate_response(response, checks=checks)
+
+
+# A body the schema accepts is one the server answers: positive cases of the API routes get a 200.
+POSITIVE = schemathesis.openapi.from_dict(service_openapi()).include(path_regex="^/(predict|predict_batch|scores)$")
+POSITIVE.config.generation.update(modes=[GenerationMode.POSITIVE])
+POSITIVE.config.phases.update(phases=["examples", "fuzzing"])
+
+
+@POSITIVE.parametrize()
+@settings(SETTINGS, max_examples=max(5, EXAMPLES // 20))
+def test_a_body_the_schema_accepts_is_answered(case, asgi_client):
+    response = send(asgi_client, case.as_transport_kwargs(base_url="http://testserver"))
+    STATUSES[("positive " + case.path, response.status_code // 100 * 100)] += 1
+    assert response.status_code == 200, response.text[:500]
 
 
 JSON_VALUES = st.recursive(

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from crlm.serving.launch import serve_command, serve_env
+from serving_fixtures import LiveServer, free_port
+
 pytest_plugins = ["serving_fixtures"]
+KEY = "test-key-7f3a"
 
 pytestmark = pytest.mark.slow
 SECRET = {"patient_id": "PRIVATE-5512", "age_years": 58.25, "n_liver_metastases": 4, "largest_metastasis_cm": 6.75,
@@ -81,3 +95,159 @@ def test_server_logs_hold_no_patient_values(http, live_server):
     assert "/predict" in log, "the access log is written"
     for value in ("PRIVATE-5512", "8765.4321", "58.25", "6.75", "neither"):
         assert value not in log
+
+
+# ---------------------------------------------------------------------------------------------- issue 15, real server
+
+HOSTILE = [  # bodies BentoML refused with a traceback quoting the body; the guard now answers them
+    b"\xef\xbb\xbf" + json.dumps({"patient": {**SECRET, "sex": "neither"}}).encode(),
+    b'{"patient": {"cea_ng_ml": 8765.4321, "patient_id": "PRIVATE-5512\\ud800"}}',
+    b'{"patient": {"cea_ng_ml": 8765.4321, "x": ' + b"[" * 250 + b"]" * 250 + b"}}",
+    b"  \n\t ",
+    b'{"patient": {"cea_ng_ml": 8765.4321, "age_years": NaN}}',
+    b'{"patient": {"cea_ng_ml": "8765.4321", "patient_id": "PRIVATE-5512"}}',
+]
+
+
+def test_hostile_bodies_leave_no_patient_value_in_the_logs(http, live_server):
+    for body in HOSTILE:
+        resp = http.post("/predict", content=body, headers={"content-type": "application/json"})
+        assert 400 <= resp.status_code < 500, resp.text
+        assert resp.json()["errors"][0]["field"], "the service's own error shape, naming the field"
+    resp = http.post("/predict", content=json.dumps({"patient": SECRET}).encode(),
+                     headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert resp.status_code == 415
+    log = live_server.log_tail(10**7)
+    for value in ("PRIVATE-5512", "8765.4321", "input_value", "Traceback"):
+        assert value not in log, value
+
+
+def test_random_paths_do_not_grow_the_metrics(http):
+    before = http.get("/metrics").text
+    for i in range(300):
+        assert http.get(f"/no-such-{i}-%00{'x' * (i % 50)}").status_code == 404
+    text = http.get("/metrics").text
+    labels = set(re.findall(r'endpoint="([^"]*)"', text))
+    assert not any(label.startswith("/no-such") for label in labels), sorted(labels)[:20]
+    assert "/(other)" in labels
+    assert len(text) < len(before) + 20_000, "300 unknown paths add one label, not 300"
+
+
+def test_a_malformed_setting_stops_the_server_at_start(models_dir, tmp_path):
+    env = {**serve_env(models_dir), "CRLM_MAX_BODY_BYTES": "4MB"}
+    done = subprocess.run(serve_command("127.0.0.1", free_port()), env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0
+    assert "CRLM_MAX_BODY_BYTES='4MB'" in done.stdout + done.stderr
+    assert os.environ.get("CRLM_MAX_BODY_BYTES") is None
+
+
+@pytest.fixture(scope="module")
+def keyed_server(models_dir, tmp_path_factory):
+    server = LiveServer(models_dir, api_key=KEY, workers=2,
+                        log_path=tmp_path_factory.mktemp("keyed") / "bentoml.log")
+    try:
+        yield server.wait_ready(180)
+    finally:
+        server.stop()
+
+
+def test_metrics_need_the_key_when_one_is_set(keyed_server):
+    assert httpx.get(f"{keyed_server.url}/metrics", timeout=30).status_code == 401
+    resp = httpx.get(f"{keyed_server.url}/metrics", headers={"X-API-Key": KEY}, timeout=30)
+    assert resp.status_code == 200 and "bentoml_service_request_total" in resp.text
+
+
+def test_a_killed_worker_is_replaced_without_a_503_and_markers_are_cleaned(keyed_server, patients):
+    markers = Path(tempfile.gettempdir()) / f"crlm-ready-{keyed_server.proc.pid}"
+    workers = sorted(int(m.name) for m in markers.iterdir())
+    assert len(workers) == 2
+    statuses, stop, quiet = [], threading.Event(), threading.Lock()
+
+    def client():
+        # a new connection per request (as many clients): the replacement worker gets its share of them
+        with httpx.Client(base_url=keyed_server.url, headers={"X-API-Key": KEY, "Connection": "close"},
+                          timeout=60) as c:
+            i = 0
+            while not stop.is_set():
+                with quiet:  # no request is in flight at the moment of the kill (that one would be lost)
+                    try:
+                        statuses.append(c.post("/predict", json={"patient": patients[i % 20]}).status_code)
+                    except httpx.TransportError:
+                        statuses.append("lost")
+                i += 1
+                time.sleep(0.03)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        with quiet:
+            os.kill(workers[0], signal.SIGKILL)
+            killed = time.monotonic()
+        ready = []  # (seconds since the kill, /readyz status)
+        while time.monotonic() - killed < 60 and not (ready and ready[-1][1] == 200 and any(s == 503 for _, s in ready)):
+            ready.append((time.monotonic() - killed, httpx.get(f"{keyed_server.url}/readyz", timeout=10).status_code))
+            time.sleep(0.05)
+        # readiness drops at once and comes back when the replacement has loaded
+        first_503 = next(t for t, s in ready if s == 503)
+        assert first_503 < 0.5, ready[:10]
+        back = next((t for t, s in ready if s == 200 and t > first_503), None)
+        assert back is not None, "the replacement worker became ready"
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    keyed_server.stop()
+    assert not markers.exists(), "the marker directory is removed with the server"
+
+
+def test_two_workers_on_a_new_tracking_store_create_it_once(models_dir, tmp_path, monkeypatch):
+    db = tmp_path / "new.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    server = LiveServer(models_dir, workers=2, log_path=tmp_path / "bentoml.log", cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while "model loading failed" not in server.log_tail(10**6) or server.log_tail(10**6).count(
+                "model loading failed") < 2:
+            assert time.monotonic() < deadline, server.log_tail()
+            assert server.proc.poll() is None, server.log_tail()
+            time.sleep(0.3)
+        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 503  # no champion registered
+        info = httpx.get(f"{server.url}/model_info", timeout=10).json()
+        assert info["state"] == "failed" and "crlm-sim-os" in info["error"]
+    finally:
+        server.stop()
+    log = server.log_tail(10**6)
+    assert "already exists" not in log and "OperationalError" not in log, log[-3000:]
+    tables = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")}
+    assert "registered_models" in tables and not any(t.startswith("_alembic_tmp") for t in tables)
+
+
+def test_crlm_serve_runs_from_any_directory(models_dir, tmp_path):
+    """The CLI (settings validated, then exec of bentoml serve) from a directory outside the repository."""
+
+    port = free_port()
+    code = "import sys; from crlm.cli import app; sys.exit(app())"
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", str(port), "--models-dir",
+                             str(models_dir), "--workers", "1"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
+            time.sleep(0.3)
+        page = httpx.get(f"http://127.0.0.1:{port}/ui/app.js", timeout=10)
+        assert page.status_code == 200 and "fetch" in page.text  # the package's static files
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()

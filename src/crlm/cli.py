@@ -269,10 +269,15 @@ def serve(
 
     Models come from the registry alias when MLFLOW_TRACKING_URI is set, else from the exported bundles.
     Set CRLM_API_KEY to require an API key (kept out of the command line, where `ps` would show it)."""
-    from crlm.serving_io import serve as run_server
+    from crlm.serving.launch import serve as run_server
+    from crlm.serving.settings import SettingsError
 
     console.print(f"serving on http://{host}:{port} (calculator at /ui/, OpenAPI at /docs.json)")
-    run_server(host, port, models_dir=models_dir, workers=workers)
+    try:
+        run_server(host, port, models_dir=models_dir, workers=workers)
+    except SettingsError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -293,7 +293,8 @@ def pandera_schema():
 
 def patient_model():
     """The pydantic model of one patient, for the API: unknown fields, wrong types and out-of-range values
-    are refused with the field's name and the rule."""
+    are refused with the field's name and the rule. Strict types: no string is read as a number, no number
+    or string as a yes/no; the one conversion is JSON's own, an integer for a decimal field (``60`` for 60.0)."""
     from pydantic import ConfigDict, create_model
     from pydantic import Field as PydField
 
@@ -301,7 +302,8 @@ def patient_model():
     for f in input_fields():
         if f.block == "id":
             annotation: object = str | None
-            definitions[f.name] = (annotation, PydField(None, description=f.description, max_length=64))
+            definitions[f.name] = (annotation, PydField(None, description=f.description, max_length=64,
+                                                        pattern=r"^[^\x00-\x1f\x7f]*$"))
             continue
         if f.kind == "category":
             annotation = Literal[f.categories]  # type: ignore[valid-type]
@@ -321,7 +323,8 @@ def patient_model():
             definitions[f.name] = (annotation, PydField(..., description=description, **constraints))
         else:
             definitions[f.name] = (annotation | None, PydField(None, description=description, **constraints))
-    return create_model("Patient", __config__=ConfigDict(extra="forbid", strict=False), **definitions)
+    return create_model("Patient", __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False),
+                        **definitions)
 
 
 def data_dictionary_markdown() -> str:

@@ -60,7 +60,9 @@ class SurvivalKernel:
         if self.kind == "trees":
             return self.trees.risk(Z)
         if self.kind == "linear":
-            return Z.to_numpy(dtype=float) @ self.coef + self.intercept
+            # einsum, not BLAS: a BLAS product's rounding depends on the batch's size, so a patient's answer
+            # would change in the last bit with the requests it was batched with
+            return np.einsum("np,pk->nk", Z.to_numpy(dtype=float), self.coef) + self.intercept
         return np.stack([np.asarray(e.predict(Z), dtype=float) for e in self.estimators], axis=1)
 
     def linear_predictors(self, Z: pd.DataFrame) -> np.ndarray:

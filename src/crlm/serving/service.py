@@ -1,11 +1,12 @@
 """The online risk prediction API and the clinician's web calculator (BentoML 1.4 class service).
 
-Run: ``crlm serve`` or ``bentoml serve serving.service:CRLMService --host 127.0.0.1 --port 3000`` from the
-repository root. Models: the MLflow registry alias (``models:/<name>@champion``) when MLFLOW_TRACKING_URI is
-set, else the bundles in CRLM_MODELS_DIR (default ``<repo>/models``); names from CRLM_OS_MODEL / CRLM_RFS_MODEL.
+Run: ``crlm serve`` or ``bentoml serve crlm.serving.service:CRLMService --host 127.0.0.1 --port 3000`` (from any
+directory). Models: the MLflow registry alias (``models:/<name>@champion``) when MLFLOW_TRACKING_URI is set,
+else the bundles in CRLM_MODELS_DIR (default ``<repo>/models``); names from CRLM_OS_MODEL / CRLM_RFS_MODEL.
 Worker processes: CRLM_SERVE_WORKERS (default one per CPU; /readyz waits for all of them).
 Optional API key: CRLM_API_KEY (header ``X-API-Key`` or ``Authorization: Bearer``). Everything with logic lives
-in ``crlm.serving_io``; this file only wires it to BentoML (API methods never call each other, pitfall P12).
+in the other modules of ``crlm.serving``; this one only wires them to BentoML (API methods never call each
+other, pitfall P12).
 
 Routes: POST /predict, /predict_batch, /scores; GET /model_info, /schema/patient, /ui/ (the calculator);
 BentoML's /livez, /readyz, /metrics, /docs.json and Swagger UI at /.
@@ -23,27 +24,61 @@ from typing import Annotated, Any  # noqa: E402
 
 import anyio  # noqa: E402
 import bentoml  # noqa: E402
-import pydantic_core  # noqa: E402
-from pydantic import Field, WithJsonSchema  # noqa: E402
+from pydantic import ConfigDict, Field, WithJsonSchema  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response  # noqa: E402
 from starlette.routing import Mount, Route  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
-from crlm import serving_io as io  # noqa: E402
+from crlm.serving import bentoml_fixes, responses  # noqa: E402
+from crlm.serving.batching import MicroBatcher  # noqa: E402
+from crlm.serving.engine import batch_answer, scores_answer  # noqa: E402
+from crlm.serving.errors import RequestError  # noqa: E402
+from crlm.serving.guard import PARSED_BODY, GuardMiddleware, check_body  # noqa: E402
+from crlm.serving.openapi import complete_openapi  # noqa: E402
+from crlm.serving.readiness import WorkerReadiness  # noqa: E402
+from crlm.serving.request_models import patient_openapi_schema, schema_document  # noqa: E402
+from crlm.serving.responses import json_response  # noqa: E402
+from crlm.serving.settings import MAX_BATCH, default_workers, request_timeout_s, validate_environment  # noqa: E402
+from crlm.serving.store import ModelStore  # noqa: E402
+from crlm.serving.validation import require_patient, require_patient_list  # noqa: E402
 
 logger = logging.getLogger("crlm.serving")
 STATIC = Path(__file__).parent / "static"
 
 # HTTP-level parameters are deliberately lenient (any JSON value): each patient is validated by the schema's
-# pydantic model in crlm.serving_io, so a bad patient gets an error naming the field and the rule (and, in a
-# batch, only that patient fails). The OpenAPI document still shows the full patient schema.
-PatientBody = Annotated[Any, WithJsonSchema(io.patient_openapi_schema()),
+# pydantic model (crlm.serving.validation), so a bad patient gets an error naming the field and the rule
+# (and, in a batch, only that patient fails). The OpenAPI document still shows the full patient schema.
+PatientBody = Annotated[Any, WithJsonSchema(patient_openapi_schema()),
                         Field(description="One patient (crlm.schema input fields)")]
-PatientsBody = Annotated[Any, WithJsonSchema({"type": "array", "items": io.patient_openapi_schema(),
-                                              "minItems": 1, "maxItems": io.MAX_BATCH}),
-                         Field(description=f"1 to {io.MAX_BATCH} patients")]
+PatientsBody = Annotated[Any, WithJsonSchema({"type": "array", "items": patient_openapi_schema(),
+                                              "minItems": 1, "maxItems": MAX_BATCH}),
+                         Field(description=f"1 to {MAX_BATCH} patients")]
+
+
+class _ParsedBody(bentoml.IODescriptor):
+    """An API's input read from the document the guard parsed (``PARSED_BODY``): the body is parsed once, and
+    BentoML never parses one (its parse errors are logged with the body's values). No other key: the OpenAPI
+    document says so (the guard refuses one with 400)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde) -> _ParsedBody:
+        doc = request.scope.get(PARSED_BODY)
+        if doc is None:  # only without the guard in front (it is always added below)
+            doc = check_body(request.url.path, await request.body())
+        return cls.model_construct(**doc)
+
+
+class PredictInput(_ParsedBody):
+    patient: PatientBody  # required: the guard refuses a body without it (422)
+
+
+class BatchInput(_ParsedBody):
+    patients: PatientsBody
+
 
 # The page only talks to this server: the CSP makes the browser refuse anything else.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -59,18 +94,18 @@ def _instance() -> CRLMService | None:
 async def schema_patient(_: Request) -> Response:
     svc = _instance()
     engine = svc.store.engine if svc is not None else None
-    return JSONResponse(io.schema_document(engine.fields_used if engine else None))
+    return JSONResponse(schema_document(engine.fields_used if engine else None))
 
 
 async def model_info(_: Request) -> Response:
     svc = _instance()
     if svc is None or svc.store.engine is None:
-        return JSONResponse(io.unavailable_info(svc.store) if svc else {"state": "starting"}, status_code=503)
+        return JSONResponse(svc.store.info() if svc else {"state": "starting"}, status_code=503)
     return JSONResponse({"state": "ready", **svc.store.engine.model_info()})
 
 
 async def ui_config(_: Request) -> Response:
-    return JSONResponse({"api_key_required": bool(os.environ.get("CRLM_API_KEY")), "max_batch": io.MAX_BATCH},
+    return JSONResponse({"api_key_required": bool(os.environ.get("CRLM_API_KEY")), "max_batch": MAX_BATCH},
                         headers=PAGE_HEADERS)
 
 
@@ -87,7 +122,20 @@ class _PageFiles(StaticFiles):
         return response
 
 
+async def openapi_document(_: Request) -> Response:
+    svc = _instance()
+    engine = svc.store.engine if svc is not None else None
+    return JSONResponse(service_openapi(engine.example if engine else None))
+
+
+def service_openapi(example: dict | None = None) -> dict:
+    """The complete OpenAPI document (``/docs.json``): BentoML's plus every status and mounted route, the
+    answers described from ``example`` (the loaded models' warm-up answer) when there is one."""
+    return complete_openapi(CRLMService.openapi_spec.asdict(), example)
+
+
 pages = Starlette(routes=[
+    Route("/docs.json", openapi_document, methods=["GET"]),
     Route("/schema/patient", schema_patient, methods=["GET"]),
     Route("/model_info", model_info, methods=["GET"]),
     Route("/ui", lambda _: RedirectResponse("/ui/", status_code=307), methods=["GET"]),
@@ -97,14 +145,16 @@ pages = Starlette(routes=[
 ])
 
 
-WORKERS = io.default_workers()
+validate_environment()  # a malformed setting stops the server before it binds a port (SettingsError)
+bentoml_fixes.apply()  # unbounded metric labels, request timers kept alive for the whole timeout
+WORKERS = default_workers()
 
 
 @bentoml.asgi_app(pages, path="/", name="calculator")
 @bentoml.service(
     name="crlm_risk",
     workers=WORKERS,
-    traffic={"timeout": 120},
+    traffic={"timeout": request_timeout_s()},
     # Access log: method, path, status and sizes only (BentoML has no option to log bodies; none is added).
     logging={"access": {"enabled": True, "request_content_length": True, "request_content_type": True,
                         "response_content_length": True, "response_content_type": True}},
@@ -117,13 +167,23 @@ class CRLMService:
         # every worker process (bentoml.server_context numbers the workers of `bentoml serve`; in-process there
         # is one).
         in_server = bentoml.server_context.worker_index is not None
-        self.readiness = io.WorkerReadiness(WORKERS if in_server else 1)
-        self.store = io.ModelStore(on_ready=self.readiness.mark_ready).start()
+        self.readiness = WorkerReadiness(WORKERS if in_server else 1)
+        self.store = ModelStore(on_ready=self.readiness.mark_ready)
+        if self.readiness.others_ready():
+            # A replacement of a killed worker: load before the worker accepts a connection (the others
+            # answer meanwhile), so that no request meets a worker that is still loading.
+            self.store.load_now()
+        else:
+            self.store.start()
         # /predict merges concurrent requests into one Predictor call (see MicroBatcher). BentoML's own
         # adaptive batching (batchable=True) needs a single list parameter per request, which /predict's
         # {"patient": {...}} body is not; /predict_batch already sends a list and is answered in one call.
-        self.batcher = io.MicroBatcher(self._answer_many, max_batch=32)
+        self.batcher = MicroBatcher(self._answer_many, max_batch=32)
         self._batch_limiter = anyio.CapacityLimiter(1)
+
+    @bentoml.on_shutdown
+    def _unmark(self) -> None:
+        self.readiness.unmark()
 
     def __is_ready__(self) -> bool:
         return self.store.ready and self.readiness.all_ready()
@@ -131,48 +191,41 @@ class CRLMService:
     def _answer_many(self, patients: list[dict]) -> list[dict]:
         return self.store.require_engine().answer(patients)
 
-    @bentoml.api(route="/predict")
-    async def predict(self, patient: PatientBody = None) -> io.PredictResponse:
+    @bentoml.api(route="/predict", input_spec=PredictInput)
+    async def predict(self, patient: PatientBody = None) -> responses.PredictResponse:
         """OS and RFS at 12/36/60 months with 95% intervals, curves, risk groups, contributions, scores."""
         try:
-            clean = io.require_patient(patient)
+            clean = require_patient(patient)
             self.store.require_engine()
             answer = await self.batcher.submit(clean)
             return json_response(answer)
-        except io.RequestError as err:
+        except RequestError as err:
             return err.response()
         except Exception as err:
             return _server_error("predict", err)
 
-    @bentoml.api(route="/predict_batch")
-    async def predict_batch(self, patients: PatientsBody = None) -> io.BatchResponse:
+    @bentoml.api(route="/predict_batch", input_spec=BatchInput)
+    async def predict_batch(self, patients: PatientsBody = None) -> responses.BatchResponse:
         """Up to 1,000 patients: each gets the /predict answer or its own error entry (field and rule)."""
         try:
-            raw = io.require_patient_list(patients)
+            raw = require_patient_list(patients)
             engine = self.store.require_engine()
-            answer = await anyio.to_thread.run_sync(io.batch_answer, engine, raw, limiter=self._batch_limiter)
+            answer = await anyio.to_thread.run_sync(batch_answer, engine, raw, limiter=self._batch_limiter)
             return json_response(answer)
-        except io.RequestError as err:
+        except RequestError as err:
             return err.response()
         except Exception as err:
             return _server_error("predict_batch", err)
 
-    @bentoml.api(route="/scores")
-    def scores(self, patient: PatientBody = None) -> io.ScoresResponse:
+    @bentoml.api(route="/scores", input_spec=PredictInput)
+    def scores(self, patient: PatientBody = None) -> responses.ScoresResponse:
         """Fong, GAME, m-CS, TBS (zone) and Nordlinger alone (no model needed)."""
         try:
-            return json_response(io.scores_answer(io.require_patient(patient)))
-        except io.RequestError as err:
+            return json_response(scores_answer(require_patient(patient)))
+        except RequestError as err:
             return err.response()
         except Exception as err:
             return _server_error("scores", err)
-
-
-def json_response(answer: dict) -> Response:
-    """The answer serialised once by pydantic-core. Its shape is the route's response model (the OpenAPI
-    document; asserted by the tests): validating every answer into that model again before BentoML
-    serialised it cost more than the OS and RFS models together."""
-    return Response(pydantic_core.to_json(answer), media_type="application/json")
 
 
 def _server_error(where: str, err: Exception) -> Response:
@@ -183,4 +236,4 @@ def _server_error(where: str, err: Exception) -> Response:
     return JSONResponse({"error": "internal error; the request was not answered", "errors": []}, status_code=500)
 
 
-CRLMService.add_asgi_middleware(io.GuardMiddleware)
+CRLMService.add_asgi_middleware(GuardMiddleware)

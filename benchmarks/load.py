@@ -1,0 +1,242 @@
+"""Reliability benchmark: a bounded open-loop load on a real server, below and past its capacity.
+
+Starts ``bentoml serve`` on 127.0.0.1 (the bundles in ``models/``, or small coxnet models trained into a
+temporary directory), then:
+1. the unloaded latency: ``--unloaded`` sequential /predict requests (p50, p99);
+2. the sustainable rate: the throughput of a closed loop of ``--concurrency`` clients;
+3. for each multiple of that rate (``--multiples``, default 0.5, 1 and 2), an open loop: requests are sent on a
+   fixed schedule for ``--seconds`` whatever the answers (as real clients do), each with a 60 s timeout.
+For each rate it prints the requests sent, answered (200), shed (503 with Retry-After), other errors, p50/p99
+of the answered and p99 of the shed, and the server's resident memory (all its processes) at the start, the
+middle and the end of the run. Nothing is asserted; the summary states the issue's criteria at 2x (shed in
+under 100 ms, answered p99 within 3x the unloaded p99, no other errors, memory flat) with the figures.
+
+Usage: ``.venv/bin/python benchmarks/load.py [--seconds 20] [--multiples 0.5 1 2] [--workers N]
+[--max-concurrency N] [--models-dir DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from serving import bundles_or_small, patients, server
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (MB, from /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+        kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        rss[int(entry.name)] = kb
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo.extend(children.get(p, []))
+    return total / 1024
+
+
+def ms(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000, q)) if values else float("nan")
+
+
+class _Stale(Exception):
+    """No byte of an answer came back on a connection (closed by the server, or reset)."""
+
+
+class RawClient:
+    """A lean HTTP/1.1 client on asyncio streams (keep-alive connections, pre-encoded requests): httpx costs
+    the client ~1 ms of CPU per request, which on a shared 2-core machine delays the requests it is timing."""
+
+    def __init__(self, host: str, port: int, bodies: list[bytes]):
+        self.host, self.port = host, port
+        self.requests = [b"POST /predict HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (host.encode(), port, len(b), b) for b in bodies]
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, i: int) -> tuple[int, dict[str, str]]:
+        if self.idle:
+            try:
+                return await self._post(self.idle.pop(), i)
+            except _Stale:  # the server closed an idle keep-alive connection: retry once on a new one
+                pass
+        return await self._post(await asyncio.open_connection(self.host, self.port), i)
+
+    async def _post(self, conn, i: int) -> tuple[int, dict[str, str]]:
+        reader, writer = conn
+        try:
+            writer.write(self.requests[i % len(self.requests)])
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError) as err:
+            writer.close()
+            if isinstance(err, asyncio.IncompleteReadError) and err.partial:
+                raise  # part of an answer arrived: a real failure
+            raise _Stale from err
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)}
+        await reader.readexactly(int(headers.get("content-length", 0)))
+        if headers.get("connection", "").lower() == "close":
+            writer.close()
+        else:
+            self.idle.append(conn)
+        return status, headers
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle = []
+
+
+def bodies(sample: list[dict]) -> list[bytes]:
+    import json
+
+    return [json.dumps({"patient": p}).encode() for p in sample]
+
+
+async def open_loop(url: str, sample: list[dict], rate: float, seconds: float, pid: int) -> dict:
+    """Requests at a fixed rate for ``seconds`` (open loop: the schedule ignores the answers)."""
+    host, port = url.removeprefix("http://").split(":")
+    client = RawClient(host, int(port), bodies(sample))
+    n = max(1, int(rate * seconds))
+    results: list[tuple[int | str, float]] = []
+    rss = {"start": tree_rss_mb(pid)}
+
+    async def one(i: int, scheduled: float) -> None:
+        try:
+            status, headers = await asyncio.wait_for(client.post(i), 60)
+            label: int | str = status
+            if status == 503 and "retry-after" not in headers:
+                label = "503 without Retry-After"
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as err:
+            label = type(err).__name__
+        results.append((label, time.perf_counter() - scheduled))  # from the scheduled send: client lag counts
+
+    started = time.perf_counter()
+    tasks = []
+    for i in range(n):
+        scheduled = started + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, scheduled)))
+        if i == n // 2:
+            rss["middle"] = tree_rss_mb(pid)
+    await asyncio.gather(*tasks)
+    client.close()
+    rss["end"] = tree_rss_mb(pid)
+    counts = Counter(status for status, _ in results)
+    answered = [t for status, t in results if status == 200]
+    shed = [t for status, t in results if status == 503]
+    lag = max(0.0, time.perf_counter() - started - seconds)
+    return {"rate": rate, "sent": n, "counts": counts, "answered": answered, "shed": shed, "rss": rss,
+            "drain_s": lag}
+
+
+def closed_loop_rate(url: str, sample: list[dict], concurrency: int, n: int) -> float:
+    """Answers per second of ``concurrency`` clients sending back to back (the sustainable rate)."""
+    host, port = url.removeprefix("http://").split(":")
+
+    async def run() -> float:
+        client = RawClient(host, int(port), bodies(sample))
+        counter = iter(range(n))
+
+        async def worker() -> None:
+            for i in counter:
+                status, _ = await client.post(i)
+                assert status == 200, status
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        client.close()
+        return n / (time.perf_counter() - t0)
+
+    return asyncio.run(run())
+
+
+def unloaded(url: str, sample: list[dict], n: int) -> list[float]:
+    """Latencies of ``n`` sequential requests (one connection)."""
+    host, port = url.removeprefix("http://").split(":")
+
+    async def run() -> list[float]:
+        client = RawClient(host, int(port), bodies(sample))
+        times = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            status, _ = await client.post(i)
+            assert status == 200, status
+            times.append(time.perf_counter() - t0)
+        client.close()
+        return times
+
+    return asyncio.run(run())
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of each open-loop run")
+    parser.add_argument("--multiples", type=float, nargs="+", default=[0.5, 1.0, 2.0],
+                        help="rates as multiples of the sustainable rate")
+    parser.add_argument("--unloaded", type=int, default=200, help="sequential requests for the unloaded p99")
+    parser.add_argument("--concurrency", type=int, default=8, help="closed-loop clients for the sustainable rate")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server workers (default 1: on a 2-core machine the client needs the other core)")
+    parser.add_argument("--max-concurrency", type=int, default=None, help="CRLM_MAX_CONCURRENCY of the server")
+    parser.add_argument("--models-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    os.environ["BENTOML_DO_NOT_TRACK"] = "True"
+
+    models_dir, tmp = bundles_or_small(args.models_dir)
+    sample = patients(500)
+    env = {"CRLM_MAX_CONCURRENCY": str(args.max_concurrency)} if args.max_concurrency else {}
+    print(f"models: {models_dir}; {args.workers} worker(s); {os.cpu_count()} CPUs; load average "
+          f"{os.getloadavg()[0]:.2f}; server env {env or '(defaults)'}", flush=True)
+    with server(models_dir, args.workers, env) as (url, proc):
+        unloaded(url, sample, 20)  # warm-up
+        base = unloaded(url, sample, args.unloaded)
+        capacity = closed_loop_rate(url, sample, args.concurrency, max(200, args.unloaded))
+        print(f"unloaded /predict: p50 {ms(base, 50):.1f} ms, p99 {ms(base, 99):.1f} ms ({len(base)} sequential); "
+              f"sustainable rate {capacity:.1f} req/s (closed loop, {args.concurrency} clients)\n", flush=True)
+        runs = [asyncio.run(open_loop(url, sample, m * capacity, args.seconds, proc.pid)) for m in args.multiples]
+
+    print(f"{'rate':>14}{'sent':>7}{'200':>7}{'503':>7}{'other':>7}{'p50 ms':>9}{'p99 ms':>9}{'shed p99':>10}"
+          f"{'RSS MB start/middle/end':>26}")
+    for m, r in zip(args.multiples, runs, strict=True):
+        other = sum(n for status, n in r["counts"].items() if status not in (200, 503))
+        rss = r["rss"]
+        print(f"{m:>4.1f}x {r['rate']:>5.1f}/s{r['sent']:>7}{r['counts'][200]:>7}{r['counts'][503]:>7}{other:>7}"
+              f"{ms(r['answered'], 50):>9.1f}{ms(r['answered'], 99):>9.1f}{ms(r['shed'], 99):>10.1f}"
+              f"{rss['start']:>10.0f}/{rss.get('middle', float('nan')):.0f}/{rss['end']:.0f}")
+        if other:
+            print(f"      other answers: {dict((k, v) for k, v in r['counts'].items() if k not in (200, 503))}")
+    top = runs[-1]
+    ratio = ms(top["answered"], 99) / ms(base, 99)
+    print(f"\nat {args.multiples[-1]}x: shed p99 {ms(top['shed'], 99):.1f} ms (criterion < 100 ms); answered p99 / "
+          f"unloaded p99 = {ratio:.2f} (criterion <= 3); other errors "
+          f"{sum(n for s, n in top['counts'].items() if s not in (200, 503))} (criterion 0); RSS "
+          f"{top['rss']['start']:.0f} -> {top['rss']['end']:.0f} MB")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

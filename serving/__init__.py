@@ -1,1 +1,0 @@
-"""The BentoML service and its web calculator (run from the repository root)."""

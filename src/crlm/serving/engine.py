@@ -1,0 +1,141 @@
+"""The answer: both endpoints' Predictors and the clinical scores, validated patients in, answers out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from crlm.serving.request_models import form_fields, score_inputs
+from crlm.serving.settings import DISCLAIMER, ENDPOINTS, SERVED_SCORES
+from crlm.serving.validation import validate_patient
+
+
+@dataclass
+class LoadedModel:
+    """A Predictor and which model it is (registered name, version, alias, source, training cohort)."""
+
+    predictor: Any  # crlm.predictor.Predictor
+    ref: dict
+
+
+def clinical_scores(patients, names: Sequence[str] = SERVED_SCORES) -> list[dict[str, dict]]:
+    """The served scores of every patient (records or ``CanonicalColumns``; ``crlm.scores.score_patients``)."""
+    from crlm.scores import score_patients
+
+    return score_patients(patients, names)
+
+
+class Engine:
+    """Both endpoints' Predictors and the clinical scores: validated patients in, answers out.
+
+    Parameters
+    ----------
+    models : dict
+        Endpoint (``os``, ``rfs``) -> ``LoadedModel``.
+    """
+
+    def __init__(self, models: dict[str, LoadedModel]):
+        missing = [ep for ep in ENDPOINTS if ep not in models]
+        if missing:
+            raise ValueError(f"missing model(s) for {missing}")
+        self.models = models
+        self.example: dict | None = None  # the warm-up answer (describes the answer in /docs.json)
+        self.fields_used = set().union(*(set(getattr(m.predictor, "fields_used", [])) for m in models.values()))
+
+    def warm_up(self) -> None:
+        """One prediction at load time, so the first request does not pay for lazy imports and caches."""
+        example = {f.name: (f.minimum + f.maximum) / 2 for f in form_fields() if f.required_for_prediction}
+        example["n_liver_metastases"] = 2
+        self.example = self.answer([example])[0]
+
+    def answer(self, patients: Sequence[dict]) -> list[dict]:
+        """One answer per clean patient record (``validate_patient``): OS, RFS, scores, warnings, models."""
+        if not patients:
+            return []
+        from crlm.cohort.base import canonical_columns
+
+        # canonicalised once, for both endpoints and the scores
+        rows = canonical_columns([{k: v for k, v in p.items() if k != "patient_id"} for p in patients])
+        per_endpoint = {ep: m.predictor.predict(rows) for ep, m in self.models.items()}
+        scores = clinical_scores(rows)
+        refs = {ep: m.ref for ep, m in self.models.items()}
+        answers = []
+        for i, patient in enumerate(patients):
+            own = {ep: per_endpoint[ep][i] for ep in ENDPOINTS}
+            answers.append({
+                "patient_id": patient.get("patient_id"),
+                **own,
+                "scores": scores[i],
+                "warnings": self._warnings(patient, own),
+                "models": refs,
+                "disclaimer": DISCLAIMER,
+            })
+        return answers
+
+    def _warnings(self, patient: dict, own: dict[str, dict]) -> list[str]:
+        out = list(dict.fromkeys(w for ep in ENDPOINTS for w in own[ep].get("warnings", [])))
+        for name in patient:
+            if name == "patient_id" or name in self.fields_used:
+                continue
+            where = "it enters only the clinical scores" if name in score_inputs() else "it was ignored"
+            out.append(f"{name} is not used by the OS/RFS models ({where})")
+        return out
+
+    def model_info(self) -> dict:
+        return {"models": {ep: model_card(m) for ep, m in self.models.items()}, "disclaimer": DISCLAIMER}
+
+
+def model_card(model: LoadedModel) -> dict:
+    """``GET /model_info`` for one endpoint: which model, how it was built, its card."""
+    meta = dict(getattr(model.predictor, "metadata", {}) or {})
+    metrics = next((meta[k] for k in ("metrics", "headline_metrics", "performance") if k in meta), None)
+    return {
+        **model.ref,
+        "endpoint_label": getattr(model.predictor, "endpoint_label", None),
+        "horizons_months": meta.get("horizons"),
+        "metrics": metrics,
+        "calibration": meta.get("calibration"),
+        "recalibration": meta.get("recalibration"),
+        "interval_method": meta.get("interval_method"),
+        "explainer": meta.get("explainer"),
+        "risk_groups": meta.get("risk_groups"),
+        "feature_blocks": meta.get("feature_blocks"),
+        "postoperative": meta.get("postoperative"),
+        "fields_used": meta.get("fields_used"),
+        "model_card": meta.get("model_card"),
+        "metadata": meta,
+    }
+
+
+def echoable_id(raw) -> str | None:
+    """A refused patient's patient_id, echoed only if it is a valid one (short text, no control characters)."""
+    pid = raw.get("patient_id") if isinstance(raw, dict) else None
+    if isinstance(pid, str) and len(pid) <= 64 and not any(ord(c) < 32 or ord(c) == 127 for c in pid):
+        return pid
+    return None
+
+
+def batch_answer(engine: Engine, raw_patients: list) -> dict:
+    """``/predict_batch``: each patient is validated alone; the valid ones share one Predictor call, the
+    invalid ones get their own error entry (index, field, rule) without failing the others."""
+    results: list[dict | None] = [None] * len(raw_patients)
+    valid, where = [], []
+    for i, raw in enumerate(raw_patients):
+        clean, problems = validate_patient(raw)
+        if clean is None:
+            results[i] = {"index": i, "patient_id": echoable_id(raw), "ok": False,
+                          "error": {"error": "invalid patient", "errors": problems}}
+        else:
+            valid.append(clean)
+            where.append(i)
+    for i, answer in zip(where, engine.answer(valid) if valid else [], strict=True):
+        results[i] = {"index": i, "ok": True, **answer}
+    n_ok = len(valid)
+    return {"results": results, "summary": {"patients": len(raw_patients), "answered": n_ok,
+                                            "refused": len(raw_patients) - n_ok}}
+
+
+def scores_answer(clean: dict) -> dict:
+    """``/scores``: the clinical scores of one clean patient (no model needed)."""
+    return {"patient_id": clean.get("patient_id"), "scores": clinical_scores([clean])[0], "disclaimer": DISCLAIMER}

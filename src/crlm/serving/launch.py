@@ -1,0 +1,49 @@
+"""Launching the service: ``crlm serve`` runs ``bentoml serve crlm.serving.service:CRLMService`` (from any
+directory: the service is imported from the installed package)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from crlm.serving.settings import ModelConfig, validate_environment
+
+SERVICE_IMPORT = "crlm.serving.service:CRLMService"
+
+
+def serve_command(host: str = "127.0.0.1", port: int = 3000, python: str | None = None) -> list[str]:
+    """The ``bentoml serve`` command line that ``crlm serve`` runs."""
+    return [python or sys.executable, "-m", "bentoml", "serve", SERVICE_IMPORT, "--host", host, "--port",
+            str(port)]
+
+
+def serve_env(models_dir: str | Path | None = None, api_key: str | None = None, workers: int | None = None,
+              base: dict | None = None) -> dict[str, str]:
+    """The environment of the served process (no usage tracking: the service never calls home)."""
+    env = dict(os.environ if base is None else base)
+    env["BENTOML_DO_NOT_TRACK"] = "True"
+    if models_dir is not None:
+        env["CRLM_MODELS_DIR"] = str(Path(models_dir).resolve())
+    if api_key:
+        env["CRLM_API_KEY"] = api_key
+    if workers:
+        env["CRLM_SERVE_WORKERS"] = str(workers)
+    return env
+
+
+def serve(host: str = "127.0.0.1", port: int = 3000, *, models_dir: str | Path | None = None,
+          api_key: str | None = None, workers: int | None = None) -> None:
+    """Run the service in the foreground (replaces the current process; Ctrl-C stops it).
+
+    Every setting is validated first (``SettingsError`` names the variable), and the MLflow tracking store is
+    opened once here, before the server forks its workers (a new store is created by the first opener).
+    """
+    cmd = serve_command(host, port)
+    env = serve_env(models_dir, api_key, workers)
+    validate_environment(env)
+    if ModelConfig.from_env(env).source == "registry":
+        from crlm.serving.store import open_tracking_store
+
+        open_tracking_store()
+    os.execve(cmd[0], cmd, env)

@@ -1,0 +1,131 @@
+"""The service's settings: constants and every ``CRLM_*`` environment variable, validated once at start-up.
+
+A malformed setting stops the server before it binds a port, with the variable's name, its value and the
+rule (``SettingsError``); nothing is parsed again per request.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from crlm.paths import project_root
+
+ENDPOINTS = ("os", "rfs")
+SERVED_SCORES = ("fong", "game", "mcs", "tbs", "nordlinger")
+MAX_BATCH = 1000
+# 1,000 complete patients are about 1.1 MB of compact JSON (1.3 MB indented); 4 MiB leaves ample room.
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_ALIAS = "champion"
+# Requests a worker handles at once (answering or waiting for the models); past the queue, a fast 503.
+DEFAULT_MAX_CONCURRENCY = 16
+DEFAULT_RETRY_AFTER_S = 1
+# A request not answered in this time gets a 504 (a batch of 1,000 patients takes about a second).
+DEFAULT_REQUEST_TIMEOUT_S = 60
+DISCLAIMER = ("Research prototype: not for clinical use without local validation. Predictions are associations "
+              "learned from the training cohort, not treatment effects.")
+# Top-level keys of each JSON API body (anything else is refused with the key's name).
+BODY_KEYS = {"/predict": ("patient",), "/predict_batch": ("patients",), "/scores": ("patient",)}
+# Paths reachable without the API key: probes, API documentation and the calculator's static files (the page
+# holds no data; its calls to the API carry the key). /metrics needs the key when one is set.
+OPEN_PATHS = frozenset({"/", "/livez", "/healthz", "/readyz", "/docs.json", "/schema.json", "/schema/patient",
+                        "/ui"})
+OPEN_PREFIXES = ("/ui/", "/static_content/")
+# Every path the service answers (anything else is a 404, labelled "/(other)" in the metrics and access log).
+KNOWN_PATHS = OPEN_PATHS | set(BODY_KEYS) | {"/metrics", "/model_info"}
+KNOWN_PREFIXES = (*OPEN_PREFIXES, "/assets/")
+
+
+class SettingsError(ValueError):
+    """A malformed ``CRLM_*`` setting (the message names the variable, its value and the rule)."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    text = raw.strip()
+    if not text.isdigit() or int(text) < minimum:
+        raise SettingsError(f"{name}={raw!r}: must be a whole number >= {minimum} (bytes, counts and seconds "
+                            "are plain integers, e.g. 4194304)")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Where the Predictors come from (read from the environment by ``from_env``)."""
+
+    source: str  # "registry" or "bundle"
+    names: dict[str, str]  # endpoint -> registered model name (also the bundle directory's name)
+    models_dir: Path
+    alias: str = DEFAULT_ALIAS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ModelConfig:
+        env = os.environ if env is None else env
+        names = {"os": env.get("CRLM_OS_MODEL") or "crlm-sim-os", "rfs": env.get("CRLM_RFS_MODEL") or "crlm-sim-rfs"}
+        models_dir = Path(env.get("CRLM_MODELS_DIR") or project_root() / "models")
+        source = env.get("CRLM_MODEL_SOURCE") or "auto"
+        if source == "auto":
+            source = "registry" if env.get("MLFLOW_TRACKING_URI") else "bundle"
+        if source not in ("registry", "bundle"):
+            raise SettingsError(f"CRLM_MODEL_SOURCE={source!r}: must be auto, registry or bundle")
+        if names["os"] == names["rfs"]:
+            raise SettingsError(f"CRLM_OS_MODEL and CRLM_RFS_MODEL are both {names['os']!r}: each endpoint "
+                                "needs its own model")
+        return cls(source, names, models_dir, env.get("CRLM_MODEL_ALIAS") or DEFAULT_ALIAS)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """The request-path settings of one server (API key, limits, load shedding)."""
+
+    api_key: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY  # per worker process
+    retry_after_s: int = DEFAULT_RETRY_AFTER_S
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServiceSettings:
+        env = os.environ if env is None else env
+        return _service_settings(tuple(env.get(name) for name in SERVICE_VARIABLES))
+
+    @classmethod
+    def parse(cls, env: Mapping[str, str]) -> ServiceSettings:
+        return cls(api_key=env.get("CRLM_API_KEY") or None,
+                   max_body_bytes=_int(env, "CRLM_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024),
+                   max_concurrency=_int(env, "CRLM_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, 1),
+                   retry_after_s=_int(env, "CRLM_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, 1))
+
+
+SERVICE_VARIABLES = ("CRLM_API_KEY", "CRLM_MAX_BODY_BYTES", "CRLM_MAX_CONCURRENCY", "CRLM_RETRY_AFTER_S")
+
+
+@functools.lru_cache(maxsize=8)
+def _service_settings(values: tuple[str | None, ...]) -> ServiceSettings:
+    """Parsed once per distinct environment (the guard asks at every request; the key may be rotated)."""
+    return ServiceSettings.parse({k: v for k, v in zip(SERVICE_VARIABLES, values, strict=True) if v is not None})
+
+
+def default_workers(env: Mapping[str, str] | None = None) -> int:
+    """Server worker processes: ``CRLM_SERVE_WORKERS``, else one per CPU (each process answers with its own
+    interpreter; one process is bound to one core by Python's global interpreter lock)."""
+    env = os.environ if env is None else env
+    return _int(env, "CRLM_SERVE_WORKERS", max(1, os.cpu_count() or 1), 1)
+
+
+def request_timeout_s(env: Mapping[str, str] | None = None) -> int:
+    """Seconds before an unanswered request gets a 504: ``CRLM_REQUEST_TIMEOUT_S``."""
+    env = os.environ if env is None else env
+    return _int(env, "CRLM_REQUEST_TIMEOUT_S", DEFAULT_REQUEST_TIMEOUT_S, 1)
+
+
+def validate_environment(env: Mapping[str, str] | None = None) -> None:
+    """Every setting parsed once (``crlm serve`` and the service's import call it): raises ``SettingsError``."""
+    ServiceSettings.from_env(env)
+    ModelConfig.from_env(env)
+    default_workers(env)
+    request_timeout_s(env)
