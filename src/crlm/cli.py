@@ -110,7 +110,10 @@ def validate(
     for w in rep.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
     if rep.problems:
-        print_frame(rep.to_frame().astype(str), title="bad cells (rows set aside)")
+        print_frame(rep.to_frame().astype(str), title="bad cells (rows set aside; value after the mapping, "
+                                                      "and as written in the file)")
+    if len(rep.fields):
+        print_frame(rep.fields, title="per field: recorded and missing among accepted rows, rejected cells")
     if report:
         rep.to_frame().to_csv(report, index=False)
     console.print(rep.summary())

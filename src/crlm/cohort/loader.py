@@ -9,6 +9,7 @@ Rows that fail validation are set aside with a report; ``strict=True`` fails the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +48,7 @@ class Mapping(BaseModel):
     missing_values: list[Any] = []
     join: list[JoinSpec] = []
     derive: dict[str, str] = {}
-    rename: dict[str, str]
+    rename: dict[str, str | list[str]]  # source column -> schema field (a list: one column feeds several)
     recode: dict[str, dict[Any, Any]] = {}
     units: dict[str, Literal[tuple(UNIT_FACTORS)]] = {}  # type: ignore[valid-type]
 
@@ -66,7 +67,8 @@ def read_mapping(path: str | Path) -> Mapping:
     except ValidationError as err:
         details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise MappingError(f"invalid mapping {path}: {details}") from None
-    unknown = [f for f in [*mapping.rename.values(), *mapping.recode, *mapping.units] if f not in FIELDS_BY_NAME]
+    targets = [t for v in mapping.rename.values() for t in ([v] if isinstance(v, str) else v)]
+    unknown = [f for f in [*targets, *mapping.recode, *mapping.units] if f not in FIELDS_BY_NAME]
     if unknown:
         raise MappingError(f"invalid mapping {path}: unknown schema field(s) {sorted(set(unknown))}")
     return mapping
@@ -89,27 +91,40 @@ def read_table(path: str | Path, encoding: str | None = None) -> pd.DataFrame:
 
 
 def apply_mapping(raw: pd.DataFrame, mapping: Mapping, base_dir: Path) -> pd.DataFrame:
+    """The source rows as schema fields (see the module docstring); ``_source_row`` keeps each row's number."""
+    return map_with_written(raw, mapping, base_dir)[0]
+
+
+def map_with_written(raw: pd.DataFrame, mapping: Mapping, base_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(mapped rows, the same cells as written in the source files): reports show both."""
     df = raw.copy()
     df[ROW_COLUMN] = np.arange(1, len(df) + 1)
+    written = df.copy()
     df = _replace_missing(df, mapping.missing_values)
     for join in mapping.join:
-        extra = _replace_missing(read_table(base_dir / join.path, join.encoding), mapping.missing_values)
-        _require_columns(extra, [join.right_key, *join.columns], base_dir / join.path)
+        extra_raw = read_table(base_dir / join.path, join.encoding)
+        _require_columns(extra_raw, [join.right_key, *join.columns], base_dir / join.path)
         _require_columns(df, [join.left_key], "the cohort file")
-        extra = extra[[join.right_key, *join.columns]].rename(columns={join.right_key: join.left_key})
-        clash = [c for c in join.columns if c in df.columns]
-        df = df.merge(extra, on=join.left_key, how="left", suffixes=("", "__joined"))
-        for c in clash:  # the main file wins; the supplement fills its gaps
-            df[c] = df[c].where(df[c].notna(), df[f"{c}__joined"])
-            df = df.drop(columns=f"{c}__joined")
+        repeated = extra_raw[join.right_key].dropna()
+        repeated = sorted(map(str, repeated[repeated.duplicated()].unique()))
+        if repeated:
+            raise MappingError(f"join {join.path}: key {join.right_key!r} repeats {', '.join(repeated[:10])}: "
+                               "one row per patient is needed to join")
+        before = df
+        df = _join(df, _replace_missing(extra_raw, mapping.missing_values), join)
+        written = _join(written, extra_raw, join, fill=before)
     for target, expression in mapping.derive.items():
-        numeric = df.drop(columns=[ROW_COLUMN]).apply(pd.to_numeric, errors="coerce")
-        try:
-            df[target] = numeric.eval(expression, engine="python")
-        except Exception as err:  # pandas raises many types for a bad expression
-            raise MappingError(f"derive {target!r}: cannot evaluate {expression!r}: {err}") from None
+        df[target], used = _derive(df, target, expression)
+        # a derived cell "as written" is its inputs as written
+        written[target] = written[used].astype(str).apply(
+            lambda r: ", ".join(f"{k}={v}" for k, v in r.items()), axis=1) if used else expression
     _require_columns(df, list(mapping.rename), "the cohort file")
-    out = df[[*mapping.rename, ROW_COLUMN]].rename(columns=mapping.rename)
+    out = pd.DataFrame({ROW_COLUMN: df[ROW_COLUMN].to_numpy()}, index=df.index)
+    as_written = pd.DataFrame(index=df.index)
+    for source, targets in mapping.rename.items():
+        for target in [targets] if isinstance(targets, str) else targets:
+            out[target] = df[source]
+            as_written[target] = written[source]
     for field_name, codes in mapping.recode.items():
         if field_name in out:
             lookup = {_code_key(k): v for k, v in codes.items()}
@@ -120,7 +135,48 @@ def apply_mapping(raw: pd.DataFrame, mapping: Mapping, base_dir: Path) -> pd.Dat
             values = pd.to_numeric(out[field_name], errors="coerce")
             # non-numeric cells are left as they are, so validation reports them as they were written
             out[field_name] = out[field_name].where(values.isna(), values * UNIT_FACTORS[unit])
+    return out, as_written
+
+
+def _join(df: pd.DataFrame, extra: pd.DataFrame, join: JoinSpec, fill: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Left join on the key; where both files have a column, the main file wins and the supplement fills its
+    gaps (judged on ``fill``, the missing-coded frame, when given)."""
+    extra = extra[[join.right_key, *join.columns]].rename(columns={join.right_key: join.left_key})
+    clash = [c for c in join.columns if c in df.columns]
+    out = df.merge(extra, on=join.left_key, how="left", suffixes=("", "__joined"))
+    for c in clash:
+        known = (fill[c] if fill is not None else out[c]).notna().to_numpy()
+        out[c] = out[c].where(known, out[f"{c}__joined"])
+        out = out.drop(columns=f"{c}__joined")
     return out
+
+
+_STRING_LITERAL = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _derive(df: pd.DataFrame, target: str, expression: str) -> tuple[pd.Series, list[str]]:
+    """Evaluate a derive expression; missing in, missing out.
+
+    Columns are numbers when every recorded value is numeric, else text (so ``stage == 'IV'`` works). A row
+    with any input missing gets a missing result whatever the operator (pandas would make ``NaN < 12`` False).
+    """
+    code = _STRING_LITERAL.sub("", expression)
+    used = [c for c in df.columns if c != ROW_COLUMN and (
+        f"`{c}`" in code or re.search(rf"(?<![\w.]){re.escape(str(c))}(?![\w(])", code))]
+    local = {}
+    for c in used:
+        numbers = pd.to_numeric(df[c], errors="coerce")
+        text = df[c].where(df[c].isna(), df[c].astype(str).str.strip())
+        local[c] = numbers if numbers.notna().sum() == df[c].notna().sum() else text
+    frame = pd.DataFrame(local, index=df.index)
+    try:
+        result = frame.eval(expression, engine="python") if used else pd.eval(expression, engine="python")
+    except Exception as err:  # pandas raises many types for a bad expression
+        raise MappingError(f"derive {target!r}: cannot evaluate {expression!r}: {err} "
+                           f"(columns available: {', '.join(map(str, df.columns[:40]))})") from None
+    result = pd.Series(result, index=df.index) if np.ndim(result) else pd.Series([result] * len(df), index=df.index)
+    unknown = frame.isna().any(axis=1) if used else pd.Series(False, index=df.index)
+    return result.astype(object).where(~unknown, np.nan), used
 
 
 def load_cohort(path: str | Path, mapping: str | Path | Mapping | None = None, *, strict: bool = False,
@@ -135,11 +191,12 @@ def load_cohort(path: str | Path, mapping: str | Path | Mapping | None = None, *
         base_dir = path.parent
     raw = read_table(path, mapping.encoding if mapping else None)
     if mapping is not None:
-        frame = apply_mapping(raw, mapping, base_dir)
+        frame, written = map_with_written(raw, mapping, base_dir)
     else:
         frame = raw.copy()
         frame[ROW_COLUMN] = np.arange(1, len(frame) + 1)
-    data, report = validate_frame(frame)
+        written = frame
+    data, report = validate_frame(frame, written)
     if strict and not report.ok:
         raise CohortValidationError(report, str(path))
     return Cohort(data=data, name=name or (mapping.name if mapping else path.stem),
