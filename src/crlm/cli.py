@@ -131,10 +131,18 @@ def scores(
 ):
     """The clinical scores of every patient and each score's Harrell C (95% bootstrap CI) per endpoint."""
     from crlm.evaluation.baselines import score_agreement, score_concordance
-    from crlm.scores import score_table
+    from crlm.scores import score_coverage, score_table
 
     cohort = _load(file, mapping)
+    coverage = score_coverage(cohort.data)
+    print_frame(coverage, title=f"which scores this cohort can compute ({len(cohort)} accepted patients; "
+                                "'lacking': factor (inputs): patients without it)")
     table = score_table(cohort.data)
+    for f in cohort.recorded_scores:
+        table[f.name] = cohort.data[f.name].to_numpy()
+    if table.dropna(axis=1, how="all").empty:
+        console.print("[yellow]no score is computable for any patient[/yellow]: see 'lacking' above; a score "
+                      "the export records can be declared in the mapping under recorded_scores")
     if out:
         table.insert(0, "patient_id", cohort.data.get("patient_id"))
         write_frame(table, out)

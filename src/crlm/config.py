@@ -69,7 +69,7 @@ class JobConfig(Strict):
     models: list[str] = ["coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft"]
     baselines: list[str] = ["score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger",
                             "score:konopke"]
-    reference: str = "score:fong"
+    reference: str = "score:fong"  # score:<name>, recorded:<field> (declared in the mapping), auto or none
     search_spaces: dict[str, dict[str, list]] | None = None
     resampling: Resampling = Resampling()
     selection: Selection = Selection()
@@ -115,10 +115,12 @@ class JobConfig(Strict):
     @field_validator("reference")
     @classmethod
     def score_reference(cls, v: str) -> str:
+        from crlm.evaluation.references import is_valid
         from crlm.models import SCORE_MODEL_NAMES
 
-        if v not in SCORE_MODEL_NAMES:
-            raise ValueError(f"the reference must be a clinical score model, one of {', '.join(SCORE_MODEL_NAMES)}")
+        if not is_valid(v):
+            raise ValueError(f"the reference must be a clinical score ({', '.join(SCORE_MODEL_NAMES)}), "
+                             "recorded:<field> (a score column declared in the mapping), auto or none")
         return v
 
     @property

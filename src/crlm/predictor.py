@@ -31,6 +31,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from crlm.cohort.base import CanonicalColumns, Cohort, canonical_columns, predictors_frame
 from crlm.evaluation.intervals import bootstrap_indices
+from crlm.evaluation.metrics import usable_horizons
 from crlm.explain import EVENT_WORDS, Explainer
 from crlm.models import final_estimator, make_model
 from crlm.recalibration import Recalibrator, cross_fitted_ici
@@ -258,7 +259,8 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
     if len(y) < 20 or y["event"].sum() < 10:
         raise ValueError(f"{len(y)} patients with {int(y['event'].sum())} events are too few to train a predictor")
     X = predictors_frame(population.data)
-    horizons = tuple(float(h) for h in horizons if h < y["time"].max())
+    # the one horizon rule (crlm.evaluation.metrics.usable_horizons): inside follow-up, an event at or before it
+    horizons = tuple(float(h) for h in usable_horizons(y, y, horizons))
     times = curve_grid(horizons, float(np.quantile(y["time"], 0.98)))
     positive = times[1:]
 

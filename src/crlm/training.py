@@ -31,6 +31,8 @@ from crlm.evaluation.benchmark import BenchmarkResult, BenchmarkSpec, fit_model,
 from crlm.evaluation.metrics import harrell_c
 from crlm.paths import project_root
 from crlm.predictor import Predictor, train_predictor
+from crlm.results_store import benchmark_tables, persist_benchmark, results_directory
+from crlm.scores import SCORES
 
 # Simpler first: the tie-break of the selection rule.
 SIMPLICITY = ("coxph", "coxnet", "xgb_cox", "xgb_aft", "gbsa", "rsf")
@@ -122,32 +124,42 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
         timings["benchmark"] = time.perf_counter() - t0
         for note in result.notes:
             log(f"note: {note}")
-        champion, runner_up, rule = select_champion(result, config)
-        log(f"champion: {champion} (runner-up: {runner_up}); rule: {rule}")
+        # Results first: a failure from here on leaves the benchmark in MLflow and on disk.
+        saved = persist_benchmark(result, config.job, results_directory(project_root(), config.job))
+        log(f"benchmark results saved: MLflow run {saved.run_id}, {saved.directory}")
+        try:
+            champion, runner_up, rule = select_champion(result, config)
+            log(f"champion: {champion} (runner-up: {runner_up}); rule: {rule}")
 
-        t0 = time.perf_counter()
-        predictors = {m: _build_predictor(m, cohort, result, config, rule) for m in [champion, runner_up] if m}
-        timings["predictors"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            predictors = {m: _build_predictor(m, cohort, result, config, rule) for m in [champion, runner_up] if m}
+            timings["predictors"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        model_infos, card = _log_model_runs(result, config, champion, predictors, rule, progress)
-        _log_job_artifacts(result, champion, rule)
-        timings["tracking"] = time.perf_counter() - t0
-        mlflow.set_tags({"crlm_champion": champion, "crlm_selection_rule": rule[:5000]})
-        mlflow.log_metrics({f"timing_{k}_seconds": v for k, v in timings.items()})
+            t0 = time.perf_counter()
+            model_infos, card = _log_model_runs(result, config, champion, predictors, rule, progress)
+            _log_job_artifacts(result, champion, rule)
+            timings["tracking"] = time.perf_counter() - t0
+            mlflow.set_tags({"crlm_champion": champion, "crlm_selection_rule": rule[:5000]})
+            mlflow.log_metrics({f"timing_{k}_seconds": v for k, v in timings.items()})
 
-        # Last: the registry. Only now do the new versions and aliases appear.
-        name = config.model_name
-        tags = {"cohort": cohort.name, "endpoint": config.endpoint, "job": config.job,
-                "parent_run_id": parent.info.run_id}
-        champion_version = tracking.register(model_infos[champion].model_uri, name, tags | {"model": champion})
-        challenger_version = (tracking.register(model_infos[runner_up].model_uri, name, tags | {"model": runner_up})
-                              if runner_up else None)
-        tracking.set_aliases(name, champion_version, challenger_version)
-        predictor = predictors[champion]
-        predictor.metadata |= {"registered_name": name, "version": champion_version, "alias": "champion"}
-        export_dir = _export(predictor, card, config)
-        mlflow.set_tag("crlm_export_dir", str(export_dir))
+            # Last: the registry. Only now do the new versions and aliases appear.
+            name = config.model_name
+            tags = {"cohort": cohort.name, "endpoint": config.endpoint, "job": config.job,
+                    "parent_run_id": parent.info.run_id}
+            champion_version = tracking.register(model_infos[champion].model_uri, name, tags | {"model": champion})
+            challenger_version = (tracking.register(model_infos[runner_up].model_uri, name,
+                                                    tags | {"model": runner_up}) if runner_up else None)
+            tracking.set_aliases(name, champion_version, challenger_version)
+            predictor = predictors[champion]
+            predictor.metadata |= {"registered_name": name, "version": champion_version, "alias": "champion"}
+            export_dir = _export(predictor, card, config)
+            mlflow.set_tag("crlm_export_dir", str(export_dir))
+        except Exception as err:  # the job run ends FAILED (the context manager) with the reason recorded
+            reason = f"{type(err).__name__}: {err}"
+            mlflow.set_tag("crlm_failure", reason[:5000])
+            mlflow.log_text(reason + f"\nbenchmark results kept: run {saved.run_id}, {saved.directory}\n",
+                            "failure.txt")
+            raise
     timings["total"] = time.perf_counter() - started
     return JobOutcome(config, result, champion, runner_up, rule, predictor, name, champion_version,
                       challenger_version, parent.info.run_id, export_dir, uri, timings)
@@ -166,7 +178,8 @@ def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config
         for r in headline.itertuples() if r.metric in ("harrell_c", "uno_c", "mean_auc", "ibs", "ipa_ibs", "ici", "oe",
                                                       "auc")}
     comp = result.comparisons[(result.comparisons.model == model) & (result.comparisons.metric == "harrell_c")]
-    meta = {"selection_rule": rule, "job": config.job, "reference": config.reference,
+    meta = {"selection_rule": rule, "job": config.job, "reference": spec.reference or "none",
+            "score_coverage": result.score_coverage.to_dict(orient="records"),
             "validation": (f"nested resampling: {spec.outer_repeats}x{spec.outer_splits}-fold outer, "
                            f"{spec.inner_splits}-fold inner tuning; {spec.n_boot} bootstrap resamples"),
             "metrics": summary,
@@ -183,7 +196,7 @@ def _log_model_runs(result, config, champion, predictors, rule, progress):
     from crlm.model_card import build_model_card
 
     model_infos, card = {}, None
-    reference = config.reference
+    reference = result.spec.reference
     models = list(result.oof)
     for i, model in enumerate(models):
         with mlflow.start_run(run_name=model, nested=True):
@@ -196,7 +209,7 @@ def _log_model_runs(result, config, champion, predictors, rule, progress):
             tracking.log_metric_table(result.metrics, model, result.comparisons)
             for h in result.horizons:
                 _log_fig(plots.calibration_plot(result, model, h), f"calibration/calibration_{h:g}m.png")
-            if reference in result.oof and model != reference:
+            if reference in result.oof and model != reference and reference.removeprefix("score:") in SCORES:
                 _log_fig(plots.km_by_risk_group(result, model, reference=reference), "km/km_by_risk_group.png")
             _log_fig(plots.time_dependent_auc_plot(result, models=[m for m in (model, reference) if m in result.oof]),
                      "discrimination/time_dependent_auc.png")
@@ -239,17 +252,11 @@ def field_importance(predictor: Predictor, result: BenchmarkResult, max_patients
 
 
 def _log_job_artifacts(result: BenchmarkResult, champion: str, rule: str) -> None:
-    board = result.leaderboard()
-    mlflow.log_text(board.to_csv(index=False), "leaderboard/leaderboard.csv")
-    mlflow.log_text(plots.leaderboard_html(result), "leaderboard/leaderboard.html")
-    mlflow.log_text(result.metrics.to_csv(index=False), "leaderboard/metrics_long.csv")
-    mlflow.log_text(result.comparisons.to_csv(index=False), "leaderboard/paired_vs_reference.csv")
-    if len(result.ablation):
-        mlflow.log_text(result.ablation.to_csv(index=False), "ablation/ablation.csv")
+    for path, text in benchmark_tables(result).items():  # also on the job run, where the UI looks first
+        mlflow.log_text(text, path)
     if len(result.comparisons):
         _log_fig(plots.forest_plot(result, "harrell_c"), "leaderboard/forest_delta_c.png")
     _log_fig(plots.time_dependent_auc_plot(result), "leaderboard/time_dependent_auc.png")
-    mlflow.log_text(json.dumps(result.timings, indent=2), "leaderboard/timings.json")
     mlflow.log_text(rule, "leaderboard/selection_rule.txt")
     champ = result.oof[champion]
     mlflow.log_metric("champion_oof_harrell_c_repeat0", harrell_c(result.y[champ.valid], champ.risk[0][champ.valid]))

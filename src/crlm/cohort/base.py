@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from crlm.schema import FIELDS, FIELDS_BY_NAME, derive_fields, endpoint
+from crlm.schema import FIELDS, FIELDS_BY_NAME, Field, derive_fields, endpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     from crlm.cohort.simulate import SimulationTruth
@@ -88,6 +88,7 @@ class Cohort:
     citation: str = ""
     report: ValidationReport = field(default_factory=ValidationReport)
     truth: SimulationTruth | None = None  # only for simulated cohorts: the generating model's answers
+    extra_fields: tuple[Field, ...] = ()  # a centre's own fields and recorded scores, declared by its mapping
 
     def __len__(self) -> int:
         return len(self.data)
@@ -117,7 +118,12 @@ class Cohort:
             mask_or_index)
         truth = self.truth.subset(idx) if self.truth is not None else None
         return Cohort(self.data.iloc[idx].reset_index(drop=True), self.name, self.source, self.licence,
-                      self.citation, self.report, truth)
+                      self.citation, self.report, truth, self.extra_fields)
+
+    @property
+    def recorded_scores(self) -> list[Field]:
+        """Score columns declared by the mapping (a centre's own score, a recorded published score)."""
+        return [f for f in self.extra_fields if f.block == "score"]
 
 
 def predictors_frame(data: pd.DataFrame) -> pd.DataFrame:

@@ -37,7 +37,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,7 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
 
 from crlm.cohort.base import Cohort, predictors_frame
+from crlm.evaluation import references
 from crlm.evaluation.calibration import ici
 from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
 from crlm.evaluation.metrics import (
@@ -57,6 +58,7 @@ from crlm.evaluation.metrics import (
 )
 from crlm.evaluation.weighted import bootstrap_metrics, resample_weights
 from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family
+from crlm.models.zoo import SCORE_PREFIX
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint
 
 LEARNED_MODELS = ("coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft")
@@ -119,6 +121,7 @@ class BenchmarkResult:
     chosen_params: pd.DataFrame  # per model x fold
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    score_coverage: pd.DataFrame = field(default_factory=pd.DataFrame)  # crlm.scores.score_coverage
 
     def estimate(self, model: str, metric: str, horizon: float | None = None) -> float:
         m = self.metrics
@@ -310,6 +313,8 @@ def prepare_population(cohort: Cohort, spec: BenchmarkSpec) -> tuple[Cohort, lis
     if len(population) < len(cohort):
         notes.append(f"{len(cohort) - len(population)} patients without the {spec.endpoint} outcome excluded")
     if spec.reference:
+        if spec.reference.startswith(SCORE_PREFIX + "column:") is False:
+            references.resolve(spec.reference, population)  # not computable for anyone: say what is missing
         scores = score_values(spec.reference, population.data)
         has_ref = ~np.isnan(scores)
         if has_ref.sum() < len(population):
@@ -332,12 +337,23 @@ def prepare_population(cohort: Cohort, spec: BenchmarkSpec) -> tuple[Cohort, lis
 def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory: Callable | None = None,
                   progress: Callable[[str, int, int], None] | None = None) -> BenchmarkResult:
     spec = spec or BenchmarkSpec()
+    if spec.reference == references.AUTO or spec.reference.startswith(references.RECORDED) or \
+            spec.reference == references.NONE:
+        with_outcome = cohort.with_outcome(spec.endpoint) if len(cohort) else cohort
+        resolved, ref_notes = references.resolve(spec.reference, with_outcome, spec.baselines)
+        spec = replace(spec, reference=resolved)
+    else:
+        ref_notes = []
+    recorded = [m for m in references.recorded_models(cohort) if m not in spec.baselines]
+    spec = replace(spec, baselines=(*spec.baselines, *recorded))  # declared recorded scores are baselines too
     for name in (*spec.models, *spec.baselines, spec.reference):
         if name:
             make_model(name)  # unknown model names fail here, before any work
     timings: dict[str, float] = {}
     started = time.perf_counter()
     population, notes = prepare_population(cohort, spec)
+    coverage, coverage_notes = references.coverage_table(population)
+    notes = ref_notes + notes + coverage_notes
     y = population.y(spec.endpoint)
     X = predictors_frame(population.data)
     horizons = usable_horizons(y, y, spec.horizons)
@@ -386,7 +402,8 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
                            comparisons=pd.DataFrame(comparisons, columns=[
                                "model", "reference", "metric", "delta", "ci_low", "ci_high", "p_value", "n",
                                "better_than_reference"]),
-                           ablation=ablation, chosen_params=params, timings=timings, notes=notes)
+                           ablation=ablation, chosen_params=params, timings=timings, notes=notes,
+                           score_coverage=coverage)
 
 
 def _grid(y, horizons) -> np.ndarray:
