@@ -157,6 +157,23 @@ def scores(
 
 @app.command()
 @friendly_errors
+def init(
+    directory: Annotated[Path, typer.Argument(help="the workspace folder (created)")],
+    source: Annotated[Path | None, typer.Option("--from", help="a centre's export: draft a mapping from it")] = None,
+    name: Annotated[str | None, typer.Option(help="cohort name (default: the folder's name)")] = None,
+):
+    """Create a workspace: config and mapping templates; with --from, a draft mapping of every source column."""
+    from crlm.workspace import init_workspace
+
+    written = init_workspace(directory, source, name)
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print(f"workspace {directory}: runs, models and results of commands started in it stay in it. Next: "
+                  "check the mapping, then `crlm validate` and `crlm scores` on your export, then `crlm train`.")
+
+
+@app.command()
+@friendly_errors
 def dictionary(
     out: Annotated[Path, typer.Option("-o", "--out")] = Path("data/DATA_DICTIONARY.md"),
     check: Annotated[bool, typer.Option("--check", help="fail if the file is not up to date")] = False,

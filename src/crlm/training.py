@@ -74,7 +74,8 @@ def benchmark_spec(config: JobConfig) -> BenchmarkSpec:
                          baselines=tuple(config.baselines), reference=config.reference,
                          blocks=tuple(config.blocks), postoperative=config.postoperative,
                          outer_splits=r.outer_splits, outer_repeats=r.outer_repeats, inner_splits=r.inner_splits,
-                         n_boot=r.n_boot, seed=config.seed, n_jobs=config.n_jobs, search_spaces=config.search_spaces)
+                         n_boot=r.n_boot, seed=config.seed, n_jobs=config.n_jobs, search_spaces=config.search_spaces,
+                         plain_imputation=tuple(f for f, how in config.missing.items() if how == "impute"))
 
 
 def select_champion(result: BenchmarkResult, config: JobConfig) -> tuple[str, str | None, str]:
@@ -188,7 +189,8 @@ def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config
     return train_predictor(cohort, config.endpoint, model, params, horizons=config.horizons,
                            blocks=tuple(config.blocks), postoperative=config.postoperative,
                            n_interval_models=config.n_interval_models, seed=config.seed,
-                           endpoint_label=config.endpoint, metadata=meta)
+                           endpoint_label=config.endpoint, metadata=meta,
+                           preprocess_params=spec.preprocess_params())
 
 
 def _log_model_runs(result, config, champion, predictors, rule, progress):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from crlm.cohort.base import Cohort, CohortValidationError
 from crlm.cohort.validate import ROW_COLUMN, validate_frame
-from crlm.schema import FIELDS_BY_NAME
+from crlm.schema import FIELDS_BY_NAME, Field
 
 UNIT_FACTORS = {"mm": 0.1, "cm": 1.0, "fraction": 100.0, "percent": 1.0, "ug_l": 1.0, "ng_ml": 1.0,
                 "days": 12 / 365.25, "weeks": 12 / 52.1775, "years": 12.0, "months": 1.0}
@@ -33,6 +33,42 @@ class JoinSpec(BaseModel):
     right_key: str
     columns: list[str]
     encoding: str | None = None
+
+
+class ExtraField(BaseModel):
+    """A centre's own predictor (TMB, TP53, a molecular subtype): validated like a schema field and used by
+    the feature pipelines of its block."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: Literal["float", "int", "bool", "category"]
+    description: str = ""
+    unit: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: list[str] | None = None
+    block: Literal["clinical", "genomic", "response", "operative"] = "clinical"
+    timing: Literal["preoperative", "postoperative"] = "preoperative"
+
+    def to_field(self) -> Field:
+        return Field(self.name, self.kind, self.block, self.timing, self.description or self.name, self.unit,
+                     self.minimum, self.maximum, tuple(self.categories) if self.categories else None)
+
+
+class RecordedScore(BaseModel):
+    """A score the export records (a local score, a published score computed elsewhere); higher = worse.
+    Never a model input; usable as the benchmark's reference (``reference: recorded:<name>``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    label: str
+    description: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def to_field(self) -> Field:
+        text = f"{self.label}: {self.description}" if self.description else self.label
+        return Field(self.name, "float", "score", "preoperative", text, "points", self.minimum, self.maximum)
 
 
 class Mapping(BaseModel):
@@ -51,6 +87,12 @@ class Mapping(BaseModel):
     rename: dict[str, str | list[str]]  # source column -> schema field (a list: one column feeds several)
     recode: dict[str, dict[Any, Any]] = {}
     units: dict[str, Literal[tuple(UNIT_FACTORS)]] = {}  # type: ignore[valid-type]
+    extra_fields: list[ExtraField] = []
+    recorded_scores: list[RecordedScore] = []
+
+    def own_fields(self) -> tuple[Field, ...]:
+        """The centre's declared fields (extra predictors, then recorded scores) as schema ``Field`` objects."""
+        return tuple(f.to_field() for f in [*self.extra_fields, *self.recorded_scores])
 
 
 class MappingError(ValueError):
@@ -67,10 +109,23 @@ def read_mapping(path: str | Path) -> Mapping:
     except ValidationError as err:
         details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise MappingError(f"invalid mapping {path}: {details}") from None
+    own = [f.name for f in mapping.own_fields()]
+    clash = [n for n in own if n in FIELDS_BY_NAME or not re.fullmatch(r"[a-z][a-z0-9_]*", n)]
+    if clash:
+        raise MappingError(f"invalid mapping {path}: extra field or recorded score name(s) {clash} must be "
+                           "snake_case and not a schema field (map the column to the schema field instead)")
+    bad = [f.name for f in mapping.extra_fields if f.kind == "category" and not f.categories]
+    if bad:
+        raise MappingError(f"invalid mapping {path}: extra field(s) {bad} of kind category need 'categories'")
     targets = [t for v in mapping.rename.values() for t in ([v] if isinstance(v, str) else v)]
-    unknown = [f for f in [*targets, *mapping.recode, *mapping.units] if f not in FIELDS_BY_NAME]
+    unknown = [f for f in [*targets, *mapping.recode, *mapping.units] if f not in FIELDS_BY_NAME and f not in own]
     if unknown:
-        raise MappingError(f"invalid mapping {path}: unknown schema field(s) {sorted(set(unknown))}")
+        raise MappingError(f"invalid mapping {path}: unknown schema field(s) {sorted(set(unknown))} (a centre's "
+                           "own field must be declared under extra_fields or recorded_scores)")
+    undeclared = [n for n in own if n not in targets]
+    if undeclared:
+        raise MappingError(f"invalid mapping {path}: declared field(s) {undeclared} get no source column: add "
+                           "'<source column>: <name>' under rename")
     return mapping
 
 
@@ -196,13 +251,14 @@ def load_cohort(path: str | Path, mapping: str | Path | Mapping | None = None, *
         frame = raw.copy()
         frame[ROW_COLUMN] = np.arange(1, len(frame) + 1)
         written = frame
-    data, report = validate_frame(frame, written)
+    own = mapping.own_fields() if mapping is not None else ()
+    data, report = validate_frame(frame, written, own)
     if strict and not report.ok:
         raise CohortValidationError(report, str(path))
     return Cohort(data=data, name=name or (mapping.name if mapping else path.stem),
                   source=(mapping.source if mapping and mapping.source else str(path)),
                   licence=mapping.licence if mapping else "", citation=mapping.citation if mapping else "",
-                  report=report)
+                  report=report, extra_fields=own)
 
 
 def _replace_missing(df: pd.DataFrame, codes: list[Any]) -> pd.DataFrame:

@@ -48,6 +48,8 @@ def validate_frame(df: pd.DataFrame, written: pd.DataFrame | None = None,
     typed = pd.DataFrame(index=df.index)
     for name in [c for c in df.columns if c in catalogue]:
         typed[name] = _check_types(df[name], catalogue[name], rows, report)
+        if name not in FIELDS_BY_NAME and catalogue[name].kind == "bool":  # outside the schema: 1.0/0.0/NaN
+            typed[name] = typed[name].astype("Float64").astype(float)
     _check_ranges(typed[[c for c in typed.columns if c in FIELDS_BY_NAME]], rows, report)
     _check_extra_ranges(typed, [f for f in extra_fields if f.name in typed], rows, report)
     _check_consistency(typed, rows, report)

@@ -94,6 +94,15 @@ class BenchmarkSpec:
     tune: bool = True
     ceiling: bool = True  # simulated cohorts: add the observed-information ceiling row (module docstring)
     ceiling_n: int = 50_000  # patients in the ceiling's independent training cohort
+    extra_fields: tuple = ()  # a centre's own predictors (crlm.schema.Field), default: the cohort's
+    plain_imputation: tuple[str, ...] = ()  # fields imputed without missing-as-information
+
+    def preprocess_params(self) -> dict:
+        """Pipeline parameters of the feature step for a centre's fields and imputation choices."""
+        if not self.extra_fields and not self.plain_imputation:
+            return {}
+        return {"preprocess__extra_fields": tuple(self.extra_fields),
+                "preprocess__plain_imputation": tuple(self.plain_imputation)}
 
 
 @dataclass
@@ -181,6 +190,8 @@ def fit_model(name: str, X: pd.DataFrame, y: np.ndarray, spec: BenchmarkSpec, *,
     """Fit one model on training data only, tuning it by inner cross-validation. Returns (model, params)."""
     factory = factory or _default_factory
     model = factory(name, blocks or spec.blocks, spec.postoperative, list(X.columns), seed)
+    if not is_score_model(name) and spec.preprocess_params():
+        model.set_params(**spec.preprocess_params())
     grid = (spec.search_spaces or {}).get(name, SEARCH_SPACES.get(name, {}))
     if is_score_model(name) or not spec.tune or not grid or _n_combinations(grid) < 2:
         return model.fit(X, y), {}
@@ -344,6 +355,8 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
         spec = replace(spec, reference=resolved)
     else:
         ref_notes = []
+    if cohort.extra_fields and not spec.extra_fields:
+        spec = replace(spec, extra_fields=tuple(f for f in cohort.extra_fields if f.block != "score"))
     recorded = [m for m in references.recorded_models(cohort) if m not in spec.baselines]
     spec = replace(spec, baselines=(*spec.baselines, *recorded))  # declared recorded scores are baselines too
     for name in (*spec.models, *spec.baselines, spec.reference):
