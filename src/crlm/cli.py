@@ -270,6 +270,94 @@ def predict(
 
 @app.command()
 @friendly_errors
+def evaluate(
+    file: Annotated[Path, typer.Argument(help="a labelled cohort (.csv, .tsv or .parquet)")],
+    model: Annotated[str, typer.Option("--model", help="models:/<name>@<alias>, models:/<name>/<version> or a "
+                                                       "bundle directory")],
+    mapping: Annotated[Path | None, typer.Option("--mapping", "-m")] = None,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples for the 95% intervals")] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+    log: Annotated[bool, typer.Option(help="log an MLflow evaluation run linked to the model version")] = True,
+):
+    """External validation: the model scored on a new labelled cohort without refitting, beside the scores."""
+    from crlm.external import evaluate_external, load_model
+
+    predictor, source = load_model(model)
+    cohort = _load(file, mapping)
+    console.print(f"{cohort.name}: {cohort.report.summary()}")
+    ev = evaluate_external(predictor, cohort, source, n_boot=n_boot, seed=seed)
+    print_evaluation(ev)
+    if log:
+        run_id = log_run(ev)
+        console.print(f"evaluation run {run_id} (experiment crlm-evaluations-{source.name or predictor.model_name})")
+
+
+@app.command()
+@friendly_errors
+def recalibrate(
+    file: Annotated[Path, typer.Argument(help="the centre's labelled cohort")],
+    model: Annotated[str, typer.Option("--model", help="models:/<name>@<alias>, models:/<name>/<version> or a "
+                                                       "bundle directory")],
+    name: Annotated[str, typer.Option("--name", help="the centre's name: registers crlm-<name>-<endpoint>")],
+    mapping: Annotated[Path | None, typer.Option("--mapping", "-m")] = None,
+    method: Annotated[str, typer.Option(help="auto, baseline or baseline_slope")] = "auto",
+    folds: Annotated[int, typer.Option(help="held-out folds judging the recalibration")] = 5,
+    seed: Annotated[int, typer.Option()] = 0,
+):
+    """Keep a model's risk ranking and refit its calibration to a centre; judged on held-out folds."""
+    import re
+
+    from crlm.centre import recalibrate_for_centre, register
+    from crlm.external import load_model
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+        raise ValueError(f"--name {name!r}: use lower-case letters, digits, '-' and '_' (it names the model)")
+    predictor, source = load_model(model)
+    cohort = _load(file, mapping)
+    console.print(f"{cohort.name}: {cohort.report.summary()}")
+    rec = recalibrate_for_centre(predictor, cohort, name, source, method=method, folds=folds, seed=seed)
+    print_frame(rec.held_out, title=f"held-out calibration ({rec.folds}-fold) of {source.uri}, before and after "
+                                    f"refitting the {rec.method.replace('_', ' and ')} for {name}")
+    console.print(f"Harrell's C of the risk score: {rec.c_before:.3f} before, {rec.c_after:.3f} after")
+    registered, version = register(rec, cohort)
+    alias = "@champion" if rec.improved else "(no alias: the held-out ICI did not fall)"
+    console.print(f"[green]registered {registered} v{version} {alias}[/green], lineage {source.name} "
+                  f"v{source.version}")
+
+
+def log_run(ev) -> str:
+    from crlm.external import log_evaluation
+
+    return log_evaluation(ev)
+
+
+def print_evaluation(ev) -> None:
+    """The evaluation's tables: model metrics, scores, paired differences, noise floor, decision curves."""
+    from crlm.evaluation.decision_curves import summary
+
+    console.print(f"[bold]{ev.predictor.model_name}[/bold] ({ev.predictor.endpoint}, from {ev.source.uri}) on "
+                  f"{ev.cohort_name}: {ev.n} patients, {ev.events} events; horizons {ev.horizons}")
+    for w in ev.field_warnings + ev.notes:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    board = ev.headline()
+    board["horizon"] = board["horizon"].map(lambda h: "" if h != h else f"{h:g}")
+    print_frame(board, title="discrimination, accuracy and calibration (95% percentile bootstrap intervals over "
+                             "patients; scores: discrimination only, on the patients each score rates)")
+    if len(ev.comparisons):
+        print_frame(ev.comparisons[["model", "reference", "metric", "delta", "ci_low", "ci_high", "n"]],
+                    title="paired difference model - score on identical patients (95% bootstrap interval)")
+    print_frame(ev.noise_floor, title="ICI noise floor: a perfectly calibrated model on this many patients "
+                                      "(median and 95th percentile of 50 simulations)")
+    curves = summary(ev.decision_curves)
+    if len(curves):
+        print_frame(curves, title="decision curves: net benefit of 'act if predicted risk >= threshold'")
+    lacking = ev.score_coverage[ev.score_coverage.computable < ev.score_coverage.patients]
+    if len(lacking):
+        print_frame(lacking, title="scores not computable for every patient")
+
+
+@app.command()
+@friendly_errors
 def compare(
     experiment: Annotated[str | None, typer.Option("--experiment", "-e", help="one experiment (default: all crlm)")
                           ] = None,

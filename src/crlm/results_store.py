@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 
-from crlm.evaluation import plots
+from crlm.evaluation import decision_curves, plots
 from crlm.evaluation.benchmark import BenchmarkResult
 
 
@@ -45,7 +45,8 @@ def benchmark_tables(result: BenchmarkResult) -> dict[str, str]:
 
 
 def persist_benchmark(result: BenchmarkResult, job: str, directory: Path) -> SavedBenchmark:
-    """Write the results to ``directory`` and to a nested, finished MLflow run (inside the job's run).
+    """Write the results to ``directory`` and to a nested, finished MLflow run (inside the job's run),
+    decision curves included.
 
     Parameters
     ----------
@@ -63,6 +64,9 @@ def persist_benchmark(result: BenchmarkResult, job: str, directory: Path) -> Sav
     """
     directory.mkdir(parents=True, exist_ok=True)
     tables = benchmark_tables(result)
+    curves = decision_curves.benchmark_curves(result)
+    tables["decision_curves/decision_curves.csv"] = curves.to_csv(index=False)
+    tables["decision_curves/summary.csv"] = decision_curves.summary(curves).to_csv(index=False)
     for path, text in tables.items():  # disk first: it needs no server
         target = directory / path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -79,8 +83,11 @@ def persist_benchmark(result: BenchmarkResult, job: str, directory: Path) -> Sav
         figures = [(plots.time_dependent_auc_plot(result), "leaderboard/time_dependent_auc.png")]
         if len(result.comparisons):
             figures.append((plots.forest_plot(result, "harrell_c"), "leaderboard/forest_delta_c.png"))
+        figures += [(decision_curves.plot(curves, h), f"decision_curves/decision_curve_{h:g}m.png")
+                    for h in sorted(set(curves.horizon))]
         for fig, path in figures:
             mlflow.log_figure(fig, path)
+            (directory / path).parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(directory / path, dpi=110, bbox_inches="tight")
             plt.close(fig)
     return SavedBenchmark(run.info.run_id, directory)

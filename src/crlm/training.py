@@ -271,8 +271,11 @@ def _log_fig(fig, path: str) -> None:
 
 def _export(predictor: Predictor, card, config: JobConfig) -> Path:
     """Write the champion bundle for serving (atomically: a half-written bundle never replaces a good one)."""
-    target = config.export_dir or project_root() / "models" / config.model_name
-    target = Path(target)
+    return export_bundle(predictor, card, Path(config.export_dir or project_root() / "models" / config.model_name))
+
+
+def export_bundle(predictor: Predictor, card, target: Path) -> Path:
+    """Write a Predictor bundle (and its model card: (markdown, html)) to ``target``, atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     predictor.save(staging)
