@@ -26,6 +26,11 @@ UNIT_FACTORS = {"mm": 0.1, "cm": 1.0, "fraction": 100.0, "percent": 1.0, "ug_l":
                 "days": 12 / 365.25, "weeks": 12 / 52.1775, "years": 12.0, "months": 1.0}
 
 
+# pandas' default missing-value strings except "None", which exports use as a value (no chemotherapy, no
+# biologic): reading it as missing would turn a known "none" into an unknown.
+NA_STRINGS = sorted(set(pd._libs.parsers.STR_NA_VALUES) - {"None"})
+
+
 class JoinSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str
@@ -137,7 +142,7 @@ def read_table(path: str | Path, encoding: str | None = None) -> pd.DataFrame:
     try:
         if suffix in (".csv", ".tsv", ".txt"):
             return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding=encoding or "utf-8-sig",
-                               dtype=object, keep_default_na=True)
+                               dtype=object, keep_default_na=False, na_values=NA_STRINGS)
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except (UnicodeDecodeError, pd.errors.ParserError, OSError, ValueError) as err:

@@ -34,7 +34,7 @@ def score_concordance(cohort: Cohort, endpoints: list[str] | None = None, n_boot
             c = harrell_c(y, risk)
             boots = [harrell_c(y[i], risk[i]) for i in bootstrap_indices(len(y), n_boot, seed, strata=y["event"])]
             low, high = percentile_interval(boots)
-            label = f"{recorded.label} (recorded)" if recorded else SCORES[name].label
+            label = f"{recorded.description.split(': ')[0]} (recorded)" if recorded else SCORES[name].label
             rows.append({"endpoint": ep_name, "score": label, "patients": int(keep.sum()),
                          "events": int(y["event"].sum()), "harrell_c": c, "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows, columns=["endpoint", "score", "patients", "events", "harrell_c", "ci_low",
