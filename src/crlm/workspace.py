@@ -32,7 +32,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "disease_free_interval_months": ("dfi", "disease_free_interval", "interval"),
     "synchronous_metastases": ("synchronous", "sync", "synchron"),
     "n_liver_metastases": ("n_mets", "nmets", "number", "count", "no_mets", "num_mets", "lesions"),
-    "largest_metastasis_cm": ("size", "diameter", "largest", "max_size", "dia"),
+    "largest_metastasis_cm": ("size", "diameter", "diam", "largest", "max_size", "dia", "maxdiam"),
     "bilobar_disease": ("bilobar", "bilobular", "bilateral"),
     "cea_ng_ml": ("cea",),
     "ca19_9_u_ml": ("ca19", "ca199", "ca_19", "ca19_9"),
@@ -47,7 +47,8 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "resection_margin": ("margin", "r_status", "rstatus"), "major_hepatectomy": ("major", "hepatectomy"),
     "two_stage_hepatectomy": ("two_stage",), "portal_vein_embolisation": ("pve", "portal"),
     "ablation": ("ablation", "rfa", "mwa"), "fong_score_recorded": ("fong", "crs"),
-    "os_months": ("os", "os_months", "survival_time", "follow_up", "fu_months", "os_time"),
+    "os_months": ("os", "os_months", "survival_time", "follow_up", "fu", "fu_days", "fu_months", "os_time",
+                  "followup"),
     "os_event": ("death", "dead", "vital", "deceased", "os_event", "os_status"),
     "rfs_months": ("rfs", "dfs", "rfs_months", "dfs_months", "recurrence_time"),
     "rfs_event": ("recurrence", "relapse", "rfs_event", "dfs_event", "rfs_status", "dfs_status"),
@@ -81,7 +82,7 @@ def candidate_fields(column: str, k: int = 3) -> list[str]:
     hits = [name for name, spellings in SYNONYMS.items()
             if words in spellings or any(s in tokens or (len(s) > 3 and s in words) for s in spellings)]
     labels = {_words(f.label): f.name for f in FIELDS} | {f.name: f.name for f in FIELDS}
-    close = [labels[m] for m in difflib.get_close_matches(words, list(labels), n=k, cutoff=0.6)]
+    close = [labels[m] for m in difflib.get_close_matches(words, list(labels), n=k, cutoff=0.75)]
     return list(dict.fromkeys([*hits, *close]))[:k]
 
 
