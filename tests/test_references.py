@@ -54,3 +54,15 @@ def test_a_recorded_score_declared_in_the_mapping_is_a_reference(no_cea):
     assert result.leaderboard().set_index("model").loc["score:column:local_score", "delta_c_ci"] == "(reference)"
     with pytest.raises(ValueError, match="declares no recorded score 'other'"):
         run_benchmark(cohort, BenchmarkSpec(reference="recorded:other", **FAST))
+
+
+def test_a_horizon_without_events_is_dropped_with_a_warning_when_building_the_predictor():
+    from crlm.evaluation.metrics import HorizonWarning
+    from crlm.predictor import train_predictor
+
+    cohort = simulate_cohort(200, 9)
+    early = cohort.data["os_months"] <= 12
+    cohort.data.loc[early, "os_event"] = False  # nobody dies in the first year: calibration at 12 is undefined
+    with pytest.warns(HorizonWarning, match="horizon 12 dropped"):
+        predictor = train_predictor(cohort, "os", "coxph", {"alpha": 10.0}, horizons=(12, 36), n_interval_models=5)
+    assert predictor.horizons == (36.0,)

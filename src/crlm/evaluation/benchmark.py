@@ -1,7 +1,8 @@
 """The honest benchmark: nested resampling, every model and score on the same patients, paired against Fong.
 
 Design (stated once, reported with the results):
-- Population: the patients with the endpoint recorded and a computable reference score (the Fong baseline),
+- Population: the patients with the endpoint recorded and a computable reference score (``spec.reference``:
+  a published score, a recorded score declared in the mapping, ``auto`` or none; ``crlm.evaluation.references``),
   so that every model and score is compared on identical patients. Other scores are evaluated on the
   patients where they are computable (their ``n`` says so) and compared with the reference on those.
 - Outer loop: repeated stratified K-fold (stratified by event). Inner loop: K-fold grid search on the outer
