@@ -38,7 +38,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -349,17 +349,7 @@ def prepare_population(cohort: Cohort, spec: BenchmarkSpec) -> tuple[Cohort, lis
 def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory: Callable | None = None,
                   progress: Callable[[str, int, int], None] | None = None) -> BenchmarkResult:
     spec = spec or BenchmarkSpec()
-    if spec.reference == references.AUTO or spec.reference.startswith(references.RECORDED) or \
-            spec.reference == references.NONE:
-        with_outcome = cohort.with_outcome(spec.endpoint) if len(cohort) else cohort
-        resolved, ref_notes = references.resolve(spec.reference, with_outcome, spec.baselines)
-        spec = replace(spec, reference=resolved)
-    else:
-        ref_notes = []
-    if cohort.extra_fields and not spec.extra_fields:
-        spec = replace(spec, extra_fields=tuple(f for f in cohort.extra_fields if f.block != "score"))
-    recorded = [m for m in references.recorded_models(cohort) if m not in spec.baselines]
-    spec = replace(spec, baselines=(*spec.baselines, *recorded))  # declared recorded scores are baselines too
+    spec, ref_notes = references.fit_spec(spec, cohort)  # reference, recorded scores, the centre's fields
     for name in (*spec.models, *spec.baselines, spec.reference):
         if name:
             make_model(name)  # unknown model names fail here, before any work

@@ -12,6 +12,8 @@ A score that cannot be computed is listed with the factors it lacks and how many
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 
 from crlm.cohort.base import Cohort
@@ -110,3 +112,23 @@ def coverage_table(population: Cohort) -> tuple[pd.DataFrame, list[str]]:
     coverage = score_coverage(population.data)
     return coverage, coverage_notes(coverage)
 
+
+
+def fit_spec(spec, cohort: Cohort):
+    """A benchmark spec fitted to the cohort: the reference resolved (``auto``, ``recorded:``, ``none``), the
+    declared recorded scores added as baselines, the cohort's own fields given to the feature pipelines.
+
+    Returns
+    -------
+    (BenchmarkSpec, list of str)
+        The spec and the notes on the reference.
+    """
+    notes = []
+    if spec.reference in (AUTO, NONE) or spec.reference.startswith(RECORDED):
+        with_outcome = cohort.with_outcome(spec.endpoint) if len(cohort) else cohort
+        resolved, notes = resolve(spec.reference, with_outcome, spec.baselines)
+        spec = replace(spec, reference=resolved)
+    if cohort.extra_fields and not spec.extra_fields:
+        spec = replace(spec, extra_fields=tuple(f for f in cohort.extra_fields if f.block != "score"))
+    recorded = [m for m in recorded_models(cohort) if m not in spec.baselines]
+    return replace(spec, baselines=(*spec.baselines, *recorded)), notes
