@@ -442,7 +442,7 @@ class _Card:
         return lines + _table(headers, rows)
 
     def _comparison(self) -> list[str]:
-        return self._paired_comparison() + _coverage_and_decisions(self.res, self.champion, self.meta)
+        return self._paired_comparison() + _decision_curve_lines(self.res, self.champion)
 
     def _paired_comparison(self) -> list[str]:
         comp = self.res.comparisons
@@ -655,16 +655,11 @@ _TABLE_RULE = re.compile(r"\|?(\s*:?-+:?\s*\|)+\s*")
 _BLOCK_START = re.compile(r"^(#{1,6}\s|\||- |>)")
 
 
-def _coverage_and_decisions(res: BenchmarkResult, champion: str, meta: dict) -> list[str]:
-    """Scores the cohort could not compute (and why), and the champion's decision curves."""
+def _decision_curve_lines(res: BenchmarkResult, champion: str) -> list[str]:
+    """The champion's decision curves against the scores' high-risk groups, treat all and treat none."""
     from crlm.evaluation import decision_curves
-    from crlm.scores import coverage_notes
 
     lines = []
-    notes = coverage_notes(res.score_coverage) if len(res.score_coverage) else []
-    if notes:
-        lines += ["", "Scores not computable for every patient of the benchmark population:", ""]
-        lines += [f"- {n}" for n in notes]
     curves = decision_curves.summary(decision_curves.benchmark_curves(res, [champion]))
     if len(curves):
         lines += ["", "Decision curves (out-of-fold predictions): net benefit of acting when the predicted risk "
