@@ -6,14 +6,16 @@ applied after the model's own. ``baseline`` refits the baseline hazard only (one
 predicted cumulative hazard per time: calibration-in-the-large); ``baseline_slope`` also refits the
 calibration slope (needs more events); ``auto`` takes the slope when the centre has at least
 ``SLOPE_MIN_EVENTS`` events. As in PLATO's ``5_recalibration.R``, the update is judged on the centre's own
-patients, here on held-out folds: K-fold, the map fitted on K-1 folds and applied to the held-out fold; ICI,
-O/E and Harrell's C before and after are computed on the pooled held-out predictions.
+patients, here on held-out folds: K-fold, the map fitted on K-1 folds and applied to the held-out fold; ICI and
+O/E before and after are computed on each held-out fold alone (pooling the folds would judge each map partly on
+the patients it was fitted to) and averaged; Harrell's C of the risk score before and after on all patients.
 The recalibrated model is registered as ``crlm-<centre>-<endpoint>`` with lineage to the source model and
 version, and ``@champion`` moves to it only when the held-out ICI fell on average over the horizons.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -24,7 +26,7 @@ from sklearn.model_selection import StratifiedKFold
 from crlm.cohort.base import Cohort
 from crlm.evaluation.calibration import calibration_in_the_large, ici
 from crlm.evaluation.metrics import harrell_c, usable_horizons
-from crlm.external import ModelSource, predict_survival
+from crlm.external import ModelSource, ici_noise_floor, predict_survival
 from crlm.predictor import Predictor
 from crlm.recalibration import Recalibrator
 
@@ -101,18 +103,23 @@ def recalibrate_for_centre(predictor: Predictor, cohort: Cohort, centre: str, so
                          f"are too few to recalibrate and judge it on {folds} held-out folds")
     chosen = _method(method, events)
     risk, surv, times = predict_survival(predictor, population.data)
-    after = np.full_like(surv, np.nan)
+    horizons = usable_horizons(y, y, [h for h in predictor.horizons if np.isclose(times, h).any()])
+    per_fold = []
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(surv, y["event"]):
         fold_map = Recalibrator.fit(y[train], surv[train], times, method=chosen)
-        after[test] = fold_map.apply(surv[test])
-    horizons = usable_horizons(y, y, [h for h in predictor.horizons if np.isclose(times, h).any()])
-    rows = []
-    for h in horizons:
-        j = int(np.argmin(np.abs(times - h)))
-        rows.append({"horizon": h, "ici_before": ici(y, surv[:, j], h)["ici"], "ici_after": ici(y, after[:, j], h)["ici"],
-                     "oe_before": calibration_in_the_large(y, surv[:, j], h),
-                     "oe_after": calibration_in_the_large(y, after[:, j], h)})
-    held_out = pd.DataFrame(rows)
+        after = fold_map.apply(surv[test])
+        for h in horizons:  # each fold judged alone: its patients never informed its map
+            j = int(np.argmin(np.abs(times - h)))
+            with contextlib.suppress(ValueError):  # a fold without an event by h cannot judge h
+                per_fold.append({"horizon": h, "ici_before": ici(y[test], surv[test, j], h)["ici"],
+                                 "ici_after": ici(y[test], after[:, j], h)["ici"],
+                                 "oe_before": calibration_in_the_large(y[test], surv[test, j], h),
+                                 "oe_after": calibration_in_the_large(y[test], after[:, j], h),
+                                 # what a perfectly calibrated model shows on a fold this size
+                                 "ici_noise_floor": ici_noise_floor(y[test], after, times, h, n_sim=20,
+                                                                    seed=seed)[0]})
+    rows = pd.DataFrame(per_fold).groupby("horizon", as_index=False).mean()
+    held_out = rows
     improved = bool(held_out.ici_after.mean() < held_out.ici_before.mean())
     centre_map = Recalibrator.fit(y, surv, times, method=chosen)
     new = copy.copy(predictor)
@@ -152,10 +159,13 @@ def model_card(rec: CentreRecalibration) -> str:
              f"- Method rule: `auto` refits the slope only with at least {SLOPE_MIN_EVENTS} events; "
              "otherwise the baseline only.", "",
              f"## Judged on held-out patients ({rec.folds}-fold: map fitted on the other folds)", "",
-             "| horizon (months) | ICI before | ICI after | O/E before | O/E after |", "|---|---|---|---|---|"]
+             "Means over the held-out folds; the noise floor is the median ICI a perfectly calibrated model shows "
+             "on a fold of this size (an ICI near it is not evidence of miscalibration).", "",
+             "| horizon (months) | ICI before | ICI after | ICI noise floor | O/E before | O/E after |",
+             "|---|---|---|---|---|---|"]
     for r in rec.held_out.itertuples():
-        lines.append(f"| {r.horizon:g} | {r.ici_before:.3f} | {r.ici_after:.3f} | {r.oe_before:.2f} | "
-                     f"{r.oe_after:.2f} |")
+        lines.append(f"| {r.horizon:g} | {r.ici_before:.3f} | {r.ici_after:.3f} | {r.ici_noise_floor:.3f} | "
+                     f"{r.oe_before:.2f} | {r.oe_after:.2f} |")
     lines += ["", f"Harrell's C of the risk score on the centre's patients: {rec.c_before:.3f} before, "
               f"{rec.c_after:.3f} after (unchanged by construction).",
               f"Held-out ICI {'fell' if rec.improved else 'did not fall'} on average over the horizons, so the "
@@ -184,7 +194,7 @@ def register(rec: CentreRecalibration, cohort: Cohort) -> tuple[str, str]:
                          "crlm_source_version": str(meta.get("source_version")),
                          "crlm_centre": meta["recalibrated_for"], "crlm_method": rec.method})
         mlflow.log_metrics({f"{k}_{r['horizon']:g}": float(r[k]) for r in meta["recalibration_held_out"]
-                            for k in ("ici_before", "ici_after", "oe_before", "oe_after")}
+                            for k in ("ici_before", "ici_after", "ici_noise_floor", "oe_before", "oe_after")}
                            | {"harrell_c_before": rec.c_before, "harrell_c_after": rec.c_after})
         mlflow.log_text(card, "model_card/model_card.md")
         predictor.metadata["model_card"] = card

@@ -171,7 +171,12 @@ def ici_noise_floor(y, surv: np.ndarray, times: np.ndarray, horizon: float, n_si
     for _ in range(n_sim):
         u = rng.random(len(y))
         below = surv <= u[:, None]
-        t_event = np.where(below.any(axis=1), times[np.argmax(below, axis=1)], np.inf)
+        k = np.argmax(below, axis=1)  # first grid time with S <= u; linear in between (no artificial ties)
+        s1, t1 = surv[np.arange(len(y)), k], times[k]
+        s0 = np.where(k > 0, surv[np.arange(len(y)), np.maximum(k - 1, 0)], 1.0)
+        t0 = np.where(k > 0, times[np.maximum(k - 1, 0)], 0.0)
+        inside = t0 + (s0 - u) / np.maximum(s0 - s1, 1e-12) * (t1 - t0)
+        t_event = np.where(below.any(axis=1), inside, np.inf)
         v = rng.random(len(y))
         idx = np.searchsorted(-g_surv, -v, side="left")  # first time the censoring survival falls to v
         t_cens = np.where(idx < len(g_times), g_times[np.minimum(idx, len(g_times) - 1)], y["time"].max())
