@@ -58,7 +58,8 @@ def validate_frame(df: pd.DataFrame, written: pd.DataFrame | None = None,
         written = written.reset_index(drop=True)
         position = {int(r): i for i, r in enumerate(rows)}
         report.problems = [p if p.row is None or p.field not in written else
-                           replace(p, as_written=written.at[position[p.row], p.field]) for p in report.problems]
+                           replace(p, as_written=_cell(written.at[position[p.row], p.field]))
+                           for p in report.problems]
 
     bad = sorted({p.row for p in report.problems if p.row is not None})
     report.rejected_rows = bad
@@ -66,6 +67,10 @@ def validate_frame(df: pd.DataFrame, written: pd.DataFrame | None = None,
     accepted = to_canonical(typed.loc[keep].reset_index(drop=True))
     report.fields = _field_summary(accepted, report, list(typed.columns))
     return accepted, report
+
+
+def _cell(value):
+    return None if _is_missing(value) else value
 
 
 def _field_summary(accepted: pd.DataFrame, report: ValidationReport, names: list[str]) -> pd.DataFrame:
