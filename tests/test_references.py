@@ -66,3 +66,20 @@ def test_a_horizon_without_events_is_dropped_with_a_warning_when_building_the_pr
     with pytest.warns(HorizonWarning, match="horizon 12 dropped"):
         predictor = train_predictor(cohort, "os", "coxph", {"alpha": 10.0}, horizons=(12, 36), n_interval_models=5)
     assert predictor.horizons == (36.0,)
+
+
+def test_train_without_a_reference_end_to_end(tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from crlm.cli import app
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("CRLM_HOME", str(tmp_path))
+    config = {"job": "noref", "cohort": {"simulate": {"n": 200, "seed": 4}, "name": "noref"}, "models": ["coxph"],
+              "baselines": [], "reference": "none", "n_interval_models": 5, "n_jobs": 1,
+              "resampling": {"outer_repeats": 1, "outer_splits": 2, "inner_splits": 2, "n_boot": 10}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "job.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "no reference: IPA is the gain over Kaplan" in result.output and "registered as crlm-noref-os" in result.output

@@ -206,9 +206,13 @@ def train(
         err_console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
     outcome = run_training(job)
-    print_frame(outcome.result.leaderboard()[["model", "kind", "n", "harrell_c", "harrell_c_ci", "uno_c", "uno_c_ci",
-                                              "ibs", "ici_36", "delta_c_vs_ref", "delta_c_ci"]],
-                title=f"{job.job}: leaderboard (95% bootstrap CIs; delta C vs {job.reference}, paired)")
+    board = outcome.result.leaderboard()
+    columns = ["model", "kind", "n", "harrell_c", "harrell_c_ci", "uno_c", "uno_c_ci", "ibs", "ipa_ibs", "ici_36",
+               "delta_c_vs_ref", "delta_c_ci"]
+    reference = outcome.result.spec.reference
+    versus = f"delta C vs {reference}, paired" if reference else "no reference: IPA is the gain over Kaplan–Meier"
+    print_frame(board[[c for c in columns if c in board]],
+                title=f"{job.job}: leaderboard (95% bootstrap CIs; {versus})")
 
 
 def run_training(job):
