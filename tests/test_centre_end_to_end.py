@@ -63,8 +63,13 @@ def test_validate_reports_ids_codes_and_fields(workspace):
 
 def test_scores_say_why_fong_is_missing(workspace):
     out = crlm("scores", "data/centre_a.csv", "--mapping", "data/centre_a.yaml", "--n-boot", "20")
-    assert "cea_gt_200 (cea_ng_ml, not in the file): 316 of 316" in out.replace("\n", " ").replace("│", "") or \
-        "cea_ng_ml, not in the file" in out
+    from crlm.cohort import load_cohort
+    from crlm.scores import score_coverage
+
+    assert "which scores this cohort can compute" in out and "cea_gt_200" in out  # the table, wrapped by rich
+    cohort = load_cohort("data/centre_a.csv", "data/centre_a.yaml")
+    fong = score_coverage(cohort.data).set_index("score").loc["fong"]
+    assert fong.computable == 0 and "cea_gt_200 (cea_ng_ml, not in the file): 316 of 316" in fong.lacking
     assert "Centre clinical score (recorded)" in out
 
 
