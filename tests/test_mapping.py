@@ -87,3 +87,11 @@ def test_join_with_repeated_keys_is_refused(tmp_path):
         assert "repeats A" in str(err)
     else:
         raise AssertionError("a repeated join key must be refused")
+
+
+def test_none_is_a_value_not_a_missing_code(tmp_path):
+    cohort = _write(tmp_path, "id,regimen\nA,None\nB,FOLFOX\nC,NA\n",
+                    "name: t\nrename: {id: patient_id, regimen: chemo_regimen}\n"
+                    "recode: {chemo_regimen: {None: none, FOLFOX: folfox}}\n")
+    assert cohort.data["chemo_regimen"].tolist()[:2] == ["none", "folfox"]
+    assert pd.isna(cohort.data["chemo_regimen"][2])  # NA is still missing

@@ -28,7 +28,8 @@ UNIT_FACTORS = {"mm": 0.1, "cm": 1.0, "fraction": 100.0, "percent": 1.0, "ug_l":
 
 # pandas' default missing-value strings except "None", which exports use as a value (no chemotherapy, no
 # biologic): reading it as missing would turn a known "none" into an unknown.
-NA_STRINGS = sorted(set(pd._libs.parsers.STR_NA_VALUES) - {"None"})
+NA_STRINGS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+              "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"]
 
 
 class JoinSpec(BaseModel):
