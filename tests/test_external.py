@@ -95,6 +95,13 @@ def test_evaluate_reports_model_scores_intervals_and_warnings(predictor):
     assert any(w.startswith("cea_ng_ml: not in this cohort") for w in ev.field_warnings)
     assert set(ev.decision_curves.horizon) == {12.0, 36.0, 60.0}
     assert {TREAT_ALL, TREAT_NONE} <= set(ev.decision_curves.model)
+    nb = ev.decision_summary
+    rated = nb[nb.ci_low.notna()]
+    assert len(rated) > 0.8 * len(nb) and nb[nb.net_benefit.isna()].ci_low.isna().all()
+    inside = (rated.ci_low <= rated.net_benefit + 1e-12) & (rated.net_benefit <= rated.ci_high + 1e-12)
+    assert inside.mean() > 0.95  # percentile intervals of a skewed statistic may rarely miss the estimate
+    slope = ev.metrics[(ev.metrics.model == "model") & (ev.metrics.metric == "slope")]
+    assert slope.ci_low.notna().all()
     paired = ev.comparisons[(ev.comparisons.reference == "score:tbs") & (ev.comparisons.metric == "harrell_c")]
     assert len(paired) == 1 and paired.iloc[0].n == 300
 

@@ -337,8 +337,6 @@ def log_run(ev) -> str:
 
 def print_evaluation(ev) -> None:
     """The evaluation's tables: model metrics, scores, paired differences, noise floor, decision curves."""
-    from crlm.evaluation.decision_curves import summary
-
     console.print(f"[bold]{ev.predictor.model_name}[/bold] ({ev.predictor.endpoint}, from {ev.source.uri}) on "
                   f"{ev.cohort_name}: {ev.n} patients, {ev.events} events; horizons {ev.horizons}")
     for w in ev.field_warnings + ev.notes:
@@ -352,9 +350,18 @@ def print_evaluation(ev) -> None:
                     title="paired difference model - score on identical patients (95% bootstrap interval)")
     print_frame(ev.noise_floor, title="ICI noise floor: a perfectly calibrated model on this many patients "
                                       "(median and 95th percentile of 50 simulations)")
-    curves = summary(ev.decision_curves)
-    if len(curves):
-        print_frame(curves, title="decision curves: net benefit of 'act if predicted risk >= threshold'")
+    nb = ev.decision_summary
+    if len(nb):
+        nb = nb.assign(cell=[f"{r.net_benefit:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" if r.ci_low == r.ci_low
+                             else ("n/a" if r.net_benefit != r.net_benefit else f"{r.net_benefit:.3f}")
+                             for r in nb.itertuples()])
+        table = nb.pivot_table(index=["horizon", "model"], columns="threshold", values="cell", aggfunc="first",
+                               sort=False)
+        table.columns = [f"threshold {t:g}" for t in table.columns]
+        table = table.reset_index()
+        table["horizon"] = table["horizon"].map(lambda h: f"{h:g}")
+        print_frame(table, title="decision curves: net benefit of 'act if predicted risk by the horizon >= "
+                                 "threshold' (95% bootstrap interval; n/a: too few acted on to estimate)")
     lacking = ev.score_coverage[ev.score_coverage.computable < ev.score_coverage.patients]
     if len(lacking):
         print_frame(lacking, title="scores not computable for every patient")

@@ -30,8 +30,8 @@ from sksurv.nonparametric import kaplan_meier_estimator
 from crlm.cohort.base import Cohort, predictors_frame
 from crlm.evaluation import decision_curves as dc
 from crlm.evaluation.benchmark import OOF, _bootstrap_model, _evaluate, _paired, _tidy
-from crlm.evaluation.calibration import ici
-from crlm.evaluation.intervals import bootstrap_indices
+from crlm.evaluation.calibration import calibration_slope, ici
+from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
 from crlm.evaluation.metrics import usable_horizons
 from crlm.models import final_estimator, make_model
 from crlm.models.zoo import RECORDED_PREFIX
@@ -64,6 +64,7 @@ class ExternalEvaluation:
     comparisons: pd.DataFrame  # paired difference model - score on the patients the score rates
     noise_floor: pd.DataFrame  # per horizon: ICI of a perfectly calibrated model, median and 95th percentile
     decision_curves: pd.DataFrame
+    decision_summary: pd.DataFrame  # net benefit at a few thresholds with 95% bootstrap intervals
     field_warnings: list[str]
     score_coverage: pd.DataFrame
     notes: list[str] = field(default_factory=list)
@@ -248,7 +249,7 @@ def evaluate_external(predictor: Predictor, cohort: Cohort, source: ModelSource 
     rows, comparisons = [], []
     point = _evaluate(y, oof[MODEL], times, used)
     boot = _bootstrap_model(y, oof[MODEL], times, used, indices, point) if n_boot else None
-    rows += _tidy(MODEL, point, boot, used)
+    rows += _with_slope_intervals(_tidy(MODEL, point, boot, used), y, surv, times, indices)
     for name, total in totals.items():
         valid = ~np.isnan(total)
         if valid.sum() < 10 or y["event"][valid].sum() < 2:
@@ -279,12 +280,30 @@ def evaluate_external(predictor: Predictor, cohort: Cohort, source: ModelSource 
     rules = {f"{predictor.model_name} (predicted risk)": (lambda h: 1.0 - surv[:, j[h]])}
     rules |= dc.score_group_rules(population.data)
     curves = dc.decision_curves(y, rules, used)
+    decision_summary = dc.summary_with_intervals(y, rules, used, n_boot=min(n_boot, 200), seed=seed)
     return ExternalEvaluation(
         source=source or ModelSource("(in memory)"), predictor=predictor, cohort_name=cohort.name, n=len(y),
         events=int(y["event"].sum()), horizons=used, metrics=metrics,
         comparisons=pd.DataFrame(comparisons), noise_floor=pd.DataFrame(floor), decision_curves=curves,
+        decision_summary=decision_summary,
         field_warnings=field_differences(predictor, population.data),
         score_coverage=score_coverage(population.data), notes=notes, y=y, survival=surv, times=times)
+
+
+def _with_slope_intervals(rows: list[dict], y, surv, times, indices, n_slope: int = 50) -> list[dict]:
+    """Bootstrap intervals for the calibration slope (a Cox fit per resample: the first ``n_slope``), centred
+    like the other metrics' (each replicate of the same predictions on resampled patients)."""
+    for r in rows:
+        if r["metric"] != "slope" or not len(indices):
+            continue
+        j = int(np.argmin(np.abs(times - r["horizon"])))
+        values = []
+        for idx in indices[:n_slope]:
+            with contextlib.suppress(ValueError, np.linalg.LinAlgError):
+                values.append(calibration_slope(y[idx], surv[idx, j], r["horizon"]))
+        r["ci_low"], r["ci_high"] = percentile_interval(values)
+        r["interval"] = "bootstrap over patients"
+    return rows
 
 
 def _score_oof(name: str, population: Cohort, y, times, total, valid) -> OOF:
@@ -330,6 +349,7 @@ def log_evaluation(ev: ExternalEvaluation, experiment: str | None = None) -> str
             values[f"ici_noise_floor_{r.horizon:g}"] = r.ici_floor_median
         mlflow.log_metrics({k: float(v) for k, v in values.items() if np.isfinite(v)})
         for path, frame in {"evaluation/metrics.csv": ev.metrics, "evaluation/paired_vs_scores.csv": ev.comparisons,
+                            "evaluation/decision_summary.csv": ev.decision_summary,
                             "evaluation/ici_noise_floor.csv": ev.noise_floor,
                             "evaluation/decision_curves.csv": ev.decision_curves,
                             "evaluation/score_coverage.csv": ev.score_coverage}.items():

@@ -118,6 +118,54 @@ def _net_benefit(time, event, risk, threshold: float, horizon: float) -> dict:
     return {"net_benefit": tp - fp * threshold / (1.0 - threshold), "test_pos_rate": float(rate)}
 
 
+def summary_with_intervals(y, risks: dict, horizons, thresholds=SUMMARY_THRESHOLDS, n_boot: int = 200,
+                           seed: int = 0) -> pd.DataFrame:
+    """Net benefit at a few thresholds with 95% percentile-bootstrap intervals over patients.
+
+    Parameters
+    ----------
+    y : structured array
+        Outcomes.
+    risks : dict
+        As ``decision_curves``.
+    horizons : sequence of float
+        Months.
+    thresholds : sequence of float
+        Risk thresholds.
+    n_boot : int
+        Resamples (stratified by event).
+    seed : int
+        Random seed.
+
+    Returns
+    -------
+    DataFrame
+        ``horizon, model, threshold, net_benefit, ci_low, ci_high, n``.
+    """
+    from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
+
+    point = decision_curves(y, risks, horizons, thresholds)
+    if point.empty or not n_boot:
+        return point.assign(ci_low=np.nan, ci_high=np.nan)
+    lows, highs = [], []
+    indices = bootstrap_indices(len(y), n_boot, seed, strata=y["event"])
+    replicates = []
+    for idx in indices:
+        resampled = {name: (lambda h, r=r, idx=idx: np.asarray(r(h) if callable(r) else r, dtype=float)[idx])
+                     for name, r in risks.items()}
+        replicates.append(decision_curves(y[idx], resampled, horizons, thresholds))
+    boot = pd.concat(replicates, ignore_index=True)
+    grouped = boot.groupby(["horizon", "model", "threshold"], sort=False)["net_benefit"]
+    for r in point.itertuples():
+        values = grouped.get_group((r.horizon, r.model, r.threshold)).dropna().to_numpy() \
+            if (r.horizon, r.model, r.threshold) in grouped.groups else np.array([])
+        # no interval for a value that cannot be estimated on the full sample
+        low, high = percentile_interval(values) if len(values) and np.isfinite(r.net_benefit) else (np.nan, np.nan)
+        lows.append(low)
+        highs.append(high)
+    return point.assign(ci_low=lows, ci_high=highs)
+
+
 def summary(curves: pd.DataFrame, thresholds=SUMMARY_THRESHOLDS) -> pd.DataFrame:
     """Net benefit at a few thresholds: one row per horizon and rule, one column per threshold."""
     if curves.empty:
