@@ -9,6 +9,7 @@ the benchmark stays readable in both places.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,6 +92,26 @@ def persist_benchmark(result: BenchmarkResult, job: str, directory: Path) -> Sav
             fig.savefig(directory / path, dpi=110, bbox_inches="tight")
             plt.close(fig)
     return SavedBenchmark(run.info.run_id, directory)
+
+
+class FailureRecorder:
+    """Entered inside an active MLflow run: if the block raises, the run is tagged ``crlm_failure`` with the
+    reason and gets ``failure.txt`` (with ``kept``: what was saved before the failure); MLflow then ends the run
+    FAILED. The exception propagates."""
+
+    def __init__(self):
+        self.kept = ""
+
+    def __enter__(self) -> FailureRecorder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None:
+            reason = f"{exc_type.__name__}: {exc}"
+            with contextlib.suppress(Exception):  # recording the reason must never hide the failure itself
+                mlflow.set_tag("crlm_failure", reason[:5000])
+                mlflow.log_text("\n".join([reason, self.kept]).strip() + "\n", "failure.txt")
+        return False
 
 
 def results_directory(root: Path, job: str) -> Path:

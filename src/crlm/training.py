@@ -31,7 +31,7 @@ from crlm.evaluation.benchmark import BenchmarkResult, BenchmarkSpec, fit_model,
 from crlm.evaluation.metrics import harrell_c
 from crlm.paths import project_root
 from crlm.predictor import Predictor, train_predictor
-from crlm.results_store import benchmark_tables, persist_benchmark, results_directory
+from crlm.results_store import FailureRecorder, benchmark_tables, persist_benchmark, results_directory
 from crlm.scores import SCORES
 
 # Simpler first: the tie-break of the selection rule.
@@ -107,7 +107,7 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
     log(f"cohort {cohort.name}: {len(cohort)} patients ({cohort.report.summary()})")
     uri = tracking.setup(config.experiment_name)
     spec = benchmark_spec(config)
-    with mlflow.start_run(run_name=f"{config.job}") as parent:
+    with mlflow.start_run(run_name=f"{config.job}") as parent, FailureRecorder() as failure:
         mlflow.set_tags({"crlm_role": "job", "crlm_job": config.job, "crlm_cohort": cohort.name,
                          "crlm_endpoint": config.endpoint})
         mlflow.log_params(tracking.flat_params("", json.loads(config.model_dump_json())))
@@ -128,39 +128,33 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
         # Results first: a failure from here on leaves the benchmark in MLflow and on disk.
         saved = persist_benchmark(result, config.job, results_directory(project_root(), config.job))
         log(f"benchmark results saved: MLflow run {saved.run_id}, {saved.directory}")
-        try:
-            champion, runner_up, rule = select_champion(result, config)
-            log(f"champion: {champion} (runner-up: {runner_up}); rule: {rule}")
+        failure.kept = f"benchmark results kept: run {saved.run_id}, {saved.directory}"
+        champion, runner_up, rule = select_champion(result, config)
+        log(f"champion: {champion} (runner-up: {runner_up}); rule: {rule}")
 
-            t0 = time.perf_counter()
-            predictors = {m: _build_predictor(m, cohort, result, config, rule) for m in [champion, runner_up] if m}
-            timings["predictors"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        predictors = {m: _build_predictor(m, cohort, result, config, rule) for m in [champion, runner_up] if m}
+        timings["predictors"] = time.perf_counter() - t0
 
-            t0 = time.perf_counter()
-            model_infos, card = _log_model_runs(result, config, champion, predictors, rule, progress)
-            _log_job_artifacts(result, champion, rule)
-            timings["tracking"] = time.perf_counter() - t0
-            mlflow.set_tags({"crlm_champion": champion, "crlm_selection_rule": rule[:5000]})
-            mlflow.log_metrics({f"timing_{k}_seconds": v for k, v in timings.items()})
+        t0 = time.perf_counter()
+        model_infos, card = _log_model_runs(result, config, champion, predictors, rule, progress)
+        _log_job_artifacts(result, champion, rule)
+        timings["tracking"] = time.perf_counter() - t0
+        mlflow.set_tags({"crlm_champion": champion, "crlm_selection_rule": rule[:5000]})
+        mlflow.log_metrics({f"timing_{k}_seconds": v for k, v in timings.items()})
 
-            # Last: the registry. Only now do the new versions and aliases appear.
-            name = config.model_name
-            tags = {"cohort": cohort.name, "endpoint": config.endpoint, "job": config.job,
-                    "parent_run_id": parent.info.run_id}
-            champion_version = tracking.register(model_infos[champion].model_uri, name, tags | {"model": champion})
-            challenger_version = (tracking.register(model_infos[runner_up].model_uri, name,
-                                                    tags | {"model": runner_up}) if runner_up else None)
-            tracking.set_aliases(name, champion_version, challenger_version)
-            predictor = predictors[champion]
-            predictor.metadata |= {"registered_name": name, "version": champion_version, "alias": "champion"}
-            export_dir = _export(predictor, card, config)
-            mlflow.set_tag("crlm_export_dir", str(export_dir))
-        except Exception as err:  # the job run ends FAILED (the context manager) with the reason recorded
-            reason = f"{type(err).__name__}: {err}"
-            mlflow.set_tag("crlm_failure", reason[:5000])
-            mlflow.log_text(reason + f"\nbenchmark results kept: run {saved.run_id}, {saved.directory}\n",
-                            "failure.txt")
-            raise
+        # Last: the registry. Only now do the new versions and aliases appear.
+        name = config.model_name
+        tags = {"cohort": cohort.name, "endpoint": config.endpoint, "job": config.job,
+                "parent_run_id": parent.info.run_id}
+        champion_version = tracking.register(model_infos[champion].model_uri, name, tags | {"model": champion})
+        challenger_version = (tracking.register(model_infos[runner_up].model_uri, name, tags | {"model": runner_up})
+                              if runner_up else None)
+        tracking.set_aliases(name, champion_version, challenger_version)
+        predictor = predictors[champion]
+        predictor.metadata |= {"registered_name": name, "version": champion_version, "alias": "champion"}
+        export_dir = _export(predictor, card, config)
+        mlflow.set_tag("crlm_export_dir", str(export_dir))
     timings["total"] = time.perf_counter() - started
     return JobOutcome(config, result, champion, runner_up, rule, predictor, name, champion_version,
                       challenger_version, parent.info.run_id, export_dir, uri, timings)
