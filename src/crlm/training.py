@@ -2,7 +2,8 @@
 
 Order matters for safety: everything that can fail (loading, benchmarking, building the Predictors, logging)
 happens first; registering the model versions and moving the ``champion`` / ``challenger`` aliases is the
-very last step, so a failed or interrupted job leaves the registry as it was.
+very last step, so a failed or interrupted job leaves the registry as it was. The benchmark's results are
+written first (``crlm.results_store``: a finished MLflow run and files), so a later failure loses none of them.
 """
 
 from __future__ import annotations
