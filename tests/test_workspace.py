@@ -46,3 +46,14 @@ def test_outside_a_checkout_and_workspace_the_working_directory_is_the_root(tmp_
     assert project_root() == tmp_path.resolve()
     monkeypatch.setenv("CRLM_HOME", str(tmp_path / "home"))
     assert project_root() == tmp_path / "home"
+
+
+def test_serve_runs_the_service_code_from_the_checkout_in_any_workspace(tmp_path, monkeypatch):
+    from crlm.paths import checkout_root
+    from crlm.serving_io import serve_command
+
+    monkeypatch.delenv("CRLM_HOME", raising=False)
+    (tmp_path / "crlm-workspace.yaml").write_text("workspace: x\n")
+    monkeypatch.chdir(tmp_path)
+    assert project_root() == tmp_path.resolve()  # models and runs: the workspace
+    assert serve_command()[-1] == str(checkout_root())  # bentoml imports serving.service from the checkout

@@ -32,7 +32,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crlm import schema
-from crlm.paths import project_root
+from crlm.paths import checkout_root, project_root
 
 logger = logging.getLogger("crlm.serving")
 
@@ -814,7 +814,7 @@ def serve_command(host: str = "127.0.0.1", port: int = 3000, python: str | None 
     import sys
 
     return [python or sys.executable, "-m", "bentoml", "serve", SERVICE_IMPORT, "--host", host, "--port",
-            str(port), "--working-dir", str(project_root())]
+            str(port), "--working-dir", str(checkout_root() or project_root())]
 
 
 def serve_env(models_dir: str | Path | None = None, api_key: str | None = None, workers: int | None = None,
@@ -835,5 +835,7 @@ def serve(host: str = "127.0.0.1", port: int = 3000, *, models_dir: str | Path |
           api_key: str | None = None, workers: int | None = None) -> None:
     """Run the service in the foreground (replaces the current process; Ctrl-C stops it)."""
     cmd = serve_command(host, port)
-    os.chdir(project_root())
-    os.execve(cmd[0], cmd, serve_env(models_dir, api_key, workers))
+    env = serve_env(models_dir, api_key, workers)
+    env.setdefault("CRLM_HOME", str(project_root()))  # the service code runs from the checkout, models stay the user's
+    os.chdir(checkout_root() or project_root())
+    os.execve(cmd[0], cmd, env)
