@@ -32,6 +32,7 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("tracking")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    mp.setenv("CRLM_HOME", str(root))  # results/ and models/ of the jobs go here, not into the checkout
     yield root
     mp.undo()
 
@@ -105,6 +106,18 @@ def test_failed_job_registers_nothing_and_keeps_the_champion(first_job, store, m
     assert client.get_model_version_by_alias(name, "champion").version == before
     assert len(client.search_model_versions(f"name='{name}'")) == n_versions
     assert not (store / "models" / "other").exists()
+    # the benchmark's results were kept: a finished benchmark run, a failed job run with the reason, files
+    experiment = client.get_experiment_by_name("crlm-simtest-os")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=20)
+    job_run = next(r for r in runs if r.data.tags.get("crlm_role") == "job")
+    bench = next(r for r in runs if r.data.tags.get("crlm_role") == "benchmark"
+                 and r.data.tags.get("mlflow.parentRunId") == job_run.info.run_id)
+    assert job_run.info.status == "FAILED" and "interrupted while building" in job_run.data.tags["crlm_failure"]
+    assert bench.info.status == "FINISHED" and "uno_c.coxph" in bench.data.metrics
+    board = mlflow.artifacts.load_text(f"runs:/{bench.info.run_id}/leaderboard/leaderboard.csv")
+    assert "coxph" in board and "coxnet" in board
+    on_disk = pd.read_csv(next((store / "results" / "sim-os-test").glob("*/leaderboard/leaderboard.csv")))
+    assert set(on_disk.model) >= {"coxph", "coxnet"}
 
 
 def test_strict_cohort_failure_registers_nothing(store, tmp_path, data_dir):

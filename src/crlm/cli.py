@@ -110,7 +110,10 @@ def validate(
     for w in rep.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
     if rep.problems:
-        print_frame(rep.to_frame().astype(str), title="bad cells (rows set aside)")
+        print_frame(rep.to_frame().astype(str), title="bad cells (rows set aside; value after the mapping, "
+                                                      "and as written in the file)")
+    if len(rep.fields):
+        print_frame(rep.fields, title="per field: recorded and missing among accepted rows, rejected cells")
     if report:
         rep.to_frame().to_csv(report, index=False)
     console.print(rep.summary())
@@ -128,10 +131,18 @@ def scores(
 ):
     """The clinical scores of every patient and each score's Harrell C (95% bootstrap CI) per endpoint."""
     from crlm.evaluation.baselines import score_agreement, score_concordance
-    from crlm.scores import score_table
+    from crlm.scores import score_coverage, score_table
 
     cohort = _load(file, mapping)
+    coverage = score_coverage(cohort.data)
+    print_frame(coverage, title=f"which scores this cohort can compute ({len(cohort)} accepted patients; "
+                                "'lacking': factor (inputs): patients without it)")
     table = score_table(cohort.data)
+    for f in cohort.recorded_scores:
+        table[f.name] = cohort.data[f.name].to_numpy()
+    if table.dropna(axis=1, how="all").empty:
+        console.print("[yellow]no score is computable for any patient[/yellow]: see 'lacking' above; a score "
+                      "the export records can be declared in the mapping under recorded_scores")
     if out:
         table.insert(0, "patient_id", cohort.data.get("patient_id"))
         write_frame(table, out)
@@ -142,6 +153,23 @@ def scores(
     agreement = score_agreement(cohort)
     if agreement:
         console.print(agreement)
+
+
+@app.command()
+@friendly_errors
+def init(
+    directory: Annotated[Path, typer.Argument(help="the workspace folder (created)")],
+    source: Annotated[Path | None, typer.Option("--from", help="a centre's export: draft a mapping from it")] = None,
+    name: Annotated[str | None, typer.Option(help="cohort name (default: the folder's name)")] = None,
+):
+    """Create a workspace: config and mapping templates; with --from, a draft mapping of every source column."""
+    from crlm.workspace import init_workspace
+
+    written = init_workspace(directory, source, name)
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print(f"workspace {directory}: runs, models and results of commands started in it stay in it. Next: "
+                  "check the mapping, then `crlm validate` and `crlm scores` on your export, then `crlm train`.")
 
 
 @app.command()
@@ -178,9 +206,13 @@ def train(
         err_console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
     outcome = run_training(job)
-    print_frame(outcome.result.leaderboard()[["model", "kind", "n", "harrell_c", "harrell_c_ci", "uno_c", "uno_c_ci",
-                                              "ibs", "ici_36", "delta_c_vs_ref", "delta_c_ci"]],
-                title=f"{job.job}: leaderboard (95% bootstrap CIs; delta C vs {job.reference}, paired)")
+    board = outcome.result.leaderboard()
+    columns = ["model", "kind", "n", "harrell_c", "harrell_c_ci", "uno_c", "uno_c_ci", "ibs", "ipa_ibs", "ici_36",
+               "delta_c_vs_ref", "delta_c_ci"]
+    reference = outcome.result.spec.reference
+    versus = f"delta C vs {reference}, paired" if reference else "no reference: IPA is the gain over Kaplan–Meier"
+    print_frame(board[[c for c in columns if c in board]],
+                title=f"{job.job}: leaderboard (95% bootstrap CIs; {versus})")
 
 
 def run_training(job):
@@ -238,6 +270,101 @@ def predict(
     write_frame(scores, out)
     console.print(f"scored {len(scores)} patients with {predictor.model_name} ({predictor.endpoint}); "
                   f"{cohort.report.n_rejected} rows set aside; wrote {out}")
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    file: Annotated[Path, typer.Argument(help="a labelled cohort (.csv, .tsv or .parquet)")],
+    model: Annotated[str, typer.Option("--model", help="models:/<name>@<alias>, models:/<name>/<version> or a "
+                                                       "bundle directory")],
+    mapping: Annotated[Path | None, typer.Option("--mapping", "-m")] = None,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples for the 95% intervals")] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+    log: Annotated[bool, typer.Option(help="log an MLflow evaluation run linked to the model version")] = True,
+):
+    """External validation: the model scored on a new labelled cohort without refitting, beside the scores."""
+    from crlm.external import evaluate_external, load_model
+
+    predictor, source = load_model(model)
+    cohort = _load(file, mapping)
+    console.print(f"{cohort.name}: {cohort.report.summary()}")
+    ev = evaluate_external(predictor, cohort, source, n_boot=n_boot, seed=seed)
+    print_evaluation(ev)
+    if log:
+        run_id = log_run(ev)
+        console.print(f"evaluation run {run_id} (experiment crlm-evaluations-{source.name or predictor.model_name})")
+
+
+@app.command()
+@friendly_errors
+def recalibrate(
+    file: Annotated[Path, typer.Argument(help="the centre's labelled cohort")],
+    model: Annotated[str, typer.Option("--model", help="models:/<name>@<alias>, models:/<name>/<version> or a "
+                                                       "bundle directory")],
+    name: Annotated[str, typer.Option("--name", help="the centre's name: registers crlm-<name>-<endpoint>")],
+    mapping: Annotated[Path | None, typer.Option("--mapping", "-m")] = None,
+    method: Annotated[str, typer.Option(help="auto, baseline or baseline_slope")] = "auto",
+    folds: Annotated[int, typer.Option(help="held-out folds judging the recalibration")] = 5,
+    seed: Annotated[int, typer.Option()] = 0,
+):
+    """Keep a model's risk ranking and refit its calibration to a centre; judged on held-out folds."""
+    import re
+
+    from crlm.centre import recalibrate_for_centre, register
+    from crlm.external import load_model
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+        raise ValueError(f"--name {name!r}: use lower-case letters, digits, '-' and '_' (it names the model)")
+    predictor, source = load_model(model)
+    cohort = _load(file, mapping)
+    console.print(f"{cohort.name}: {cohort.report.summary()}")
+    rec = recalibrate_for_centre(predictor, cohort, name, source, method=method, folds=folds, seed=seed)
+    print_frame(rec.held_out, title=f"held-out calibration ({rec.folds}-fold) of {source.uri}, before and after "
+                                    f"refitting the {rec.method.replace('_', ' and ')} for {name}")
+    console.print(f"Harrell's C of the risk score: {rec.c_before:.3f} before, {rec.c_after:.3f} after")
+    registered, version = register(rec, cohort)
+    alias = "@champion" if rec.improved else "(no alias: the held-out ICI did not fall)"
+    console.print(f"[green]registered {registered} v{version} {alias}[/green], lineage {source.name} "
+                  f"v{source.version}")
+
+
+def log_run(ev) -> str:
+    from crlm.external import log_evaluation
+
+    return log_evaluation(ev)
+
+
+def print_evaluation(ev) -> None:
+    """The evaluation's tables: model metrics, scores, paired differences, noise floor, decision curves."""
+    console.print(f"[bold]{ev.predictor.model_name}[/bold] ({ev.predictor.endpoint}, from {ev.source.uri}) on "
+                  f"{ev.cohort_name}: {ev.n} patients, {ev.events} events; horizons {ev.horizons}")
+    for w in ev.field_warnings + ev.notes:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    board = ev.headline()
+    board["horizon"] = board["horizon"].map(lambda h: "" if h != h else f"{h:g}")
+    print_frame(board, title="discrimination, accuracy and calibration (95% percentile bootstrap intervals over "
+                             "patients; scores: discrimination only, on the patients each score rates)")
+    if len(ev.comparisons):
+        print_frame(ev.comparisons[["model", "reference", "metric", "delta", "ci_low", "ci_high", "n"]],
+                    title="paired difference model - score on identical patients (95% bootstrap interval)")
+    print_frame(ev.noise_floor, title="ICI noise floor: a perfectly calibrated model on this many patients "
+                                      "(median and 95th percentile of 50 simulations)")
+    nb = ev.decision_summary
+    if len(nb):
+        nb = nb.assign(cell=[f"{r.net_benefit:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" if r.ci_low == r.ci_low
+                             else ("n/a" if r.net_benefit != r.net_benefit else f"{r.net_benefit:.3f}")
+                             for r in nb.itertuples()])
+        table = nb.pivot_table(index=["horizon", "model"], columns="threshold", values="cell", aggfunc="first",
+                               sort=False)
+        table.columns = [f"threshold {t:g}" for t in table.columns]
+        table = table.reset_index()
+        table["horizon"] = table["horizon"].map(lambda h: f"{h:g}")
+        print_frame(table, title="decision curves: net benefit of 'act if predicted risk by the horizon >= "
+                                 "threshold' (95% bootstrap interval; n/a: too few acted on to estimate)")
+    lacking = ev.score_coverage[ev.score_coverage.computable < ev.score_coverage.patients]
+    if len(lacking):
+        print_frame(lacking, title="scores not computable for every patient")
 
 
 @app.command()

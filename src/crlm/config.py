@@ -69,8 +69,10 @@ class JobConfig(Strict):
     models: list[str] = ["coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft"]
     baselines: list[str] = ["score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger",
                             "score:konopke"]
-    reference: str = "score:fong"
+    reference: str = "score:fong"  # score:<name>, recorded:<field> (declared in the mapping), auto or none
     search_spaces: dict[str, dict[str, list]] | None = None
+    # per field: "indicator" (missing-as-information, the default) or "impute" (plain imputation)
+    missing: dict[str, Literal["indicator", "impute"]] = {}
     resampling: Resampling = Resampling()
     selection: Selection = Selection()
     n_interval_models: int = Field(50, ge=5, le=1000)
@@ -115,10 +117,12 @@ class JobConfig(Strict):
     @field_validator("reference")
     @classmethod
     def score_reference(cls, v: str) -> str:
+        from crlm.evaluation.references import is_valid
         from crlm.models import SCORE_MODEL_NAMES
 
-        if v not in SCORE_MODEL_NAMES:
-            raise ValueError(f"the reference must be a clinical score model, one of {', '.join(SCORE_MODEL_NAMES)}")
+        if not is_valid(v):
+            raise ValueError(f"the reference must be a clinical score ({', '.join(SCORE_MODEL_NAMES)}), "
+                             "recorded:<field> (a score column declared in the mapping), auto or none")
         return v
 
     @property
@@ -141,7 +145,10 @@ class ConfigError(ValueError):
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> JobConfig:
-    """Read and validate a job config; relative paths in it are resolved against the project root."""
+    """Read and validate a job config.
+
+    Relative paths in it are resolved against the config file's folder, and, when nothing is there, against the
+    workspace (``crlm.paths.project_root``; the shipped configs name files from the repository root)."""
     from crlm.paths import project_root
 
     path = Path(path)
@@ -159,14 +166,18 @@ def load_config(path: str | Path, overrides: dict | None = None) -> JobConfig:
     except ValidationError as err:
         reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors())
         raise ConfigError(f"invalid config {path}: {reasons}") from None
-    root = project_root()
+    folders = [path.resolve().parent, project_root()]
     for attr in ("file", "mapping"):
         value = getattr(config.cohort, attr)
         if value is not None:
-            resolved = value if value.is_absolute() else root / value
-            if not resolved.exists():
-                raise ConfigError(f"invalid config {path}: cohort.{attr}: file not found: {value}")
+            candidates = [value] if value.is_absolute() else [folder / value for folder in folders]
+            resolved = next((c for c in candidates if c.exists()), None)
+            if resolved is None:
+                raise ConfigError(f"invalid config {path}: cohort.{attr}: file not found: {value} (looked in "
+                                  f"{', '.join(str(c.parent) for c in candidates)})")
             setattr(config.cohort, attr, resolved)
+    if config.export_dir is not None and not config.export_dir.is_absolute():
+        config.export_dir = folders[0] / config.export_dir
     return config
 
 

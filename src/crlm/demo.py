@@ -22,7 +22,7 @@ def run_demo(console: Console, fast: bool = False) -> None:
     from crlm.cohort.summary import completeness, endpoint_summary
     from crlm.config import load_config
     from crlm.evaluation.baselines import score_agreement, score_concordance
-    from crlm.paths import project_root
+    from crlm.paths import checkout_root, project_root
     from crlm.tracking import tracking_uri
 
     started = time.perf_counter()
@@ -46,7 +46,8 @@ def run_demo(console: Console, fast: bool = False) -> None:
     console.rule("[bold]3. Training jobs: nested benchmark, MLflow tracking, champions in the registry")
     outcomes = []
     for job in JOBS:
-        config = load_config(project_root() / "training" / "configs" / f"{job}.yaml", FAST if fast else None)
+        configs = (checkout_root() or project_root()) / "training" / "configs"
+        config = load_config(configs / f"{job}.yaml", FAST if fast else None)
         outcome = run_training(config)
         board = outcome.result.leaderboard()
         cols = [c for c in ("model", "kind", "n", "harrell_c", "harrell_c_ci", "uno_c", "uno_c_ci", "ibs", "ici_36",

@@ -60,12 +60,14 @@ UNKNOWN_LEVEL = "unknown"
 # --- the schema side -------------------------------------------------------------------------------------
 
 def model_fields(blocks: Sequence[str] = DEFAULT_BLOCKS, *, postoperative: bool = False,
-                 columns_present: Iterable[str] | None = None) -> list[schema.Field]:
+                 columns_present: Iterable[str] | None = None,
+                 extra_fields: Sequence[schema.Field] = ()) -> list[schema.Field]:
     """Candidate predictor fields, in schema order: ``predictor_fields`` of the blocks (preoperative fields
-    only; ``postoperative`` adds the postoperative fields and the operative block), restricted to
-    ``columns_present`` when given."""
+    only; ``postoperative`` adds the postoperative fields and the operative block), then a centre's own
+    ``extra_fields`` under the same rules, restricted to ``columns_present`` when given."""
     blocks = tuple(blocks) + (("operative",) if postoperative and "operative" not in blocks else ())
     fields = schema.predictor_fields(blocks, postoperative=postoperative)
+    fields += [f for f in extra_fields if f.block in blocks and (postoperative or f.timing == "preoperative")]
     if columns_present is not None:
         present = set(columns_present)
         fields = [f for f in fields if f.name in present]
@@ -245,11 +247,18 @@ def tumour_burden_score(size_cm, n_metastases) -> np.ndarray:
 
 
 class BooleanEncoder(_Encoder):
-    """Yes/no -> 1.0/0.0; missing -> 0.0 plus a ``"<field> missing"`` indicator (if missing at fit)."""
+    """Yes/no -> 1.0/0.0; missing -> 0.0 plus a ``"<field> missing"`` indicator (if missing at fit); with
+    ``indicator=False`` (plain imputation) missing -> the training share of yes, without an indicator."""
+
+    def __init__(self, indicator: bool = True):
+        self.indicator = indicator
 
     def _fit_columns(self, columns):
         values = np.column_stack([_as_float(c) for c in columns])
-        self.indicator_features_ = np.flatnonzero(np.isnan(values).any(axis=0))
+        self.fill_ = np.nan_to_num(np.nanmean(np.where(np.isnan(values), np.nan, values != 0), axis=0)) \
+            if not self.indicator and len(values) else np.zeros(values.shape[1])
+        self.indicator_features_ = (np.flatnonzero(np.isnan(values).any(axis=0)) if self.indicator
+                                    else np.empty(0, dtype=int))
 
     def _output_names(self, names):
         return names + [f"{names[i]} missing" for i in self.indicator_features_]
@@ -257,36 +266,72 @@ class BooleanEncoder(_Encoder):
     def encode(self, columns):
         values = np.column_stack([_as_float(c) for c in columns])
         missing = np.isnan(values)
-        return np.hstack([np.where(missing, 0.0, values != 0).astype(float),
+        return np.hstack([np.where(missing, self.fill_, values != 0).astype(float),
                           missing[:, self.indicator_features_].astype(float)])
 
 
 class CategoryEncoder(_Encoder):
     """One-hot (``field=level``) with missing values as a level of their own (``fill``); levels are learned
-    at fit in sorted order, and an unseen level at prediction encodes as all zeros."""
+    at fit in sorted order, and an unseen level at prediction encodes as all zeros. With ``impute=True``
+    (plain imputation) a missing (or ``fill``) value is the training cohort's most frequent known level
+    instead: "not recorded" then cannot become a risk factor of its own."""
 
-    def __init__(self, fill: str = MISSING_LEVEL):
+    def __init__(self, fill: str = MISSING_LEVEL, impute: bool = False):
         self.fill = fill
+        self.impute = impute
 
-    def _filled(self, col: np.ndarray) -> np.ndarray:
+    def _filled(self, col: np.ndarray, modes=None) -> np.ndarray:
         col = np.asarray(col, dtype=object)
-        return np.where(pd.isna(col), self.fill, col).astype(str)
+        filled = np.where(pd.isna(col), self.fill, col).astype(str)
+        if modes is not None:
+            filled = np.where(filled == self.fill, modes, filled)
+        return filled
 
     def _fit_columns(self, columns):
-        self.categories_ = [np.unique(self._filled(c)) for c in columns]
+        self.modes_ = None
+        if self.impute:
+            modes = []
+            for c in columns:
+                known = pd.Series(self._filled(c))
+                known = known[known != self.fill]
+                modes.append(known.mode().iloc[0] if len(known) else self.fill)
+            self.modes_ = modes
+        self.categories_ = [np.unique(self._filled(c, None if self.modes_ is None else self.modes_[i]))
+                            for i, c in enumerate(columns)]
 
     def _output_names(self, names):
         return [f"{name}={level}" for name, levels in zip(names, self.categories_, strict=True) for level in levels]
 
     def encode(self, columns):
-        return np.hstack([(self._filled(col)[:, None] == levels[None, :]).astype(float)
-                          for col, levels in zip(columns, self.categories_, strict=True)])
+        modes = getattr(self, "modes_", None) or [None] * len(columns)
+        return np.hstack([(self._filled(col, mode)[:, None] == levels[None, :]).astype(float)
+                          for col, levels, mode in zip(columns, self.categories_, modes, strict=True)])
 
 
 # --- assembly --------------------------------------------------------------------------------------------
 
-def block_encoders(fields: Sequence[schema.Field]) -> list[tuple[str, _Encoder, list[str]]]:
-    """The unfitted encoders of one schema block: (kind, encoder, input fields), its fields routed by kind."""
+def block_encoders(fields: Sequence[schema.Field], plain_imputation: Iterable[str] = ()
+                   ) -> list[tuple[str, _Encoder, list[str]]]:
+    """The unfitted encoders of one schema block: (kind, encoder, input fields), its fields routed by kind.
+
+    Fields named in ``plain_imputation`` are imputed without a missing indicator or a missing/unknown level
+    (their own encoders, suffix ``/imputed``); the others keep missing-as-information."""
+    plain = set(plain_imputation)
+    informative = [f for f in fields if f.name not in plain]
+    parts = _encoders(informative, impute=False)
+    parts += [(f"{kind}/imputed", encoder, inputs)
+              for kind, encoder, inputs in _encoders([f for f in fields if f.name in plain], impute=True)]
+    # TBS needs both inputs, wherever they are routed
+    names = {f.name for f in fields}
+    tbs = [p for p in parts if p[0].startswith("tumour_burden")]
+    parts = [p for p in parts if not p[0].startswith("tumour_burden")]
+    if names >= set(TBS_INPUTS) and not tbs:
+        tbs = [("tumour_burden", TumourBurdenScore(), list(TBS_INPUTS))]
+    return parts + tbs[:1]
+
+
+def _encoders(fields: Sequence[schema.Field], impute: bool) -> list[tuple[str, _Encoder, list[str]]]:
+    indicator = not impute
     numeric = [f.name for f in fields if f.kind in ("float", "int") and f.name not in LOG_FIELDS]
     logged = [f.name for f in fields if f.kind in ("float", "int") and f.name in LOG_FIELDS]
     boolean = [f.name for f in fields if f.kind == "bool"]
@@ -296,12 +341,12 @@ def block_encoders(fields: Sequence[schema.Field]) -> list[tuple[str, _Encoder, 
     categorical = [f.name for f in others if not _has_unknown_level(f)]
     names = {f.name for f in fields}
     parts = [
-        ("numeric", NumericEncoder(), numeric),
-        ("log", NumericEncoder(log=True), logged),
-        ("boolean", BooleanEncoder(), boolean),
-        ("ordinal", OrdinalRankEncoder(), ordinal),
-        ("categorical", CategoryEncoder(MISSING_LEVEL), categorical),
-        ("marker", CategoryEncoder(UNKNOWN_LEVEL), markers),
+        ("numeric", NumericEncoder(indicator=indicator), numeric),
+        ("log", NumericEncoder(log=True, indicator=indicator), logged),
+        ("boolean", BooleanEncoder(indicator=indicator), boolean),
+        ("ordinal", OrdinalRankEncoder(indicator=indicator), ordinal),
+        ("categorical", CategoryEncoder(MISSING_LEVEL, impute=impute), categorical),
+        ("marker", CategoryEncoder(UNKNOWN_LEVEL, impute=impute), markers),
         ("tumour_burden", TumourBurdenScore(), list(TBS_INPUTS) if names >= set(TBS_INPUTS) else []),
     ]
     return [p for p in parts if p[2]]
@@ -316,15 +361,18 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, blocks: Sequence[str] = DEFAULT_BLOCKS, postoperative: bool = False,
-                 columns_present: Sequence[str] | None = None):
+                 columns_present: Sequence[str] | None = None, extra_fields: Sequence[schema.Field] = (),
+                 plain_imputation: Sequence[str] = ()):
         self.blocks = blocks
         self.postoperative = postoperative
         self.columns_present = columns_present
+        self.extra_fields = extra_fields
+        self.plain_imputation = plain_imputation
 
     def fit(self, X, y=None):
         frame = _frame(X)
         candidates = model_fields(self.blocks, postoperative=self.postoperative,
-                                  columns_present=self.columns_present)
+                                  columns_present=self.columns_present, extra_fields=self.extra_fields)
         kept, dropped = [], {}
         for f in candidates:
             reason = "absent" if f.name not in frame.columns else _uninformative(f, frame[f.name])
@@ -341,7 +389,8 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
         self.n_features_in_ = len(self.columns_)
         self.encoders_ = []
         for block in schema.PREDICTOR_BLOCKS:
-            for kind, encoder, inputs in block_encoders([f for f in kept if f.block == block]):
+            for kind, encoder, inputs in block_encoders([f for f in kept if f.block == block],
+                                                        self.plain_imputation):
                 self.encoders_.append((f"{block}/{kind}", encoder.fit(frame[inputs]), inputs))
         self.feature_names_out_ = [n for _, encoder, _ in self.encoders_ for n in encoder.feature_names_out_]
         return self
@@ -361,8 +410,11 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
 
 
 def make_preprocessor(blocks: Sequence[str] = DEFAULT_BLOCKS, postoperative: bool = False,
-                      columns_present: Sequence[str] | None = None) -> FeaturePreprocessor:
+                      columns_present: Sequence[str] | None = None, extra_fields: Sequence[schema.Field] = (),
+                      plain_imputation: Sequence[str] = ()) -> FeaturePreprocessor:
     """The feature pipeline for these blocks; ``postoperative=True`` adds the operative block and the
-    postoperative fields (``viable_tumour_percent``)."""
+    postoperative fields (``viable_tumour_percent``); ``extra_fields``: a centre's own predictors;
+    ``plain_imputation``: fields imputed without missing-as-information."""
     return FeaturePreprocessor(blocks=tuple(blocks), postoperative=postoperative,
-                               columns_present=None if columns_present is None else tuple(columns_present))
+                               columns_present=None if columns_present is None else tuple(columns_present),
+                               extra_fields=tuple(extra_fields), plain_imputation=tuple(plain_imputation))

@@ -303,8 +303,14 @@ class _Card:
     def _predictors(self) -> list[str]:
         data = self.res.population.data
         rows, unknown = [], []
+        own = {f["name"]: f for f in self.meta.get("extra_fields", [])}
         for name in self.fields:
             f = FIELDS_BY_NAME.get(name)
+            if f is None and name in own:
+                e = own[name]
+                rows.append([f"`{name}`", f"{name} (this centre's field)", e["block"], e["timing"], e["kind"],
+                             e.get("unit") or "", "", "", e["description"]])
+                continue
             if f is None:
                 unknown.append(name)
                 continue
@@ -436,9 +442,13 @@ class _Card:
         return lines + _table(headers, rows)
 
     def _comparison(self) -> list[str]:
+        return self._paired_comparison() + _decision_curve_lines(self.res, self.champion)
+
+    def _paired_comparison(self) -> list[str]:
         comp = self.res.comparisons
         if not self.ref or comp.empty:
-            return ["No paired comparison with a reference score in this benchmark."]
+            return ["No paired comparison with a reference score in this benchmark (reference: "
+                    f"{self.meta.get('reference', 'none')}; models are compared with Kaplan–Meier through IPA)."]
         rows = []
         for model in [m for m in self._models() if m != self.ref]:
             for _, r in comp[comp.model == model].iterrows():
@@ -643,6 +653,24 @@ _URL = re.compile(r"(?<![\"'=>])\bhttps?://[^\s<>()\"']+[^\s<>()\"'.,;:]")
 _DOI = re.compile(r"\bdoi:\s*(10\.\d{4,9}/[^\s<>()\"']+[^\s<>()\"'.,;:])", re.IGNORECASE)
 _TABLE_RULE = re.compile(r"\|?(\s*:?-+:?\s*\|)+\s*")
 _BLOCK_START = re.compile(r"^(#{1,6}\s|\||- |>)")
+
+
+def _decision_curve_lines(res: BenchmarkResult, champion: str) -> list[str]:
+    """The champion's decision curves against the scores' high-risk groups, treat all and treat none."""
+    from crlm.evaluation import decision_curves
+
+    lines = []
+    curves = decision_curves.summary(decision_curves.benchmark_curves(res, [champion]))
+    if len(curves):
+        lines += ["", "Decision curves (out-of-fold predictions): net benefit of acting when the predicted risk "
+                  "by the horizon is at least the threshold, against each score's high-risk group (for Fong: "
+                  "3-5, the usual rule for neoadjuvant chemotherapy), treat all and treat none; n/a = too "
+                  "few patients above the threshold to estimate.", ""]
+        curves = curves.copy()
+        curves["horizon"] = curves["horizon"].map(lambda h: f"{h:g}")
+        lines += _table(list(curves.columns), [[_num(v) if isinstance(v, float) else v for v in r]
+                                               for r in curves.itertuples(index=False)])
+    return lines
 
 
 def _inline(text: str) -> str:

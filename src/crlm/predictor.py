@@ -33,6 +33,7 @@ from crlm import model_inputs
 from crlm.cohort.base import CanonicalColumns, Cohort, canonical_columns, predictors_frame
 from crlm.conditional import conditional_answers
 from crlm.evaluation.intervals import bootstrap_indices
+from crlm.evaluation.metrics import usable_horizons
 from crlm.explain import EVENT_WORDS, Explainer
 from crlm.models import final_estimator, make_model
 from crlm.recalibration import Recalibrator, cross_fitted_ici
@@ -286,10 +287,11 @@ def curve_grid(horizons, max_follow_up: float) -> np.ndarray:
     return np.unique(np.concatenate([grid, [h for h in horizons if h <= t_max]]))
 
 
-def _training_ranges(raw: pd.DataFrame, fields: list[str]) -> dict:
+def _training_ranges(raw: pd.DataFrame, fields: list[str], extra_fields=()) -> dict:
     ranges = {}
+    catalogue = FIELDS_BY_NAME | {f.name: f for f in extra_fields}
     for name in fields:
-        f = FIELDS_BY_NAME.get(name)
+        f = catalogue.get(name)
         if f is None or name not in raw:
             continue
         col = raw[name].dropna()
@@ -318,22 +320,29 @@ def oof_survival(model_name: str, params: dict, X: pd.DataFrame, y: np.ndarray, 
 def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict | None = None, *,
                     horizons=DEFAULT_HORIZONS_MONTHS, blocks=("clinical", "genomic", "response"),
                     postoperative: bool = False, n_interval_models: int = 50, seed: int = 0,
-                    endpoint_label: str | None = None, metadata: dict | None = None) -> Predictor:
-    """Build the champion Predictor from a cohort and a chosen model (see the module docstring)."""
+                    endpoint_label: str | None = None, metadata: dict | None = None,
+                    preprocess_params: dict | None = None) -> Predictor:
+    """Build the champion Predictor from a cohort and a chosen model (see the module docstring).
+
+    ``preprocess_params``: feature-step parameters (a centre's extra fields, plain imputation; see
+    ``BenchmarkSpec.preprocess_params``), kept out of ``params`` (the model's hyperparameters)."""
     params = dict(params or {})
+    pipeline_params = params | (preprocess_params or {})
     ep = get_endpoint(endpoint)
     population = cohort.with_outcome(endpoint)
     y = population.y(endpoint)
     if len(y) < 20 or y["event"].sum() < 10:
         raise ValueError(f"{len(y)} patients with {int(y['event'].sum())} events are too few to train a predictor")
     X = predictors_frame(population.data)
-    horizons = tuple(float(h) for h in horizons if h < y["time"].max())
+    # the one horizon rule (crlm.evaluation.metrics.usable_horizons): inside follow-up, an event at or before it
+    horizons = tuple(float(h) for h in usable_horizons(y, y, horizons))
     times = curve_grid(horizons, float(np.quantile(y["time"], 0.98)))
     positive = times[1:]
 
-    oof = oof_survival(model_name, params, X, y, positive, blocks=blocks, postoperative=postoperative, seed=seed)
+    oof = oof_survival(model_name, pipeline_params, X, y, positive, blocks=blocks, postoperative=postoperative,
+                       seed=seed)
     model = make_model(model_name, blocks=tuple(blocks), postoperative=postoperative,
-                       columns_present=list(X.columns), random_state=seed, **params).fit(X, y)
+                       columns_present=list(X.columns), random_state=seed, **pipeline_params).fit(X, y)
     calibration = {f"{h:g}": cross_fitted_ici(y, oof, positive, h, seed=seed) for h in horizons}
     # Stated rule: recalibrate only if it lowers the cross-fitted ICI on average over the horizons (on small
     # cohorts a per-time slope can add more noise than it removes).
@@ -361,6 +370,8 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
         "events": int(y["event"].sum()), "max_follow_up_months": float(y["time"].max()),
         "horizons": list(horizons), "feature_blocks": list(blocks), "postoperative": postoperative,
         "fields_used": fields_used, "response_profile": response_profile(population.data),
+        "extra_fields": [f.__dict__ | {"categories": list(f.categories or [])} for f in cohort.extra_fields],
+        "plain_imputation": list((preprocess_params or {}).get("preprocess__plain_imputation", ())),
         "calibration": calibration,
         "recalibration": ("per-time Cox recalibration (baseline and slope) on cloglog of 5-fold OOF survival, "
                           f"{'applied' if improves else 'not applied'}: it is applied only when it lowers the "
@@ -378,6 +389,7 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
         horizons=horizons, curve_times=times, model=model, kernel=kernel,
         recalibrator=recalibrator, explainer=explainer,
         risk_cuts=(float(np.quantile(risk, 1 / 3)), float(np.quantile(risk, 2 / 3))),
-        training_ranges=_training_ranges(population.data, fields_used), fields_used=fields_used, metadata=meta)
+        training_ranges=_training_ranges(population.data, fields_used, cohort.extra_fields), fields_used=fields_used,
+        metadata=meta)
     predictor.metadata.update(predictor.input_metadata())
     return predictor

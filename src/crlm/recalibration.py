@@ -20,6 +20,7 @@ import numpy as np
 from crlm.evaluation.calibration import fit_cox, ici
 
 MIN_EVENTS = 20  # below this many events before t, a per-time slope is too noisy: leave S unchanged
+MIN_EVENTS_BASELINE = 5  # a baseline-only update needs fewer events (one parameter per time)
 
 
 def _cloglog_event(surv: np.ndarray) -> np.ndarray:
@@ -45,13 +46,23 @@ class Recalibrator:
         return bool(self.fitted.any())
 
     @classmethod
-    def fit(cls, y, surv_oof: np.ndarray, times) -> Recalibrator:
-        """``surv_oof``: (n, len(times)) out-of-fold survival predictions at ``times``."""
+    def fit(cls, y, surv_oof: np.ndarray, times, method: str = "baseline_slope") -> Recalibrator:
+        """``surv_oof``: (n, len(times)) out-of-fold survival predictions at ``times``.
+
+        ``method``: ``"baseline_slope"`` (a new baseline and slope per time, needs ``MIN_EVENTS`` events before
+        t) or ``"baseline"`` (the slope stays 1: only the baseline hazard is refitted, a Breslow estimate with
+        the predictions as offset; needs ``MIN_EVENTS_BASELINE``). Both keep each time's ranking of patients."""
+        if method not in ("baseline_slope", "baseline"):
+            raise ValueError(f"method must be 'baseline_slope' or 'baseline', got {method!r}")
         times = np.asarray(times, dtype=float)
         slope, z_mean, s0, fitted = (np.ones(len(times)), np.zeros(len(times)), np.ones(len(times)),
                                      np.zeros(len(times), dtype=bool))
         for j, t in enumerate(times):
             event_by_t = y["event"] & (y["time"] <= t)
+            if method == "baseline":
+                if event_by_t.sum() >= MIN_EVENTS_BASELINE:
+                    s0[j], fitted[j] = _offset_baseline_survival(y, surv_oof[:, j], t), True
+                continue
             if event_by_t.sum() < MIN_EVENTS:
                 continue
             z = _cloglog_event(surv_oof[:, j])
@@ -74,6 +85,20 @@ class Recalibrator:
         return np.minimum.accumulate(np.clip(surv, 0.0, 1.0), axis=-1)
 
 
+def _offset_baseline_survival(y, surv_t: np.ndarray, t: float) -> float:
+    """S0 such that S0 ** (-log S_i(t)) fits the outcomes censored at t: the Breslow estimate of the cumulative
+    baseline hazard at t with log(-log S_i(t)) as offset (slope fixed at 1), i.e. one factor on every
+    patient's predicted cumulative hazard."""
+    hazard = -np.log(np.clip(surv_t, 1e-9, 1.0))
+    time, event = np.minimum(y["time"], t), y["event"] & (y["time"] <= t)
+    order = np.argsort(time, kind="stable")
+    sorted_time = time[order]
+    tail = np.cumsum(hazard[order][::-1])[::-1]  # sum of exp(offset) from each position on
+    at_risk = tail[np.searchsorted(sorted_time, sorted_time, side="left")]  # ties share the risk set
+    factor = float(np.sum(event[order] / np.maximum(at_risk, 1e-12)))
+    return float(np.exp(-factor))
+
+
 def cross_fitted_ici(y, surv_oof: np.ndarray, times, horizon: float, seed: int = 0) -> dict[str, float]:
     """ICI at ``horizon`` of the OOF predictions before recalibration, and after it with the map fitted on the
     other half of the patients (2-fold cross-fitting, both halves evaluated, averaged)."""
@@ -85,5 +110,8 @@ def cross_fitted_ici(y, surv_oof: np.ndarray, times, horizon: float, seed: int =
     after = []
     for part in (half, ~half):
         recal = Recalibrator.fit(y[~part], surv_oof[~part], times)
-        after.append(ici(y[part], recal.apply(surv_oof[part])[:, j], horizon)["ici"])
-    return {"ici_before": float(before), "ici_after": float(np.mean(after))}
+        try:
+            after.append(ici(y[part], recal.apply(surv_oof[part])[:, j], horizon)["ici"])
+        except ValueError:  # a half without an event by the horizon cannot judge calibration there
+            continue
+    return {"ici_before": float(before), "ici_after": float(np.mean(after)) if after else float("nan")}

@@ -287,3 +287,47 @@ def score_patients(patients, names: Sequence[str] = SCORE_NAMES) -> list[dict[st
 def score_patient(name: str, patient: dict) -> dict:
     """One patient's score (see ``score_patients``)."""
     return score_patients([patient], [name])[0][name]
+
+
+def score_coverage(df: pd.DataFrame, names: Sequence[str] = SCORE_NAMES) -> pd.DataFrame:
+    """Which scores a cohort can compute, and for the rest, which factors they lack for how many patients.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Canonical cohort rows.
+    names : sequence of str
+        Scores to check.
+
+    Returns
+    -------
+    DataFrame
+        One row per score: ``score``, ``label``, ``computable`` (patients with a total), ``patients`` and
+        ``lacking``: each factor that is missing for some patients, with its input fields and how many
+        patients lack it (``"cea_gt_200 (cea_ng_ml): 300 of 300"``); empty when every patient has the score.
+    """
+    d, present = _columns(df)
+    n = len(df)
+    rows = []
+    for defn in (_definition(name) for name in names):
+        result = _compute(defn, d)
+        lacking = []
+        for factor in defn.factors:
+            missing = int(np.isnan(result.points[factor.name]).sum())
+            if missing:
+                absent = "" if any(f in present for f in factor.fields) else ", not in the file"
+                lacking.append(f"{factor.name} ({' or '.join(factor.fields)}{absent}): {missing} of {n}")
+        rows.append({"score": defn.name, "label": defn.label, "computable": int((~np.isnan(result.total)).sum()),
+                     "patients": n, "lacking": "; ".join(lacking)})
+    return pd.DataFrame(rows, columns=["score", "label", "computable", "patients", "lacking"])
+
+
+def coverage_notes(coverage: pd.DataFrame) -> list[str]:
+    """One sentence per score not computable for every patient (for reports, the leaderboard, the card)."""
+    notes = []
+    for r in coverage.itertuples():
+        if r.computable < r.patients:
+            state = "not computable for any patient" if r.computable == 0 else \
+                f"computable for {r.computable} of {r.patients} patients"
+            notes.append(f"{r.label} ({r.score}) {state}; lacking {r.lacking}")
+    return notes

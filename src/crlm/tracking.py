@@ -79,10 +79,13 @@ def log_metric_table(metrics: pd.DataFrame, model: str, comparisons: pd.DataFram
             mlflow.log_metric(f"{r.metric}_by_month", float(r.estimate), step=int(r.horizon))
 
 
-def input_signature() -> ModelSignature:
-    """Every patient field is an optional input column (the Predictor imputes and warns about gaps)."""
+def input_signature(extra_fields: list[dict] | None = None) -> ModelSignature:
+    """Every patient field is an optional input column (the Predictor imputes and warns about gaps); a
+    centre's own fields (``Predictor.metadata["extra_fields"]``) are columns too."""
     types = {"float": "double", "int": "double", "bool": "boolean", "category": "string", "string": "string"}
     cols = [ColSpec(types[f.kind], f.name, required=False) for f in input_fields()]
+    cols += [ColSpec(types[f["kind"]], f["name"], required=False) for f in extra_fields or []
+             if f["block"] != "score"]
     params = ParamSchema([ParamSpec("output", "string", "table")])
     return ModelSignature(inputs=Schema(cols), params=params)
 
@@ -109,7 +112,8 @@ def log_predictor(predictor: Predictor, example: pd.DataFrame) -> mlflow.models.
         bundle = predictor.save(Path(tmp) / "predictor")
         return mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_CODE), artifacts={"predictor": str(bundle)},
-            signature=input_signature(), input_example=example, pip_requirements=requirements(),
+            signature=input_signature(predictor.metadata.get("extra_fields")), input_example=example,
+            pip_requirements=requirements(),
             code_paths=[str(Path(__file__).parent)])
 
 

@@ -2,7 +2,8 @@
 
 Order matters for safety: everything that can fail (loading, benchmarking, building the Predictors, logging)
 happens first; registering the model versions and moving the ``champion`` / ``challenger`` aliases is the
-very last step, so a failed or interrupted job leaves the registry as it was.
+very last step, so a failed or interrupted job leaves the registry as it was. The benchmark's results are
+written first (``crlm.results_store``: a finished MLflow run and files), so a later failure loses none of them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from crlm.evaluation.benchmark import BenchmarkResult, BenchmarkSpec, fit_model,
 from crlm.evaluation.metrics import harrell_c
 from crlm.paths import project_root
 from crlm.predictor import Predictor, train_predictor
+from crlm.results_store import FailureRecorder, benchmark_tables, persist_benchmark, results_directory
+from crlm.scores import SCORES
 
 # Simpler first: the tie-break of the selection rule.
 SIMPLICITY = ("coxph", "coxnet", "xgb_cox", "xgb_aft", "gbsa", "rsf")
@@ -72,7 +75,8 @@ def benchmark_spec(config: JobConfig) -> BenchmarkSpec:
                          baselines=tuple(config.baselines), reference=config.reference,
                          blocks=tuple(config.blocks), postoperative=config.postoperative,
                          outer_splits=r.outer_splits, outer_repeats=r.outer_repeats, inner_splits=r.inner_splits,
-                         n_boot=r.n_boot, seed=config.seed, n_jobs=config.n_jobs, search_spaces=config.search_spaces)
+                         n_boot=r.n_boot, seed=config.seed, n_jobs=config.n_jobs, search_spaces=config.search_spaces,
+                         plain_imputation=tuple(f for f, how in config.missing.items() if how == "impute"))
 
 
 def select_champion(result: BenchmarkResult, config: JobConfig) -> tuple[str, str | None, str]:
@@ -104,7 +108,7 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
     log(f"cohort {cohort.name}: {len(cohort)} patients ({cohort.report.summary()})")
     uri = tracking.setup(config.experiment_name)
     spec = benchmark_spec(config)
-    with mlflow.start_run(run_name=f"{config.job}") as parent:
+    with mlflow.start_run(run_name=f"{config.job}") as parent, FailureRecorder() as failure:
         mlflow.set_tags({"crlm_role": "job", "crlm_job": config.job, "crlm_cohort": cohort.name,
                          "crlm_endpoint": config.endpoint})
         mlflow.log_params(tracking.flat_params("", json.loads(config.model_dump_json())))
@@ -122,6 +126,10 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
         timings["benchmark"] = time.perf_counter() - t0
         for note in result.notes:
             log(f"note: {note}")
+        # Results first: a failure from here on leaves the benchmark in MLflow and on disk.
+        saved = persist_benchmark(result, config.job, results_directory(project_root(), config.job))
+        log(f"benchmark results saved: MLflow run {saved.run_id}, {saved.directory}")
+        failure.kept = f"benchmark results kept: run {saved.run_id}, {saved.directory}"
         champion, runner_up, rule = select_champion(result, config)
         log(f"champion: {champion} (runner-up: {runner_up}); rule: {rule}")
 
@@ -166,7 +174,8 @@ def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config
         for r in headline.itertuples() if r.metric in ("harrell_c", "uno_c", "mean_auc", "ibs", "ipa_ibs", "ici", "oe",
                                                       "auc")}
     comp = result.comparisons[(result.comparisons.model == model) & (result.comparisons.metric == "harrell_c")]
-    meta = {"selection_rule": rule, "job": config.job, "reference": config.reference,
+    meta = {"selection_rule": rule, "job": config.job, "reference": spec.reference or "none",
+            "score_coverage": result.score_coverage.to_dict(orient="records"),
             "validation": (f"nested resampling: {spec.outer_repeats}x{spec.outer_splits}-fold outer, "
                            f"{spec.inner_splits}-fold inner tuning; {spec.n_boot} bootstrap resamples"),
             "metrics": summary,
@@ -175,7 +184,8 @@ def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config
     return train_predictor(cohort, config.endpoint, model, params, horizons=config.horizons,
                            blocks=tuple(config.blocks), postoperative=config.postoperative,
                            n_interval_models=config.n_interval_models, seed=config.seed,
-                           endpoint_label=config.endpoint, metadata=meta)
+                           endpoint_label=config.endpoint, metadata=meta,
+                           preprocess_params=spec.preprocess_params())
 
 
 def _log_model_runs(result, config, champion, predictors, rule, progress):
@@ -183,7 +193,7 @@ def _log_model_runs(result, config, champion, predictors, rule, progress):
     from crlm.model_card import build_model_card
 
     model_infos, card = {}, None
-    reference = config.reference
+    reference = result.spec.reference
     models = list(result.oof)
     for i, model in enumerate(models):
         with mlflow.start_run(run_name=model, nested=True):
@@ -196,7 +206,7 @@ def _log_model_runs(result, config, champion, predictors, rule, progress):
             tracking.log_metric_table(result.metrics, model, result.comparisons)
             for h in result.horizons:
                 _log_fig(plots.calibration_plot(result, model, h), f"calibration/calibration_{h:g}m.png")
-            if reference in result.oof and model != reference:
+            if reference in result.oof and model != reference and reference.removeprefix("score:") in SCORES:
                 _log_fig(plots.km_by_risk_group(result, model, reference=reference), "km/km_by_risk_group.png")
             _log_fig(plots.time_dependent_auc_plot(result, models=[m for m in (model, reference) if m in result.oof]),
                      "discrimination/time_dependent_auc.png")
@@ -239,17 +249,11 @@ def field_importance(predictor: Predictor, result: BenchmarkResult, max_patients
 
 
 def _log_job_artifacts(result: BenchmarkResult, champion: str, rule: str) -> None:
-    board = result.leaderboard()
-    mlflow.log_text(board.to_csv(index=False), "leaderboard/leaderboard.csv")
-    mlflow.log_text(plots.leaderboard_html(result), "leaderboard/leaderboard.html")
-    mlflow.log_text(result.metrics.to_csv(index=False), "leaderboard/metrics_long.csv")
-    mlflow.log_text(result.comparisons.to_csv(index=False), "leaderboard/paired_vs_reference.csv")
-    if len(result.ablation):
-        mlflow.log_text(result.ablation.to_csv(index=False), "ablation/ablation.csv")
+    for path, text in benchmark_tables(result).items():  # also on the job run, where the UI looks first
+        mlflow.log_text(text, path)
     if len(result.comparisons):
         _log_fig(plots.forest_plot(result, "harrell_c"), "leaderboard/forest_delta_c.png")
     _log_fig(plots.time_dependent_auc_plot(result), "leaderboard/time_dependent_auc.png")
-    mlflow.log_text(json.dumps(result.timings, indent=2), "leaderboard/timings.json")
     mlflow.log_text(rule, "leaderboard/selection_rule.txt")
     champ = result.oof[champion]
     mlflow.log_metric("champion_oof_harrell_c_repeat0", harrell_c(result.y[champ.valid], champ.risk[0][champ.valid]))
@@ -262,8 +266,11 @@ def _log_fig(fig, path: str) -> None:
 
 def _export(predictor: Predictor, card, config: JobConfig) -> Path:
     """Write the champion bundle for serving (atomically: a half-written bundle never replaces a good one)."""
-    target = config.export_dir or project_root() / "models" / config.model_name
-    target = Path(target)
+    return export_bundle(predictor, card, Path(config.export_dir or project_root() / "models" / config.model_name))
+
+
+def export_bundle(predictor: Predictor, card, target: Path) -> Path:
+    """Write a Predictor bundle (and its model card: (markdown, html)) to ``target``, atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     predictor.save(staging)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from crlm.schema import FIELDS, FIELDS_BY_NAME, derive_fields, endpoint
+from crlm.schema import FIELDS, FIELDS_BY_NAME, Field, derive_fields, endpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     from crlm.cohort.simulate import SimulationTruth
@@ -26,12 +26,15 @@ class Problem:
 
     row: int | None  # 1-based data row in the source file (header excluded); None for whole-file problems
     field: str
-    value: Any
+    value: Any  # the value after the mapping (recoded, unit-converted)
     rule: str
+    as_written: Any = None  # the cell as the source file holds it (None when the field has no source cell)
 
     def __str__(self) -> str:
         where = f"row {self.row}" if self.row is not None else "file"
-        return f"{where}: {self.field} = {self.value!r} breaks rule '{self.rule}'"
+        written = (f" (written {self.as_written!r})" if self.as_written is not None
+                   and str(self.as_written) != str(self.value) else "")
+        return f"{where}: {self.field} = {self.value!r}{written} breaks rule '{self.rule}'"
 
 
 @dataclass
@@ -40,6 +43,9 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     rejected_rows: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # per field: recorded (known in accepted rows), missing (in accepted rows), rejected (bad cells)
+    fields: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["field", "recorded", "missing", "rejected"]))
 
     @property
     def n_rejected(self) -> int:
@@ -54,7 +60,8 @@ class ValidationReport:
         return not self.problems
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([p.__dict__ for p in self.problems], columns=["row", "field", "value", "rule"])
+        return pd.DataFrame([p.__dict__ for p in self.problems],
+                            columns=["row", "field", "value", "as_written", "rule"])
 
     def summary(self) -> str:
         return (f"{self.n_rows} rows read, {self.n_accepted} accepted, {self.n_rejected} set aside "
@@ -81,6 +88,7 @@ class Cohort:
     citation: str = ""
     report: ValidationReport = field(default_factory=ValidationReport)
     truth: SimulationTruth | None = None  # only for simulated cohorts: the generating model's answers
+    extra_fields: tuple[Field, ...] = ()  # a centre's own fields and recorded scores, declared by its mapping
 
     def __len__(self) -> int:
         return len(self.data)
@@ -110,7 +118,12 @@ class Cohort:
             mask_or_index)
         truth = self.truth.subset(idx) if self.truth is not None else None
         return Cohort(self.data.iloc[idx].reset_index(drop=True), self.name, self.source, self.licence,
-                      self.citation, self.report, truth)
+                      self.citation, self.report, truth, self.extra_fields)
+
+    @property
+    def recorded_scores(self) -> list[Field]:
+        """Score columns declared by the mapping (a centre's own score, a recorded published score)."""
+        return [f for f in self.extra_fields if f.block == "score"]
 
 
 def predictors_frame(data: pd.DataFrame) -> pd.DataFrame:
@@ -228,6 +241,10 @@ def _objects(values, fill: bool = True) -> np.ndarray:
     return out
 
 
+YES_WORDS = ("true", "yes", "y", "1", "t")
+NO_WORDS = ("false", "no", "n", "0", "f")
+
+
 def _to_bool(v):
     if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
         return pd.NA
@@ -235,8 +252,16 @@ def _to_bool(v):
         return bool(v)
     if isinstance(v, int | float | np.integer | np.floating) and v in (0, 1):
         return bool(v)
-    if isinstance(v, str) and v.strip().lower() in ("true", "yes", "1", "y"):
-        return True
-    if isinstance(v, str) and v.strip().lower() in ("false", "no", "0", "n"):
-        return False
+    if isinstance(v, str):
+        word = v.strip().lower()
+        if word in YES_WORDS:
+            return True
+        if word in NO_WORDS:
+            return False
+        try:  # "1.0" / "0.0", as spreadsheets write 1/0
+            number = float(word)
+        except ValueError:
+            number = None
+        if number in (0.0, 1.0):
+            return number == 1.0
     raise ValueError(f"not a yes/no value: {v!r}")

@@ -23,8 +23,10 @@ def score_concordance(cohort: Cohort, endpoints: list[str] | None = None, n_boot
         if len(with_outcome) == 0:
             continue
         y_all = with_outcome.y(ep_name)
-        for name in names:
-            total = compute_score(name, with_outcome.data)["total"].to_numpy(dtype=float)
+        for name in [*names, *(f.name for f in cohort.recorded_scores)]:
+            recorded = {f.name: f for f in cohort.recorded_scores}.get(name)
+            total = (pd.to_numeric(with_outcome.data[name], errors="coerce").to_numpy(dtype=float) if recorded
+                     else compute_score(name, with_outcome.data)["total"].to_numpy(dtype=float))
             keep = ~np.isnan(total)
             y, risk = y_all[keep], total[keep]
             if keep.sum() < 10 or y["event"].sum() < 2:
@@ -32,7 +34,8 @@ def score_concordance(cohort: Cohort, endpoints: list[str] | None = None, n_boot
             c = harrell_c(y, risk)
             boots = [harrell_c(y[i], risk[i]) for i in bootstrap_indices(len(y), n_boot, seed, strata=y["event"])]
             low, high = percentile_interval(boots)
-            rows.append({"endpoint": ep_name, "score": SCORES[name].label, "patients": int(keep.sum()),
+            label = f"{recorded.description.split(': ')[0]} (recorded)" if recorded else SCORES[name].label
+            rows.append({"endpoint": ep_name, "score": label, "patients": int(keep.sum()),
                          "events": int(y["event"].sum()), "harrell_c": c, "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows, columns=["endpoint", "score", "patients", "events", "harrell_c", "ci_low",
                                        "ci_high"])

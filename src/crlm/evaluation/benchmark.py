@@ -1,7 +1,8 @@
 """The honest benchmark: nested resampling, every model and score on the same patients, paired against Fong.
 
 Design (stated once, reported with the results):
-- Population: the patients with the endpoint recorded and a computable reference score (the Fong baseline),
+- Population: the patients with the endpoint recorded and a computable reference score (``spec.reference``:
+  a published score, a recorded score declared in the mapping, ``auto`` or none; ``crlm.evaluation.references``),
   so that every model and score is compared on identical patients. Other scores are evaluated on the
   patients where they are computable (their ``n`` says so) and compared with the reference on those.
 - Outer loop: repeated stratified K-fold (stratified by event). Inner loop: K-fold grid search on the outer
@@ -45,6 +46,7 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
 
 from crlm.cohort.base import Cohort, predictors_frame
+from crlm.evaluation import references
 from crlm.evaluation.calibration import ici
 from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
 from crlm.evaluation.metrics import (
@@ -57,6 +59,7 @@ from crlm.evaluation.metrics import (
 )
 from crlm.evaluation.weighted import bootstrap_metrics, resample_weights
 from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family
+from crlm.models.zoo import SCORE_PREFIX
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint
 
 LEARNED_MODELS = ("coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft")
@@ -92,6 +95,15 @@ class BenchmarkSpec:
     tune: bool = True
     ceiling: bool = True  # simulated cohorts: add the observed-information ceiling row (module docstring)
     ceiling_n: int = 50_000  # patients in the ceiling's independent training cohort
+    extra_fields: tuple = ()  # a centre's own predictors (crlm.schema.Field), default: the cohort's
+    plain_imputation: tuple[str, ...] = ()  # fields imputed without missing-as-information
+
+    def preprocess_params(self) -> dict:
+        """Pipeline parameters of the feature step for a centre's fields and imputation choices."""
+        if not self.extra_fields and not self.plain_imputation:
+            return {}
+        return {"preprocess__extra_fields": tuple(self.extra_fields),
+                "preprocess__plain_imputation": tuple(self.plain_imputation)}
 
 
 @dataclass
@@ -119,6 +131,7 @@ class BenchmarkResult:
     chosen_params: pd.DataFrame  # per model x fold
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    score_coverage: pd.DataFrame = field(default_factory=pd.DataFrame)  # crlm.scores.score_coverage
 
     def estimate(self, model: str, metric: str, horizon: float | None = None) -> float:
         m = self.metrics
@@ -178,6 +191,8 @@ def fit_model(name: str, X: pd.DataFrame, y: np.ndarray, spec: BenchmarkSpec, *,
     """Fit one model on training data only, tuning it by inner cross-validation. Returns (model, params)."""
     factory = factory or _default_factory
     model = factory(name, blocks or spec.blocks, spec.postoperative, list(X.columns), seed)
+    if not is_score_model(name) and spec.preprocess_params():
+        model.set_params(**spec.preprocess_params())
     grid = (spec.search_spaces or {}).get(name, SEARCH_SPACES.get(name, {}))
     if is_score_model(name) or not spec.tune or not grid or _n_combinations(grid) < 2:
         return model.fit(X, y), {}
@@ -310,6 +325,8 @@ def prepare_population(cohort: Cohort, spec: BenchmarkSpec) -> tuple[Cohort, lis
     if len(population) < len(cohort):
         notes.append(f"{len(cohort) - len(population)} patients without the {spec.endpoint} outcome excluded")
     if spec.reference:
+        if spec.reference.startswith(SCORE_PREFIX + "column:") is False:
+            references.resolve(spec.reference, population)  # not computable for anyone: say what is missing
         scores = score_values(spec.reference, population.data)
         has_ref = ~np.isnan(scores)
         if has_ref.sum() < len(population):
@@ -332,12 +349,15 @@ def prepare_population(cohort: Cohort, spec: BenchmarkSpec) -> tuple[Cohort, lis
 def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory: Callable | None = None,
                   progress: Callable[[str, int, int], None] | None = None) -> BenchmarkResult:
     spec = spec or BenchmarkSpec()
+    spec, ref_notes = references.fit_spec(spec, cohort)  # reference, recorded scores, the centre's fields
     for name in (*spec.models, *spec.baselines, spec.reference):
         if name:
             make_model(name)  # unknown model names fail here, before any work
     timings: dict[str, float] = {}
     started = time.perf_counter()
     population, notes = prepare_population(cohort, spec)
+    coverage, coverage_notes = references.coverage_table(population)
+    notes = ref_notes + notes + coverage_notes
     y = population.y(spec.endpoint)
     X = predictors_frame(population.data)
     horizons = usable_horizons(y, y, spec.horizons)
@@ -386,7 +406,8 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
                            comparisons=pd.DataFrame(comparisons, columns=[
                                "model", "reference", "metric", "delta", "ci_low", "ci_high", "p_value", "n",
                                "better_than_reference"]),
-                           ablation=ablation, chosen_params=params, timings=timings, notes=notes)
+                           ablation=ablation, chosen_params=params, timings=timings, notes=notes,
+                           score_coverage=coverage)
 
 
 def _grid(y, horizons) -> np.ndarray:

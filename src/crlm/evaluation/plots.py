@@ -59,6 +59,10 @@ def model_label(model: str) -> str:
     """Readable name: ``score:fong`` -> "Fong CRS", ``coxph`` -> "Cox PH"; unknown names pass through."""
     if model.startswith(SCORE_PREFIX) and model[len(SCORE_PREFIX):] in SCORES:
         return SCORES[model[len(SCORE_PREFIX):]].label
+    if model.startswith(f"{SCORE_PREFIX}column:"):
+        return f"{model[len(SCORE_PREFIX) + len('column:'):]} (recorded score)"
+    if not model:
+        return "none"
     return _LEARNED_LABELS.get(model, model)
 
 

@@ -54,12 +54,15 @@ SEARCH_SPACES: dict[str, dict[str, list]] = {
 }
 
 
+RECORDED_PREFIX = f"{SCORE_PREFIX}column:"  # a score recorded in the cohort: score:column:<field>
+
+
 def is_score_model(name: str) -> bool:
     return name.startswith(SCORE_PREFIX)
 
 
 def _check_name(name: str) -> None:
-    if name not in MODEL_NAMES:
+    if name not in MODEL_NAMES and not (name.startswith(RECORDED_PREFIX) and len(name) > len(RECORDED_PREFIX)):
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
 
 
