@@ -9,7 +9,6 @@ CRLM_HOME: the tracking store, models and results must land in the workspace.
 """
 
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -96,8 +95,6 @@ def test_train_evaluate_recalibrate_serve(workspace):
     assert versions and versions[0].tags["source_model"] == "crlm-centre-a-os"
 
     # serve: the service on the centre's bundles (the recalibrated OS model, centre A's RFS model)
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     from starlette.testclient import TestClient
 
     mp = pytest.MonkeyPatch()
@@ -107,7 +104,7 @@ def test_train_evaluate_recalibrate_serve(workspace):
     mp.setenv("CRLM_RFS_MODEL", "crlm-centre-a-rfs")
     mp.delenv("CRLM_API_KEY", raising=False)
     try:
-        from serving.service import CRLMService
+        from crlm.serving.service import CRLMService
 
         with TestClient(app=CRLMService.to_asgi()) as client_http:
             deadline = time.monotonic() + 120

@@ -58,6 +58,9 @@ def test_schema_and_library_versions_are_checked(models_dir):
     predictor.fields_used = [*predictor.fields_used, "shoe_size"]
     with pytest.raises(ModelRefused, match="shoe_size"):
         check_slot("os", predictor, "test")
+    declared = {**predictor.metadata, "extra_fields": [{"name": "shoe_size", "type": "number"}]}
+    predictor.metadata = declared  # a centre's own field, declared in its mapping, is not a foreign schema
+    check_slot("os", predictor, "test")
     predictor.fields_used.remove("shoe_size")
     predictor.metadata = {**predictor.metadata,
                           "package_versions": {**predictor.metadata["package_versions"], "scikit-learn": "0.24.2"}}

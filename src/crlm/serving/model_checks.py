@@ -47,7 +47,9 @@ def check_slot(endpoint: str, predictor, source: str) -> None:
     if canonical != {endpoint}:
         raise ModelRefused(f"{source}: a model of {'/'.join(sorted(canonical))} cannot fill the {endpoint} slot "
                            f"(check CRLM_{endpoint.upper()}_MODEL and the bundle directory)")
-    unknown = sorted(f for f in getattr(predictor, "fields_used", []) if f not in schema.FIELDS_BY_NAME)
+    extra = {f["name"] for f in meta.get("extra_fields") or []}  # a centre's own fields, declared in its mapping
+    unknown = sorted(f for f in getattr(predictor, "fields_used", [])
+                     if f not in schema.FIELDS_BY_NAME and f not in extra)
     if unknown:
         raise ModelRefused(f"{source}: trained on field(s) this schema does not have ({', '.join(unknown)}): it "
                            "was built with another version of crlm.schema")
