@@ -20,7 +20,7 @@ import pandas as pd
 import xgboost as xgb
 
 from crlm.models import final_estimator, linear_coefficients
-from crlm.models.linear import Coxnet, CoxPH
+from crlm.models.introspect import LINEAR_COX
 from crlm.models.xgb import XGBAFT, XGBCox
 from crlm.schema import FIELDS_BY_NAME
 
@@ -42,7 +42,7 @@ class Explainer:
         self.fields = [field_of(f) for f in self.features]
         self.field_names = list(dict.fromkeys(self.fields))
         self.endpoint = endpoint
-        if isinstance(self.estimator, CoxPH | Coxnet):
+        if isinstance(self.estimator, LINEAR_COX):
             self.method = "exact linear contributions (log hazard ratio vs the training mean)"
             self.coef = linear_coefficients(model).reindex(self.features).to_numpy(dtype=float)
             self.mean = Z_train.to_numpy(dtype=float).mean(axis=0)
