@@ -1,7 +1,9 @@
 """Per-patient contributions: what drives this patient's risk, per schema field, in words a clinician reads.
 
 Methods, chosen by model family:
-- linear Cox models (coxph, coxnet): exact contributions beta_j * (z_j - mean_j) on the log-hazard scale;
+- linear Cox models (coxph, coxnet, cox_prior, literature_cox, fong_plus): exact contributions
+  beta_j * (z_j - mean_j) on the log-hazard scale (a field's literature-coded column and its standard columns
+  are summed; for cox_prior the method says how many patients updated the literature prior);
 - XGBoost (xgb_cox, xgb_aft): exact TreeSHAP (``pred_contribs``) on the margin (log-hazard; for AFT the
   log-time margin with its sign flipped, so positive still means "raises the risk");
 - other models (random survival forest, gradient boosting): field-wise background substitution on a fixed
@@ -21,11 +23,13 @@ import xgboost as xgb
 
 from crlm.models import final_estimator, linear_coefficients
 from crlm.models.introspect import LINEAR_COX
+from crlm.models.prior_cox import CoxPrior, LiteratureCox
 from crlm.models.xgb import XGBAFT, XGBCox
 from crlm.schema import FIELDS_BY_NAME
+from crlm.scores import score_total
 
 EVENT_WORDS = {"os": "death", "rfs": "recurrence or death", "liver_rfs": "liver recurrence or death"}
-DERIVED_LABELS = {"tumour_burden_score": "Tumour burden score"}
+DERIVED_LABELS = {"tumour_burden_score": "Tumour burden score", "fong_score": "Fong score (computed)"}
 
 
 def field_of(feature: str) -> str:
@@ -46,6 +50,13 @@ class Explainer:
             self.method = "exact linear contributions (log hazard ratio vs the training mean)"
             self.coef = linear_coefficients(model).reindex(self.features).to_numpy(dtype=float)
             self.mean = Z_train.to_numpy(dtype=float).mean(axis=0)
+            if isinstance(self.estimator, CoxPrior):
+                self.method += (f"; literature prior ({len(self.estimator.literature_features_)} published "
+                                f"effects), updated by {self.estimator.n_patients_} patients "
+                                f"({self.estimator.n_events_} events)")
+            elif isinstance(self.estimator, LiteratureCox):
+                self.method += (f"; published effects, only the baseline estimated from "
+                                f"{self.estimator.n_patients_} patients")
         elif isinstance(self.estimator, XGBCox | XGBAFT):
             self.method = "TreeSHAP (xgboost pred_contribs) on the log-hazard margin"
         else:
@@ -111,6 +122,9 @@ def value_text(name: str, value, row: dict | None = None) -> str:
         if pd.notna(size) and pd.notna(n):
             return f"{np.hypot(float(size), float(n)):.1f}"
         return "unknown (imputed)"
+    if name == "fong_score" and row is not None:
+        total = score_total("fong", [row])[0]
+        return "unknown (imputed)" if np.isnan(total) else f"{total:g} points"
     if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return "unknown (imputed)"
     f = FIELDS_BY_NAME.get(name)
@@ -134,6 +148,6 @@ def describe(name: str, value, size: float, endpoint: str, row: dict | None = No
         bool(value) if f is not None and f.kind == "bool" else
         float(value) if f is not None and f.kind in ("float", "int") else
         (float(np.hypot(row["largest_metastasis_cm"], row["n_liver_metastases"])) if name == "tumour_burden_score"
-         else str(value)))
+         else float(text.split()[0]) if name == "fong_score" else str(value)))
     return {"field": name, "label": label, "value": json_value, "value_text": text, "direction": direction,
             "size": size, "sentence": f"{label} {text} {direction} the risk of {event}"}

@@ -33,7 +33,8 @@ from crlm.paths import project_root
 from crlm.predictor import Predictor, train_predictor
 
 # Simpler first: the tie-break of the selection rule.
-SIMPLICITY = ("coxph", "coxnet", "xgb_cox", "xgb_aft", "gbsa", "rsf")
+SIMPLICITY = ("literature_cox", "coxph", "coxnet", "fong_plus", "cox_prior", "xgb_cox", "xgb_aft", "gbsa", "rsf",
+              "ensemble")
 
 Progress = Callable[[str, int, int], None]
 

@@ -22,7 +22,8 @@ from crlm.models.zoo import (
 
 __all__ = [
     "GBSA", "LEARNED_MODEL_NAMES", "MODEL_NAMES", "RSF", "SCORE_MODEL_NAMES", "SEARCH_SPACES", "XGBAFT",
-    "CoxPH", "CoxPrior", "Coxnet", "Ensemble", "FongPlus", "LiteratureCox", "ScoreCoxModel", "SurvivalPipeline", "XGBCox", "feature_names", "final_estimator",
+    "CoxPH", "CoxPrior", "Coxnet", "Ensemble", "FongPlus", "LiteratureCox", "ScoreCoxModel", "SurvivalPipeline",
+    "XGBCox", "feature_names", "final_estimator",
     "is_score_model", "linear_coefficients", "make_model", "model_family", "set_endpoint", "step_survival",
     "xgb_booster",
 ]
