@@ -167,3 +167,22 @@ def prior_table() -> list[dict]:
                          "source": None if e is None else e.source, "year": None if e is None else e.year,
                          "evidence": None if e is None else e.evidence, "postoperative": p.postoperative})
     return rows
+
+
+def prior_card_lines(model_name: str, endpoint: str) -> list[str]:
+    """Model-card lines for the models built on the table (``cox_prior``, ``literature_cox``): the published
+    effects used for this endpoint, with interval, source, year and evidence tag; nothing for other models."""
+    if model_name not in ("cox_prior", "literature_cox"):
+        return []
+    role = ("the centre of the penalty (its strength tuned by inner CV)" if model_name == "cox_prior"
+            else "fixed coefficients (only the baseline survival is estimated from the cohort)")
+    lines = ["", f"Published effects used as {role} (`crlm.literature_prior`; factors the cohort does not "
+             "record are left out at fit):", "",
+             "| factor | coding | HR | interval | source | year | evidence |", "|---|---|---|---|---|---|---|"]
+    for p in PRIOR:
+        e = p.effect(endpoint)
+        if e is not None:
+            lines.append(f"| {p.field} | {p.coding} | {e.hazard_ratio:g} | {e.low:g}-{e.high:g} ({e.interval}) | "
+                         f"{e.source} | {e.year} | {e.evidence} |")
+    lines.append("")
+    return lines

@@ -129,7 +129,7 @@ def make_model(name: str, blocks: Sequence[str] = DEFAULT_BLOCKS, postoperative:
 
 def set_endpoint(pipe: SurvivalPipeline, endpoint: str | None) -> SurvivalPipeline:
     """Tell the model step the endpoint when it needs it (the literature models); others are unchanged."""
-    step = pipe.named_steps[MODEL_STEP]
-    if endpoint is not None and "endpoint" in step.get_params(deep=False):
+    step = getattr(pipe, "named_steps", {}).get(MODEL_STEP)  # custom factories may return other estimators
+    if endpoint is not None and step is not None and "endpoint" in step.get_params(deep=False):
         step.set_params(endpoint=endpoint)
     return pipe
