@@ -7,13 +7,14 @@ import pytest
 from sklearn.base import clone
 from sklearn.utils._param_validation import InvalidParameterError
 from sksurv.linear_model import CoxPHSurvivalAnalysis
+from statsmodels.duration.hazard_regression import PHReg
 
 from crlm.cohort.base import make_y, predictors_frame
 from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation.benchmark import BenchmarkSpec, fit_model, run_benchmark
 from crlm.literature_prior import PRIOR, PRIOR_BY_FEATURE, prior_table
 from crlm.models import CoxPrior, Ensemble, FongPlus, LiteratureCox, final_estimator, make_model
-from crlm.models.prior_cox import penalised_cox
+from crlm.models.prior_cox import BreslowPartialLikelihood, penalised_cox
 from crlm.predictor import train_predictor
 
 BRAF = "braf_v600e_status"
@@ -41,6 +42,19 @@ def test_prior_table_rows_have_sources_and_sensible_effects():
         assert "=" not in p.coding and PRIOR_BY_FEATURE[p.feature] is p
     braf = PRIOR_BY_FEATURE[BRAF_FEATURE]
     assert braf.effect("os").hazard_ratio == 2.8 and braf.effect("dfs") is braf.effect("rfs")
+
+
+def test_partial_likelihood_equals_statsmodels_phreg(sim):
+    _, X, y = sim
+    Z = make_model("coxph", columns_present=list(X.columns)).steps[0][1].fit_transform(X).to_numpy(float)[:, :8]
+    y = y.copy()
+    y["time"] = np.round(y["time"] / 6) * 6 + 1  # many tied times
+    ours = BreslowPartialLikelihood(Z, y)
+    ref = PHReg(y["time"], Z, status=y["event"].astype(float), ties="breslow")
+    for beta in (np.zeros(8), np.random.default_rng(0).normal(0, 0.3, 8)):
+        assert ours.loglike(beta) == pytest.approx(ref.loglike(beta), rel=1e-10)
+        np.testing.assert_allclose(ours.score(beta), ref.score(beta), rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(ours.hessian(beta), ref.hessian(beta), rtol=1e-8, atol=1e-8)
 
 
 def test_penalised_cox_at_zero_centre_is_sksurv_ridge_cox(sim):

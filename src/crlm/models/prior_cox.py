@@ -12,9 +12,10 @@
   that estimate's information), the other columns towards zero. "What do the other factors add to Fong?"
 - ``LiteratureCox`` (``literature_cox``): the published log-HRs fixed, only the Breslow baseline estimated.
 
-The likelihood, score and Hessian are statsmodels' ``PHReg`` (Breslow ties), minimised with the penalty by
-scipy's trust-region Newton method; with every centre at zero the fit equals scikit-survival's ridge Cox
-(tested). All expose ``coef_`` (log-HR per model-matrix column), ``predict`` = linear predictor,
+The Breslow partial likelihood, its gradient and Hessian are vectorised here (statsmodels' ``PHReg``, which
+takes an offset, gives the same values but loops over event times in Python: too slow at n = 2,000) and
+minimised with the penalty by scipy's trust-region Newton method. Tested: the likelihood, gradient and Hessian
+equal ``PHReg``'s, and with every centre at zero the fit equals scikit-survival's ridge Cox. All expose ``coef_`` (log-HR per model-matrix column), ``predict`` = linear predictor,
 ``predict_survival`` and ``baseline_survival``, like ``crlm.models.linear``.
 """
 
@@ -31,7 +32,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from sksurv.base import SurvivalAnalysisMixin
 from sksurv.linear_model.coxph import BreslowEstimator
-from statsmodels.duration.hazard_regression import PHReg
 
 from crlm.literature_prior import PRIOR_BY_FEATURE
 from crlm.models.base import event_time, step_survival
@@ -47,6 +47,43 @@ def _matrix(X) -> tuple[np.ndarray, list[str] | None]:
     return np.asarray(X, dtype=float), None
 
 
+class BreslowPartialLikelihood:
+    """Cox log partial likelihood (Breslow ties) with its gradient and Hessian, vectorised with cumulative sums
+    over the time-sorted patients: O(n p^2) per Hessian, where statsmodels' ``PHReg`` loops over the event
+    times in Python (3-4 s per fit at n = 2,000). Tested against ``PHReg`` and scikit-survival."""
+
+    def __init__(self, X: np.ndarray, y):
+        event, time = event_time(y)
+        if not event.any():
+            raise ValueError("no events: the Cox partial likelihood is undefined")
+        order = np.argsort(time, kind="stable")
+        self.X, self.time, self.event = X[order], time[order], event[order].astype(float)
+        self.first = np.searchsorted(self.time, self.time, side="left")  # risk set of i starts here (ties)
+        self.last = np.searchsorted(self.time, self.time, side="right") - 1
+
+    def _sums(self, beta):
+        eta = self.X @ beta
+        w = np.exp(eta - eta.max())
+        s0 = np.cumsum(w[::-1])[::-1][self.first]
+        s1 = np.cumsum((w[:, None] * self.X)[::-1], axis=0)[::-1][self.first]
+        return eta, w, s0, s1, eta.max()
+
+    def loglike(self, beta) -> float:
+        eta, _, s0, _, shift = self._sums(beta)
+        return float(np.sum(self.event * (eta - shift - np.log(s0))))
+
+    def score(self, beta) -> np.ndarray:
+        _, _, s0, s1, _ = self._sums(beta)
+        return (self.event[:, None] * (self.X - s1 / s0[:, None])).sum(axis=0)
+
+    def hessian(self, beta) -> np.ndarray:
+        _, w, s0, s1, _ = self._sums(beta)
+        c = np.cumsum(self.event / s0)[self.last]  # sum over events at or before t_j of 1 / S0
+        mean = s1 / s0[:, None]
+        weighted = self.X * (w * c)[:, None]
+        return -(weighted.T @ self.X - (mean * self.event[:, None]).T @ mean)
+
+
 def penalised_cox(X: np.ndarray, y, centre: np.ndarray, weight: np.ndarray, max_iter: int = 200) -> np.ndarray:
     """Coefficients minimising -loglik(beta) + 1/2 sum w_j (beta_j - centre_j)^2 (Breslow partial likelihood).
 
@@ -58,26 +95,25 @@ def penalised_cox(X: np.ndarray, y, centre: np.ndarray, weight: np.ndarray, max_
         Outcome (event, time).
     centre, weight : ndarray of shape (p,)
         Where each coefficient is shrunk to and how strongly (summed log-likelihood scale; weight > 0).
+    max_iter : int
+        Iterations of scipy's trust-region Newton method.
 
     Returns
     -------
     ndarray of shape (p,)
         The penalised maximum-likelihood coefficients.
     """
-    event, time = event_time(y)
-    if not event.any():
-        raise ValueError("no events: the Cox partial likelihood is undefined")
-    ph = PHReg(time, X, status=event.astype(float), ties="breslow")
+    lik = BreslowPartialLikelihood(np.asarray(X, dtype=float), y)
 
     def objective(b):
         d = b - centre
-        return -ph.loglike(b) + 0.5 * float(np.sum(weight * d * d))
+        return -lik.loglike(b) + 0.5 * float(np.sum(weight * d * d))
 
     def gradient(b):
-        return -ph.score(b) + weight * (b - centre)
+        return -lik.score(b) + weight * (b - centre)
 
     def hessian(b):
-        return -ph.hessian(b) + np.diag(weight)
+        return -lik.hessian(b) + np.diag(weight)
 
     result = optimize.minimize(objective, centre.copy(), jac=gradient, hess=hessian, method="trust-exact",
                                options={"maxiter": max_iter, "gtol": 1e-6})
@@ -228,9 +264,7 @@ class FongPlus(_LinearHazards):
         j = anchors[0]
         score = values[:, [j]]
         anchor = float(penalised_cox(score, y, np.zeros(1), np.full(1, 1e-3))[0])
-        event, time = event_time(y)
-        information = float(-PHReg(time, score, status=event.astype(float), ties="breslow").hessian(
-            np.array([anchor]))[0, 0])
+        information = float(-BreslowPartialLikelihood(score, y).hessian(np.array([anchor]))[0, 0])
         centre = np.zeros(values.shape[1])
         centre[j] = anchor
         weight = np.full(values.shape[1], float(self.alpha))
