@@ -60,8 +60,9 @@ SEARCH_SPACES: dict[str, dict[str, list]] = {
     "gbsa": {"model__max_depth": [1, 2]},
     "xgb_cox": {"model__max_depth": [1, 2], "model__n_estimators": [100, 300]},
     "xgb_aft": {"model__sigma": [0.7, 1.2], "model__max_depth": [1, 2]},
-    # from close to the plain ridge Cox (0.003 x the published precision) to close to the literature model
-    "cox_prior": {"model__prior_strength": [0.003, 0.03, 0.3, 3.0], "model__alpha": [30.0, 300.0]},
+    # prior strength from close to the plain ridge Cox (0.01 x the published precision) to close to the literature
+    # model (1 = the published uncertainty at face value); alpha: ridge of the columns without a published effect
+    "cox_prior": {"model__prior_strength": [0.01, 0.3, 10.0], "model__alpha": [30.0, 300.0]},
     "fong_plus": {"model__anchor_strength": [0.1, 1.0, 10.0]},
 }
 
