@@ -197,14 +197,36 @@ def test_literature_models_keep_unknown_values_unknown():
     X, y = predictors_frame(cohort.data), cohort.y("os")
     model = make_model("literature_cox", columns_present=list(X.columns), endpoint="os").fit(X, y)
     pre = model.steps[0][1].parts_[0]
-    j = [p.feature for p in pre.factors_].index(BRAF_FEATURE)
+    j = pre.factors_.index("braf_v600e")
     row = X.head(1).copy()
     row[BRAF] = "unknown"
     known = X[BRAF].isin(["mutant", "wild_type"])
     assert pre.transform(row)[0, j] == pytest.approx((X.loc[known, BRAF] == "mutant").mean())
-    assert "margin_r1_r2" not in [p.name for p in pre.factors_]  # postoperative factors stay out
+    assert "margin_r1_r2" not in pre.factors_  # postoperative factors stay out
     assert not isinstance(final_estimator(model), FongPlus | CoxPrior) and isinstance(final_estimator(model),
                                                                                    LiteratureCox)
     y_few = make_y(np.zeros(len(y), bool), y["time"])
     with pytest.raises(ValueError, match="no events"):
         make_model("cox_prior", columns_present=list(X.columns), endpoint="os").fit(X, y_few)
+
+
+@pytest.mark.parametrize("name", ["literature_cox", "fong_plus", "ensemble"])
+def test_predictors_answer_for_incomplete_records_and_round_trip(name, tmp_path):
+    cohort = simulate_cohort(250, 8)
+    predictor = train_predictor(cohort, "rfs", name, n_interval_models=5)
+    records = [{"age_years": 66.0, "n_liver_metastases": 3, "largest_metastasis_cm": 4.5,
+                "braf_v600e_status": "mutant"},
+               {"age_years": 50.0, "n_liver_metastases": 1, "largest_metastasis_cm": 2.0, "cea_ng_ml": 3.0,
+                "fong_score_recorded": 1}]
+    answers = predictor.predict(records)
+    for a in answers:
+        h = a["horizons"][0]
+        assert h["lower"] <= h["survival"] <= h["upper"]
+    assert any(c["field"] == "braf_v600e_status" and c["direction"] == "raises" for c in answers[0]["contributions"])
+    assert any("is missing" in w for w in answers[0]["warnings"])
+    again = type(predictor).load(predictor.save(tmp_path / name))
+    np.testing.assert_allclose([a["risk_score"] for a in again.predict(records)],
+                               [a["risk_score"] for a in answers])
+    if name == "fong_plus":
+        fields = [c["field"] for a in answers for c in a["contributions"]]
+        assert "fong_score_recorded" in fields

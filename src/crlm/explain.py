@@ -68,6 +68,8 @@ class Explainer:
 
     def feature_contributions(self, Z: pd.DataFrame) -> np.ndarray:
         """(n, n_fields) contributions on the risk scale (positive = raises the risk)."""
+        if not hasattr(self, "coef") and not isinstance(self.estimator, XGBCox | XGBAFT):
+            return self._occlusion(Z)  # its rows may hold categories (the ensemble reads canonical rows)
         Zv = (Z if list(Z.columns) == self.features else Z[self.features]).to_numpy(dtype=float)
         if hasattr(self, "coef"):
             per_feature = (Zv - self.mean) * self.coef

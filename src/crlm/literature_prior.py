@@ -150,6 +150,7 @@ PRIOR: tuple[PriorFactor, ...] = (
 )
 
 PRIOR_BY_FEATURE: dict[str, PriorFactor] = {p.feature: p for p in PRIOR}
+PRIOR_BY_NAME: dict[str, PriorFactor] = {p.name: p for p in PRIOR}
 RULE_INPUTS = tuple(dict.fromkeys(f for p in PRIOR for f in p.inputs))
 
 

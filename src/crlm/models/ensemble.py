@@ -30,6 +30,7 @@ from crlm.cohort.base import canonical_columns
 from crlm.evaluation.metrics import harrell_c
 from crlm.features import DEFAULT_BLOCKS, model_columns
 from crlm.models.base import check_times, event_time
+from crlm.models.extra_features import canonical_inputs
 
 DEFAULT_CANDIDATES = ("coxnet", "cox_prior", "xgb_cox")  # one per family; the forest costs 5x more at n = 2,000
 
@@ -54,10 +55,8 @@ class CanonicalRows(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         check_is_fitted(self, "columns_")
-        columns = canonical_columns(X)
-        missing = np.full(columns.n_rows, np.nan)
         index = X.index if isinstance(X, pd.DataFrame) else None
-        return pd.DataFrame({c: columns.get(c, missing) for c in self.columns_}, index=index)
+        return pd.DataFrame(canonical_inputs(X, self.columns_), index=index)  # absent fields: missing
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "columns_")

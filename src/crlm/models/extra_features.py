@@ -21,14 +21,14 @@ from sklearn.utils.validation import check_is_fitted
 
 from crlm.cohort.base import canonical_columns
 from crlm.features import DEFAULT_BLOCKS, FeaturePreprocessor, model_columns
-from crlm.literature_prior import PRIOR, RULE_INPUTS, PriorFactor
+from crlm.literature_prior import PRIOR, PRIOR_BY_NAME, RULE_INPUTS, PriorFactor
 from crlm.schema import FIELDS_BY_NAME
 from crlm.scores import score_total
 
 AUTO = "auto"  # fong_plus: the recorded Fong score when the rows carry one, else Fong computed from its factors
 
 
-def _inputs(X, names: Sequence[str]) -> dict[str, np.ndarray]:
+def canonical_inputs(X, names: Sequence[str]) -> dict[str, np.ndarray]:
     """Canonical columns of ``names`` (absent ones all missing: NaN floats or NaN objects)."""
     columns = canonical_columns(X)
     missing = np.full(columns.n_rows, np.nan)
@@ -46,7 +46,8 @@ class _Columns(TransformerMixin, BaseEstimator):
 class LiteratureFeatures(_Columns):
     """The prior's factors whose fields the model may use (``blocks``, ``postoperative``, ``columns_present``).
 
-    Fitted: ``factors_`` (kept), ``prevalence_`` (imputation values), ``dropped_factors_`` ({name: reason}: a
+    Fitted: ``factors_`` (names of the kept factors: the rules are looked up, so the fitted encoder pickles),
+    ``prevalence_`` (imputation values), ``dropped_factors_`` ({name: reason}: a
     factor never known, or constant, in the training rows carries no information)."""
 
     def __init__(self, blocks: Sequence[str] = DEFAULT_BLOCKS, postoperative: bool = False,
@@ -63,7 +64,7 @@ class LiteratureFeatures(_Columns):
 
     @staticmethod
     def _values(factors: list[PriorFactor], X) -> np.ndarray:
-        d = _inputs(X, RULE_INPUTS)
+        d = canonical_inputs(X, RULE_INPUTS)
         n = len(next(iter(d.values())))
         if not factors:
             return np.empty((n, 0))
@@ -80,16 +81,17 @@ class LiteratureFeatures(_Columns):
             elif np.all(known == known[0]):
                 self.dropped_factors_[p.name] = f"constant {known[0]:g}"
             else:
-                self.factors_.append(p)
+                self.factors_.append(p.name)
                 prevalence.append(float(known.mean()))
         self.prevalence_ = np.asarray(prevalence, dtype=float)
-        self.columns_ = list(dict.fromkeys(f for p in self.factors_ for f in p.inputs))
-        self.feature_names_out_ = [p.feature for p in self.factors_]
+        kept = [PRIOR_BY_NAME[name] for name in self.factors_]
+        self.columns_ = list(dict.fromkeys(f for p in kept for f in p.inputs))
+        self.feature_names_out_ = [p.feature for p in kept]
         return self
 
     def transform(self, X):
         check_is_fitted(self, "factors_")
-        values = self._values(self.factors_, X)
+        values = self._values([PRIOR_BY_NAME[name] for name in self.factors_], X)
         return np.where(np.isnan(values), self.prevalence_[None, :], values)
 
 
@@ -104,7 +106,7 @@ class ScoreFeature(_Columns):
     def _resolve(self, X) -> str:
         if self.score != AUTO:
             return self.score
-        recorded = _inputs(X, ["fong_score_recorded"])["fong_score_recorded"]
+        recorded = canonical_inputs(X, ["fong_score_recorded"])["fong_score_recorded"]
         return "fong_recorded" if np.isfinite(recorded).any() else "fong"
 
     def fit(self, X, y=None):
