@@ -87,18 +87,27 @@ class Explainer:
         """(n_features, n_fields) 0/1: which field each model-matrix column belongs to (columns sum per field)."""
         return np.array([[float(f == name) for name in self.field_names] for f in self.fields])
 
-    def _occlusion(self, Z: pd.DataFrame) -> np.ndarray:
-        out = np.zeros((len(Z), len(self.field_names)))
-        nb = len(self.background)
-        for i in range(len(Z)):
-            row = Z.iloc[[i]][self.features]
-            base = float(self.estimator.predict(row)[0])
-            stacked = pd.concat([row] * (nb * len(self.field_names)), ignore_index=True)
-            for k, name in enumerate(self.field_names):
-                cols = [f for f, fld in zip(self.features, self.fields, strict=True) if fld == name]
-                stacked.loc[k * nb:(k + 1) * nb - 1, cols] = self.background[cols].to_numpy()
-            risks = np.asarray(self.estimator.predict(stacked), dtype=float).reshape(len(self.field_names), nb)
-            out[i] = base - risks.mean(axis=1)
+    def _occlusion(self, Z: pd.DataFrame, max_rows: int = 50_000) -> np.ndarray:
+        """Field substitution for many patients in few ``predict`` calls: each patient is repeated once per
+        (field, background patient) and the field's columns take the background values (chunks of at most
+        ``max_rows`` rows; one call per patient made the training's importance table take minutes)."""
+        nb, nf = len(self.background), len(self.field_names)
+        columns = [[f for f, fld in zip(self.features, self.fields, strict=True) if fld == name]
+                   for name in self.field_names]
+        rows = Z[self.features].reset_index(drop=True)
+        base = np.asarray(self.estimator.predict(rows), dtype=float)
+        per_patient = nb * nf
+        chunk = max(1, max_rows // per_patient)
+        out = np.zeros((len(rows), nf))
+        for start in range(0, len(rows), chunk):
+            part = rows.iloc[start:start + chunk]
+            m = len(part)
+            stacked = part.loc[part.index.repeat(per_patient)].reset_index(drop=True)
+            for k, cols in enumerate(columns):
+                idx = (np.arange(m)[:, None] * per_patient + k * nb + np.arange(nb)[None, :]).ravel()
+                stacked.loc[idx, cols] = np.tile(self.background[cols].to_numpy(), (m, 1))
+            risks = np.asarray(self.estimator.predict(stacked), dtype=float).reshape(m, nf, nb)
+            out[start:start + m] = base[start:start + m, None] - risks.mean(axis=2)
         return out
 
     def explain(self, Z: pd.DataFrame, rows: list[dict], top: int = 6) -> list[list[dict]]:

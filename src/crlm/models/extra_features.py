@@ -150,5 +150,5 @@ class AugmentedPreprocessor(_Columns):
 
     def transform(self, X):
         check_is_fitted(self, "parts_")
-        X = canonical_columns(X) if not hasattr(X, "n_rows") else X  # canonicalise once for every part
+        X = canonical_columns(X)  # once for every part (CanonicalColumns pass unchanged)
         return np.hstack([np.asarray(p.transform(X), dtype=float) for p in self.parts_])
