@@ -60,10 +60,12 @@ SEARCH_SPACES: dict[str, dict[str, list]] = {
     "gbsa": {"model__max_depth": [1, 2]},
     "xgb_cox": {"model__max_depth": [1, 2], "model__n_estimators": [100, 300]},
     "xgb_aft": {"model__sigma": [0.7, 1.2], "model__max_depth": [1, 2]},
-    # prior strength from close to the plain ridge Cox (0.01 x the published precision) to close to the literature
-    # model (1 = the published uncertainty at face value); alpha: ridge of the columns without a published effect
-    "cox_prior": {"model__prior_strength": [0.01, 0.3, 10.0], "model__alpha": [30.0, 300.0]},
-    "fong_plus": {"model__anchor_strength": [0.1, 1.0, 10.0]},
+    # prior strength from close to the plain ridge Cox (0.003 x the published precision) to the literature model
+    # (1 = the published uncertainty at face value; TCIA chose both ends of 0.01-10); alpha: ridge of the columns
+    # without a published effect
+    "cox_prior": {"model__prior_strength": [0.003, 0.1, 3.0, 100.0], "model__alpha": [30.0, 300.0]},
+    # the score's weight in units of its own score-only information (TCIA chose the top of 0.1-10)
+    "fong_plus": {"model__anchor_strength": [1.0, 10.0, 100.0], "model__alpha": [30.0, 300.0]},
 }
 
 
