@@ -86,6 +86,9 @@ def plot(results: pd.DataFrame, path: Path, n_test: int) -> None:
     for ax, label in zip(axes, ("Harrell's C (median over seeds)", "ICI at 36 months (median over seeds)"),
                          strict=True):
         ax.set_xscale("log")
+        sizes = sorted(results.n.unique())
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
         ax.set_xlabel("training patients (simulated)")
         ax.set_ylabel(label)
     axes[0].legend(fontsize=8)
