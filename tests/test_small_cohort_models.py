@@ -12,7 +12,7 @@ from statsmodels.duration.hazard_regression import PHReg
 from crlm.cohort.base import make_y, predictors_frame
 from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation.benchmark import BenchmarkSpec, fit_model, run_benchmark
-from crlm.literature_prior import PRIOR, PRIOR_BY_FEATURE, prior_table
+from crlm.literature_prior import PRIOR, PRIOR_BY_FEATURE, prior_card_lines, prior_table
 from crlm.models import CoxPrior, Ensemble, FongPlus, LiteratureCox, final_estimator, make_model
 from crlm.models.prior_cox import BreslowPartialLikelihood, penalised_cox
 from crlm.predictor import train_predictor
@@ -230,3 +230,11 @@ def test_predictors_answer_for_incomplete_records_and_round_trip(name, tmp_path)
     if name == "fong_plus":
         fields = [c["field"] for a in answers for c in a["contributions"]]
         assert "fong_score_recorded" in fields
+
+
+def test_model_card_lines_list_the_effects_used():
+    assert prior_card_lines("coxnet", "os") == []
+    pre = "\n".join(prior_card_lines("cox_prior", "os"))
+    assert "braf_v600e_status | V600E mutant | 2.8 |" in pre and "resection_margin" not in pre
+    post = "\n".join(prior_card_lines("literature_cox", "rfs", postoperative=True))
+    assert "resection_margin" in post and "cea_ng_ml" not in post  # no published RFS effect of CEA

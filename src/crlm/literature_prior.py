@@ -170,7 +170,7 @@ def prior_table() -> list[dict]:
     return rows
 
 
-def prior_card_lines(model_name: str, endpoint: str) -> list[str]:
+def prior_card_lines(model_name: str, endpoint: str, postoperative: bool = False) -> list[str]:
     """Model-card lines for the models built on the table (``cox_prior``, ``literature_cox``): the published
     effects used for this endpoint, with interval, source, year and evidence tag; nothing for other models."""
     if model_name not in ("cox_prior", "literature_cox"):
@@ -182,7 +182,7 @@ def prior_card_lines(model_name: str, endpoint: str) -> list[str]:
              "| factor | coding | HR | interval | source | year | evidence |", "|---|---|---|---|---|---|---|"]
     for p in PRIOR:
         e = p.effect(endpoint)
-        if e is not None:
+        if e is not None and (postoperative or not p.postoperative):
             lines.append(f"| {p.field} | {p.coding} | {e.hazard_ratio:g} | {e.low:g}-{e.high:g} ({e.interval}) | "
                          f"{e.source} | {e.year} | {e.evidence} |")
     lines.append("")
