@@ -238,3 +238,10 @@ def test_model_card_lines_list_the_effects_used():
     assert "braf_v600e_status | V600E mutant | 2.8 |" in pre and "resection_margin" not in pre
     post = "\n".join(prior_card_lines("literature_cox", "rfs", postoperative=True))
     assert "resection_margin" in post and "cea_ng_ml" not in post  # no published RFS effect of CEA
+
+
+def test_literature_cox_without_any_published_factor_says_so(sim):
+    _, X, y = sim
+    rows = X[["age_years", "sex"]]
+    with pytest.raises(ValueError, match="none of the published factors"):
+        make_model("literature_cox", columns_present=list(rows.columns), endpoint="os").fit(rows, y)

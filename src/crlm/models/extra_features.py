@@ -145,7 +145,9 @@ class AugmentedPreprocessor(_Columns):
         self.columns_ = list(dict.fromkeys(c for p in self.parts_ for c in p.columns_))
         self.feature_names_out_ = [str(n) for p in self.parts_ for n in p.get_feature_names_out()]
         if not self.feature_names_out_:
-            raise ValueError("no usable predictor column")
+            dropped = {k: v for p in self.parts_ for k, v in getattr(p, "dropped_factors_", {}).items()}
+            raise ValueError("no usable predictor column: none of the published factors (crlm.literature_prior) is "
+                             f"recorded and informative in the training rows (dropped: {dropped or 'none present'})")
         return self
 
     def transform(self, X):
