@@ -64,7 +64,7 @@ def data():
 @pytest.fixture(scope="module")
 def fitted(data):
     X, y, *_ = data
-    return {name: make_model(name, random_state=0).fit(X, y) for name in LEARNED_MODEL_NAMES}
+    return {name: make_model(name, random_state=0, endpoint="os").fit(X, y) for name in LEARNED_MODEL_NAMES}
 
 
 def harrell(y, risk) -> float:
@@ -77,6 +77,9 @@ def test_learned_models_recover_the_signal(name, data, fitted):
     truth = harrell(y_test, lp_test)
     c = harrell(y_test, fitted[name].predict(X_test))
     assert truth > 0.7  # the simulated signal is strong enough for the comparison to mean something
+    if name == "literature_cox":  # learns only the baseline: ranks by the published factors it can see
+        assert 0.55 < c < truth - 0.04, f"{name}: C {c:.3f}"
+        return
     assert c > truth - 0.04, f"{name}: C {c:.3f} vs true linear predictor {truth:.3f}"
 
 
@@ -118,7 +121,7 @@ def test_models_are_sklearn_estimators(data, fitted):
         model = make_model(name)
         assert [s for s, _ in model.steps] == ["preprocess", "model"]
         params = model.get_params()
-        for key, values in SEARCH_SPACES[name].items():
+        for key, values in SEARCH_SPACES.get(name, {}).items():
             assert key in params, (name, key)
             assert 2 <= len(values) <= 4
         copy = clone(fitted[name])
@@ -219,11 +222,12 @@ def test_aft_boosting_starts_from_the_intercept_only_fit():
 
 
 def test_model_names():
-    assert set(LEARNED_MODEL_NAMES) == {"coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft"}
+    assert set(LEARNED_MODEL_NAMES) == {"coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft", "cox_prior",
+                                        "literature_cox", "fong_plus", "ensemble"}
     scores = [n for n in MODEL_NAMES if is_score_model(n)]
     assert {"score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger", "score:konopke",
             "score:fong_recorded"} == set(scores)
-    assert set(SEARCH_SPACES) == set(LEARNED_MODEL_NAMES)
+    assert set(SEARCH_SPACES) == set(LEARNED_MODEL_NAMES) - {"literature_cox", "ensemble"}  # nothing to tune
     with pytest.raises(ValueError, match=r"unknown model 'deepsurv'.*known models: coxph, coxnet"):
         make_model("deepsurv")
     with pytest.raises(ValueError, match="unknown model"):

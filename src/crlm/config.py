@@ -66,7 +66,8 @@ class JobConfig(Strict):
     horizons: list[float] = [12.0, 36.0, 60.0]
     postoperative: bool = False
     blocks: list[str] = ["clinical", "genomic", "response"]
-    models: list[str] = ["coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft"]
+    models: list[str] = ["coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft", "cox_prior", "literature_cox",
+                         "fong_plus", "ensemble"]
     baselines: list[str] = ["score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger",
                             "score:konopke"]
     reference: str = "score:fong"  # score:<name>, recorded:<field> (declared in the mapping), auto or none

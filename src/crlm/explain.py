@@ -1,12 +1,14 @@
 """Per-patient contributions: what drives this patient's risk, per schema field, in words a clinician reads.
 
 Methods, chosen by model family:
-- linear Cox models (coxph, coxnet): exact contributions beta_j * (z_j - mean_j) on the log-hazard scale;
+- linear Cox models (coxph, coxnet, cox_prior, literature_cox, fong_plus): exact contributions
+  beta_j * (z_j - mean_j) on the log-hazard scale (a field's literature-coded column and its standard columns
+  are summed; for cox_prior the method says how many patients updated the literature prior);
 - tree ensembles (xgb_cox, xgb_aft, gbsa, rsf): exact TreeSHAP (the path-dependent algorithm, which is also
   xgboost's ``pred_contribs``) computed by shap on the trees as ``crlm.tree_kernel`` reads them: on the margin
   (log-hazard; for AFT the log-time margin with its sign flipped, so positive still means "raises the risk")
   and, for the random survival forest, on its risk score (the summed cumulative hazard, expected events);
-- other models: field-wise background substitution on a fixed background of training patients
+- other models (the ensemble): field-wise background substitution on a fixed background of training patients
   (interventional occlusion): a field's contribution is the patient's risk minus the mean risk when that field
   takes the background patients' values instead.
 Contributions of the model-matrix columns of one field (one-hot levels, missing indicators) are summed, so
@@ -22,14 +24,16 @@ import pandas as pd
 import shap
 
 from crlm.models import final_estimator, linear_coefficients
-from crlm.models.linear import Coxnet, CoxPH
+from crlm.models.introspect import LINEAR_COX
+from crlm.models.prior_cox import CoxPrior, LiteratureCox
 from crlm.models.trees import GBSA, RSF
 from crlm.models.xgb import XGBAFT, XGBCox
 from crlm.schema import FIELDS_BY_NAME
+from crlm.scores import score_total
 from crlm.tree_kernel import ensemble_trees
 
 EVENT_WORDS = {"os": "death", "rfs": "recurrence or death", "liver_rfs": "liver recurrence or death"}
-DERIVED_LABELS = {"tumour_burden_score": "Tumour burden score"}
+DERIVED_LABELS = {"tumour_burden_score": "Tumour burden score", "fong_score": "Fong score (computed)"}
 
 
 def field_of(feature: str) -> str:
@@ -46,10 +50,17 @@ class Explainer:
         self.fields = [field_of(f) for f in self.features]
         self.field_names = list(dict.fromkeys(self.fields))
         self.endpoint = endpoint
-        if isinstance(self.estimator, CoxPH | Coxnet):
+        if isinstance(self.estimator, LINEAR_COX):
             self.method = "exact linear contributions (log hazard ratio vs the training mean)"
             self.coef = linear_coefficients(model).reindex(self.features).to_numpy(dtype=float)
             self.mean = Z_train.to_numpy(dtype=float).mean(axis=0)
+            if isinstance(self.estimator, CoxPrior):
+                self.method += (f"; literature prior ({len(self.estimator.literature_features_)} published "
+                                f"effects), updated by {self.estimator.n_patients_} patients "
+                                f"({self.estimator.n_events_} events)")
+            elif isinstance(self.estimator, LiteratureCox):
+                self.method += (f"; published effects, only the baseline estimated from "
+                                f"{self.estimator.n_patients_} patients")
         elif isinstance(self.estimator, RSF | GBSA | XGBCox | XGBAFT):
             scale = ("forest's risk score (summed cumulative hazard)" if isinstance(self.estimator, RSF)
                      else "log-time margin, sign flipped" if isinstance(self.estimator, XGBAFT) else "log-hazard")
@@ -63,6 +74,8 @@ class Explainer:
 
     def feature_contributions(self, Z: pd.DataFrame) -> np.ndarray:
         """(n, n_fields) contributions on the risk scale (positive = raises the risk)."""
+        if not hasattr(self, "coef") and not isinstance(self.estimator, RSF | GBSA | XGBCox | XGBAFT):
+            return self._occlusion(Z)  # its rows may hold categories (the ensemble reads canonical rows)
         Zv = (Z if list(Z.columns) == self.features else Z[self.features]).to_numpy(dtype=float)
         if hasattr(self, "coef"):
             per_feature = (Zv - self.mean) * self.coef
@@ -92,18 +105,27 @@ class Explainer:
         """(n_features, n_fields) 0/1: which field each model-matrix column belongs to (columns sum per field)."""
         return np.array([[float(f == name) for name in self.field_names] for f in self.fields])
 
-    def _occlusion(self, Z: pd.DataFrame) -> np.ndarray:
-        out = np.zeros((len(Z), len(self.field_names)))
-        nb = len(self.background)
-        for i in range(len(Z)):
-            row = Z.iloc[[i]][self.features]
-            base = float(self.estimator.predict(row)[0])
-            stacked = pd.concat([row] * (nb * len(self.field_names)), ignore_index=True)
-            for k, name in enumerate(self.field_names):
-                cols = [f for f, fld in zip(self.features, self.fields, strict=True) if fld == name]
-                stacked.loc[k * nb:(k + 1) * nb - 1, cols] = self.background[cols].to_numpy()
-            risks = np.asarray(self.estimator.predict(stacked), dtype=float).reshape(len(self.field_names), nb)
-            out[i] = base - risks.mean(axis=1)
+    def _occlusion(self, Z: pd.DataFrame, max_rows: int = 50_000) -> np.ndarray:
+        """Field substitution for many patients in few ``predict`` calls: each patient is repeated once per
+        (field, background patient) and the field's columns take the background values (chunks of at most
+        ``max_rows`` rows; one call per patient made the training's importance table take minutes)."""
+        nb, nf = len(self.background), len(self.field_names)
+        columns = [[f for f, fld in zip(self.features, self.fields, strict=True) if fld == name]
+                   for name in self.field_names]
+        rows = Z[self.features].reset_index(drop=True)
+        base = np.asarray(self.estimator.predict(rows), dtype=float)
+        per_patient = nb * nf
+        chunk = max(1, max_rows // per_patient)
+        out = np.zeros((len(rows), nf))
+        for start in range(0, len(rows), chunk):
+            part = rows.iloc[start:start + chunk]
+            m = len(part)
+            stacked = part.loc[part.index.repeat(per_patient)].reset_index(drop=True)
+            for k, cols in enumerate(columns):
+                idx = (np.arange(m)[:, None] * per_patient + k * nb + np.arange(nb)[None, :]).ravel()
+                stacked.loc[idx, cols] = np.tile(self.background[cols].to_numpy(), (m, 1))
+            risks = np.asarray(self.estimator.predict(stacked), dtype=float).reshape(m, nf, nb)
+            out[start:start + m] = base[start:start + m, None] - risks.mean(axis=2)
         return out
 
     def explain(self, Z: pd.DataFrame, rows: list[dict], top: int = 6) -> list[list[dict]]:
@@ -131,6 +153,9 @@ def value_text(name: str, value, row: dict | None = None) -> str:
         if pd.notna(size) and pd.notna(n):
             return f"{np.hypot(float(size), float(n)):.1f}"
         return "unknown (imputed)"
+    if name == "fong_score" and row is not None:
+        total = score_total("fong", [row])[0]
+        return "unknown (imputed)" if np.isnan(total) else f"{total:g} points"
     if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return "unknown (imputed)"
     f = FIELDS_BY_NAME.get(name)
@@ -154,6 +179,6 @@ def describe(name: str, value, size: float, endpoint: str, row: dict | None = No
         bool(value) if f is not None and f.kind == "bool" else
         float(value) if f is not None and f.kind in ("float", "int") else
         (float(np.hypot(row["largest_metastasis_cm"], row["n_liver_metastases"])) if name == "tumour_burden_score"
-         else str(value)))
+         else float(text.split()[0]) if name == "fong_score" else str(value)))
     return {"field": name, "label": label, "value": json_value, "value_text": text, "direction": direction,
             "size": size, "sentence": f"{label} {text} {direction} the risk of {event}"}

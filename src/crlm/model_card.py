@@ -21,6 +21,7 @@ from sksurv.nonparametric import kaplan_meier_estimator
 
 from crlm.evaluation.benchmark import ORACLE, BenchmarkResult
 from crlm.evaluation.plots import model_label
+from crlm.literature_prior import prior_card_lines
 from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family
 from crlm.schema import FIELDS_BY_NAME, endpoint
 
@@ -168,7 +169,8 @@ class _Card:
     def _model_params(self) -> dict:
         """The final estimator's settings as the registered predictor builds them (defaults + params)."""
         try:
-            est = final_estimator(make_model(self.champion, **dict(self.meta.get("params") or {})))
+            est = final_estimator(make_model(self.champion, endpoint=self.meta.get("endpoint"),
+                                             **dict(self.meta.get("params") or {})))
         except (ValueError, TypeError):
             return {}
         return {k: v for k, v in est.get_params(deep=False).items()
@@ -373,7 +375,8 @@ class _Card:
                 f"{v} ({c} of {len(values)} outer folds)" for v, c in counts.items()) + ".")
         lines.append("- **Recalibration and intervals:** see Calibration and Explanations, intervals and "
                      "output.")
-        return lines
+        return lines + prior_card_lines(self.champion, self.meta.get("endpoint", "os"),
+                                        bool(self.meta.get("postoperative")))
 
     def _validation(self) -> list[str]:
         s = self.spec

@@ -305,13 +305,14 @@ def _training_ranges(raw: pd.DataFrame, fields: list[str], extra_fields=()) -> d
 
 
 def oof_survival(model_name: str, params: dict, X: pd.DataFrame, y: np.ndarray, times: np.ndarray, *,
-                 blocks, postoperative: bool, folds: int = 5, seed: int = 0) -> np.ndarray:
+                 blocks, postoperative: bool, folds: int = 5, seed: int = 0,
+                 endpoint: str | None = None) -> np.ndarray:
     """Out-of-fold survival at ``times`` from K-fold CV of the pipeline with fixed hyperparameters."""
     out = np.full((len(y), len(times)), np.nan)
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     for k, (train, test) in enumerate(splitter.split(X, y["event"])):
         model = make_model(model_name, blocks=blocks, postoperative=postoperative,
-                           columns_present=list(X.columns), random_state=seed + k, **params)
+                           columns_present=list(X.columns), random_state=seed + k, endpoint=endpoint, **params)
         model.fit(X.iloc[train], y[train])
         out[test] = model.predict_survival(X.iloc[test], times)
     return out
@@ -340,9 +341,10 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
     positive = times[1:]
 
     oof = oof_survival(model_name, pipeline_params, X, y, positive, blocks=blocks, postoperative=postoperative,
-                       seed=seed)
+                       seed=seed, endpoint=ep.name)
     model = make_model(model_name, blocks=tuple(blocks), postoperative=postoperative,
-                       columns_present=list(X.columns), random_state=seed, **pipeline_params).fit(X, y)
+                       columns_present=list(X.columns), random_state=seed, endpoint=ep.name,
+                       **pipeline_params).fit(X, y)
     calibration = {f"{h:g}": cross_fitted_ici(y, oof, positive, h, seed=seed) for h in horizons}
     # Stated rule: recalibrate only if it lowers the cross-fitted ICI on average over the horizons (on small
     # cohorts a per-time slope can add more noise than it removes).

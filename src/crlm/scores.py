@@ -228,6 +228,12 @@ def compute_score(name: str, df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({**result.points, "total": result.total, "group": result.group}, index=df.index)
 
 
+def score_total(name: str, data) -> np.ndarray:
+    """The score's total per row (NaN where a factor is missing); ``data``: a DataFrame, records or
+    ``CanonicalColumns`` (no DataFrame is built, so a model can use a score as an input online)."""
+    return _compute(_definition(name), _columns(data)[0]).total
+
+
 def _has_inputs(defn: ScoreDefinition, present: set[str]) -> bool:
     return all(any(f in present for f in factor.fields) for factor in defn.factors)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from crlm.models.linear import Coxnet, CoxPH
+from crlm.models.introspect import LINEAR_COX
 from crlm.tree_kernel import TreeKernel, family
 
 
@@ -35,7 +35,7 @@ class SurvivalKernel:
         self.times = np.asarray(times, dtype=float)
         self.estimators = estimators
         self.kind = "generic"
-        if all(isinstance(e, CoxPH | Coxnet) for e in estimators):
+        if all(isinstance(e, LINEAR_COX) for e in estimators):
             self.kind = "linear"
             self.coef = np.stack([np.asarray(e.coef_, dtype=float) for e in estimators], axis=1)  # (p, K)
             # predict() may centre the linear predictor (coxnet subtracts the training mean's x'beta)

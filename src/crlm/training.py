@@ -36,7 +36,8 @@ from crlm.results_store import FailureRecorder, benchmark_tables, persist_benchm
 from crlm.scores import SCORES
 
 # Simpler first: the tie-break of the selection rule.
-SIMPLICITY = ("coxph", "coxnet", "xgb_cox", "xgb_aft", "gbsa", "rsf")
+SIMPLICITY = ("literature_cox", "coxph", "coxnet", "fong_plus", "cox_prior", "xgb_cox", "xgb_aft", "gbsa", "rsf",
+              "ensemble")
 
 Progress = Callable[[str, int, int], None]
 

@@ -58,11 +58,12 @@ from crlm.evaluation.metrics import (
     usable_horizons,
 )
 from crlm.evaluation.weighted import bootstrap_metrics, resample_weights
-from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family
+from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family, set_endpoint
 from crlm.models.zoo import SCORE_PREFIX
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint
 
-LEARNED_MODELS = ("coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft")
+LEARNED_MODELS = ("coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft", "cox_prior", "literature_cox", "fong_plus",
+                  "ensemble")
 SCORE_BASELINES = ("score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger", "score:konopke")
 ORACLE = "oracle"
 CEILING = "ceiling"
@@ -190,7 +191,8 @@ def fit_model(name: str, X: pd.DataFrame, y: np.ndarray, spec: BenchmarkSpec, *,
               factory: Callable | None = None):
     """Fit one model on training data only, tuning it by inner cross-validation. Returns (model, params)."""
     factory = factory or _default_factory
-    model = factory(name, blocks or spec.blocks, spec.postoperative, list(X.columns), seed)
+    model = set_endpoint(factory(name, blocks or spec.blocks, spec.postoperative, list(X.columns), seed),
+                         spec.endpoint)
     if not is_score_model(name) and spec.preprocess_params():
         model.set_params(**spec.preprocess_params())
     grid = (spec.search_spaces or {}).get(name, SEARCH_SPACES.get(name, {}))

@@ -41,6 +41,8 @@ _STYLE = {
 }
 _LEARNED_LABELS = {"coxph": "Cox PH", "coxnet": "Cox elastic net", "rsf": "Random survival forest",
                    "gbsa": "Gradient boosting (Cox)", "xgb_cox": "XGBoost Cox", "xgb_aft": "XGBoost AFT",
+                   "cox_prior": "Cox with literature prior", "literature_cox": "Literature Cox (published HRs)",
+                   "fong_plus": "Fong + the rest", "ensemble": "Ensemble (mean survival)",
                    ORACLE: "Oracle (true model)"}
 _ENDPOINT_TEXT = {  # (survival label, event wording)
     "os": ("Overall survival", "death"),

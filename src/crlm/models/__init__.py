@@ -2,8 +2,10 @@
 ``predict_survival(X, times)`` ((n, len(times)) survival probabilities). Build them with ``make_model``."""
 
 from crlm.models.base import SurvivalPipeline, step_survival
+from crlm.models.ensemble import Ensemble
 from crlm.models.introspect import feature_names, final_estimator, linear_coefficients, xgb_booster
 from crlm.models.linear import Coxnet, CoxPH
+from crlm.models.prior_cox import CoxPrior, FongPlus, LiteratureCox
 from crlm.models.score_cox import ScoreCoxModel
 from crlm.models.trees import GBSA, RSF
 from crlm.models.xgb import XGBAFT, XGBCox
@@ -15,10 +17,13 @@ from crlm.models.zoo import (
     is_score_model,
     make_model,
     model_family,
+    set_endpoint,
 )
 
 __all__ = [
     "GBSA", "LEARNED_MODEL_NAMES", "MODEL_NAMES", "RSF", "SCORE_MODEL_NAMES", "SEARCH_SPACES", "XGBAFT",
-    "CoxPH", "Coxnet", "ScoreCoxModel", "SurvivalPipeline", "XGBCox", "feature_names", "final_estimator",
-    "is_score_model", "linear_coefficients", "make_model", "model_family", "step_survival", "xgb_booster",
+    "CoxPH", "CoxPrior", "Coxnet", "Ensemble", "FongPlus", "LiteratureCox", "ScoreCoxModel", "SurvivalPipeline",
+    "XGBCox", "feature_names", "final_estimator",
+    "is_score_model", "linear_coefficients", "make_model", "model_family", "set_endpoint", "step_survival",
+    "xgb_booster",
 ]

@@ -7,8 +7,11 @@ import xgboost as xgb
 from sklearn.utils.validation import check_is_fitted
 
 from crlm.models.linear import Coxnet, CoxPH
+from crlm.models.prior_cox import CoxPrior, FongPlus, LiteratureCox
 from crlm.models.score_cox import ScoreCoxModel
 from crlm.models.xgb import XGBAFT, XGBCox
+
+LINEAR_COX = CoxPH | Coxnet | CoxPrior | FongPlus | LiteratureCox  # coef_ = log-HR per model-matrix column
 
 
 def final_estimator(model):
@@ -28,7 +31,7 @@ def feature_names(model) -> list[str]:
 def linear_coefficients(model) -> pd.Series:
     """Log hazard ratios by feature name (per unit of the model matrix: per SD for scaled numbers)."""
     est = final_estimator(model)
-    if not isinstance(est, CoxPH | Coxnet | ScoreCoxModel):
+    if not isinstance(est, LINEAR_COX | ScoreCoxModel):
         raise TypeError(f"{type(est).__name__} is not a linear model")
     check_is_fitted(est, "coef_")
     return pd.Series(est.coef_, index=feature_names(model), name="log_hazard_ratio")

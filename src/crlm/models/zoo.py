@@ -12,7 +12,10 @@ from collections.abc import Callable, Sequence
 
 from crlm.features import DEFAULT_BLOCKS, make_preprocessor
 from crlm.models.base import SurvivalPipeline
+from crlm.models.ensemble import CanonicalRows, Ensemble
+from crlm.models.extra_features import AugmentedPreprocessor, LiteratureFeatures, ScoreFeature
 from crlm.models.linear import Coxnet, CoxPH
+from crlm.models.prior_cox import CoxPrior, FongPlus, LiteratureCox
 from crlm.models.score_cox import ScoreCoxModel
 from crlm.models.trees import GBSA, RSF
 from crlm.models.xgb import XGBAFT, XGBCox
@@ -35,9 +38,15 @@ _FACTORIES: dict[str, Callable[[int | None], object]] = {
     "xgb_cox": lambda rs: XGBCox(n_estimators=150, learning_rate=0.05, max_depth=2, random_state=rs, n_jobs=1),
     "xgb_aft": lambda rs: XGBAFT(distribution="normal", sigma=1.0, n_estimators=150, learning_rate=0.05,
                                  max_depth=2, random_state=rs, n_jobs=1),
+    # Small-cohort models (crlm.models.prior_cox, crlm.models.ensemble); their inputs are set in make_model.
+    "cox_prior": lambda rs: CoxPrior(prior_strength=0.1, alpha=30.0),
+    "literature_cox": lambda rs: LiteratureCox(),
+    "fong_plus": lambda rs: FongPlus(anchor_strength=1.0, alpha=30.0),
+    "ensemble": lambda rs: Ensemble(random_state=rs, build=make_model),
 }
 _FAMILIES = {"coxph": "linear", "coxnet": "linear", "rsf": "tree", "gbsa": "tree", "xgb_cox": "tree",
-             "xgb_aft": "tree"}
+             "xgb_aft": "tree", "cox_prior": "linear", "literature_cox": "linear", "fong_plus": "linear",
+             "ensemble": "ensemble"}
 
 LEARNED_MODEL_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 SCORE_MODEL_NAMES: tuple[str, ...] = tuple(f"{SCORE_PREFIX}{s}" for s in SCORE_NAMES)
@@ -51,6 +60,12 @@ SEARCH_SPACES: dict[str, dict[str, list]] = {
     "gbsa": {"model__max_depth": [1, 2]},
     "xgb_cox": {"model__max_depth": [1, 2], "model__n_estimators": [100, 300]},
     "xgb_aft": {"model__sigma": [0.7, 1.2], "model__max_depth": [1, 2]},
+    # prior strength from close to the plain ridge Cox (0.003 x the published precision) to the literature model
+    # (1 = the published uncertainty at face value; TCIA chose both ends of 0.01-10); alpha: ridge of the columns
+    # without a published effect
+    "cox_prior": {"model__prior_strength": [0.003, 0.1, 3.0, 100.0], "model__alpha": [30.0, 300.0]},
+    # the score's weight in units of its own score-only information (TCIA chose the top of 0.1-10)
+    "fong_plus": {"model__anchor_strength": [1.0, 10.0, 100.0], "model__alpha": [30.0, 300.0]},
 }
 
 
@@ -67,29 +82,60 @@ def _check_name(name: str) -> None:
 
 
 def model_family(name: str) -> str:
-    """``"linear"`` (Cox coefficients), ``"tree"`` (ensembles) or ``"score"`` (a clinical score)."""
+    """``"linear"`` (Cox coefficients), ``"tree"`` (tree ensembles), ``"ensemble"`` (an average of zoo models)
+    or ``"score"`` (a clinical score)."""
     _check_name(name)
     return "score" if is_score_model(name) else _FAMILIES[name]
 
 
+def _preprocessor(name: str, blocks: Sequence[str], postoperative: bool, columns_present):
+    """The first step: the schema-driven features, plus the literature coding (``cox_prior``) or the reference
+    score (``fong_plus``); the literature coding alone (``literature_cox``); canonical rows (``ensemble``)."""
+    where = {"blocks": tuple(blocks), "postoperative": postoperative,
+             "columns_present": None if columns_present is None else tuple(columns_present)}
+    if name == "ensemble":
+        return CanonicalRows(**where)
+    if name == "literature_cox":
+        pre = AugmentedPreprocessor(extra=LiteratureFeatures(**where))
+    elif name in ("cox_prior", "fong_plus"):
+        extra = LiteratureFeatures(**where) if name == "cox_prior" else ScoreFeature()
+        pre = AugmentedPreprocessor(make_preprocessor(blocks, postoperative=postoperative,
+                                                      columns_present=columns_present), extra)
+    else:
+        pre = make_preprocessor(blocks, postoperative=postoperative, columns_present=columns_present)
+    return pre.set_output(transform="pandas")  # the model step sees readable feature names
+
+
 def make_model(name: str, blocks: Sequence[str] = DEFAULT_BLOCKS, postoperative: bool = False,
                columns_present: Sequence[str] | None = None, random_state: int | None = 0,
-               **params) -> SurvivalPipeline:
+               endpoint: str | None = None, **params) -> SurvivalPipeline:
     """An unfitted pipeline for a zoo name.
 
     ``params``: pipeline parameters (``model__alpha=...``, ``preprocess__blocks=...``) or bare parameters of
     the model step (``alpha=...``). ``blocks``, ``postoperative`` and ``columns_present`` go to
-    ``crlm.features.make_preprocessor`` (ignored by score models, which read the rows directly).
+    ``crlm.features.make_preprocessor`` (ignored by score models, which read the rows directly). ``endpoint``
+    reaches the models whose published effects depend on it (``cox_prior``, ``literature_cox``, ``ensemble``).
     """
     _check_name(name)
     if is_score_model(name):
         pipe = SurvivalPipeline([(PREPROCESS_STEP, "passthrough"),
                                  (MODEL_STEP, ScoreCoxModel(score=name[len(SCORE_PREFIX):]))])
     else:
-        pre = make_preprocessor(blocks, postoperative=postoperative, columns_present=columns_present)
-        pre.set_output(transform="pandas")  # the model step sees readable feature names
-        pipe = SurvivalPipeline([(PREPROCESS_STEP, pre), (MODEL_STEP, _FACTORIES[name](random_state))])
+        step = _FACTORIES[name](random_state)
+        if isinstance(step, Ensemble):
+            step.set_params(blocks=tuple(blocks), postoperative=postoperative)
+        pipe = SurvivalPipeline([(PREPROCESS_STEP, _preprocessor(name, blocks, postoperative, columns_present)),
+                                 (MODEL_STEP, step)])
+        set_endpoint(pipe, endpoint)
     step_params = {k: v for k, v in params.items() if "__" not in k}
     pipe.set_params(**{f"{MODEL_STEP}__{k}": v for k, v in step_params.items()},
                     **{k: v for k, v in params.items() if "__" in k})
+    return pipe
+
+
+def set_endpoint(pipe: SurvivalPipeline, endpoint: str | None) -> SurvivalPipeline:
+    """Tell the model step the endpoint when it needs it (the literature models); others are unchanged."""
+    step = getattr(pipe, "named_steps", {}).get(MODEL_STEP)  # custom factories may return other estimators
+    if endpoint is not None and step is not None and "endpoint" in step.get_params(deep=False):
+        step.set_params(endpoint=endpoint)
     return pipe
