@@ -46,7 +46,7 @@ from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, Strat
 
 from crlm.cohort.base import Cohort, predictors_frame
 from crlm.evaluation.calibration import ici
-from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
+from crlm.evaluation.intervals import bootstrap_indices, centred_interval, holm
 from crlm.evaluation.metrics import (
     evaluate_predictions,
     evaluation_grid,
@@ -69,6 +69,7 @@ CEILING_SEED_OFFSET = 10**6  # the ceiling's training cohort: simulate_cohort(ce
 # Metrics with bootstrap intervals (the others are point estimates from the full evaluation); the first
 # group also gets paired differences against the reference.
 BOOTSTRAP_METRICS = ("harrell_c", "uno_c", "mean_auc", "ibs", "ipa_ibs")
+INTERVAL_WORDS = "95% bootstrap over patients (percentile, recentred on the estimate)"
 HIGHER_IS_BETTER = {"harrell_c": True, "uno_c": True, "mean_auc": True, "ibs": False, "ipa_ibs": True}
 
 
@@ -81,8 +82,8 @@ class BenchmarkSpec:
     reference: str = "score:fong"
     blocks: tuple[str, ...] = ("clinical", "genomic", "response")
     postoperative: bool = False
-    outer_splits: int = 2
-    outer_repeats: int = 5
+    outer_splits: int = 5  # K >= 5: every model trains on at least 80% of the patients
+    outer_repeats: int = 2
     inner_splits: int = 3
     n_boot: int = 200
     seed: int = 0
@@ -148,6 +149,8 @@ class BenchmarkResult:
                 row["delta_c_vs_ref"] = r.delta
                 row["delta_c_ci"] = _fmt_ci(r.ci_low, r.ci_high)
                 row["p_value"] = r.p_value
+                row["p_holm"] = r.p_holm
+                row["n_vs_ref"] = int(r.n)
             elif model == self.spec.reference:
                 row["delta_c_vs_ref"], row["delta_c_ci"] = 0.0, "(reference)"
             rows.append(row)
@@ -275,10 +278,10 @@ def _tidy(model: str, point: dict, boot: pd.DataFrame | None, horizons) -> list[
                 metric, horizon = key[: -len(suffix)], float(h)
         low = high = np.nan
         if boot is not None and key in boot:
-            low, high = percentile_interval(boot[key])
+            low, high = centred_interval(boot[key], float(value))
         rows.append({"model": model, "kind": model_kind(model), "metric": metric, "horizon": horizon,
                      "estimate": float(value), "ci_low": low, "ci_high": high, "n": int(point["n"]),
-                     "interval": "bootstrap over patients" if not np.isnan(low) else ""})
+                     "interval": INTERVAL_WORDS if not np.isnan(low) else ""})
     return rows
 
 
@@ -288,13 +291,48 @@ def _paired(model, ref, boots, points, valid_both_n) -> list[dict]:
         delta = boots[model][metric].to_numpy() - boots[ref][metric].to_numpy()
         delta = delta[~np.isnan(delta)]
         point = points[model][metric] - points[ref][metric]
-        low, high = percentile_interval(delta)
+        low, high = centred_interval(delta, point)
         better = delta > 0 if HIGHER_IS_BETTER[metric] else delta < 0
         p = float(min(1.0, 2 * min(better.mean(), 1 - better.mean()))) if len(delta) else np.nan
         rows.append({"model": model, "reference": ref, "metric": metric, "delta": float(point), "ci_low": low,
                      "ci_high": high, "p_value": p, "n": valid_both_n,
                      "better_than_reference": bool(low > 0) if HIGHER_IS_BETTER[metric] else bool(high < 0)})
     return rows
+
+
+COMPARISON_COLUMNS = ["model", "reference", "metric", "delta", "ci_low", "ci_high", "p_value", "p_holm", "n",
+                      "better_than_reference"]
+
+
+def _compare_with_reference(oof, points, boots, y, grid, horizons, indices, spec) -> pd.DataFrame:
+    """Paired differences against the reference, always on the patients both sides can score.
+
+    When a model scores fewer patients than the reference (a partly computable score), both are re-evaluated
+    and re-bootstrapped on the intersection, so the delta never mixes two populations. p-values are
+    Holm-adjusted per metric across the compared models (oracle and ceiling are reference rows, not candidates).
+    """
+    ref = spec.reference
+    rows: list[dict] = []
+    if not ref or not spec.n_boot or ref not in oof:
+        return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    for m in oof:
+        if m == ref:
+            continue
+        both = oof[m].valid & oof[ref].valid
+        if both.all() or (np.array_equal(both, oof[m].valid) and np.array_equal(both, oof[ref].valid)):
+            pair_points, pair_boots = points, boots
+        else:
+            pair = {k: OOF(oof[k].risk, oof[k].survival, both) for k in (m, ref)}
+            pair_points = {k: _evaluate(y, o, grid, horizons) for k, o in pair.items()}
+            pair_boots = {k: _bootstrap_model(y, o, grid, horizons, indices, pair_points[k], n_ici=0)
+                          for k, o in pair.items()}
+        rows += _paired(m, ref, pair_boots, pair_points, int(both.sum()))
+    frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    candidates = ~frame.model.isin([ORACLE, CEILING])
+    for metric in BOOTSTRAP_METRICS:
+        sel = candidates & (frame.metric == metric)
+        frame.loc[sel, "p_holm"] = holm(frame.loc[sel, "p_value"].to_numpy())
+    return frame
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -370,12 +408,7 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
     timings["bootstrap"] = time.perf_counter() - t0
 
     metric_rows = [r for m in oof for r in _tidy(m, points[m], boots.get(m), horizons)]
-    comparisons = []
-    if spec.reference and spec.n_boot:
-        for m in oof:
-            if m != spec.reference:
-                both = int((oof[m].valid & oof[spec.reference].valid).sum())
-                comparisons += _paired(m, spec.reference, boots, points, both)
+    comparisons = _compare_with_reference(oof, points, boots, y, grid, horizons, indices, spec)
 
     t0 = time.perf_counter()
     ablation = _ablation(points, boots, folds, X, y, grid, horizons, spec, factory, progress, indices)
@@ -383,9 +416,7 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
     timings["total"] = time.perf_counter() - started
     return BenchmarkResult(spec=spec, cohort_name=cohort.name, population=population, y=y, horizons=horizons,
                            grid=grid, folds=folds, oof=oof, metrics=pd.DataFrame(metric_rows),
-                           comparisons=pd.DataFrame(comparisons, columns=[
-                               "model", "reference", "metric", "delta", "ci_low", "ci_high", "p_value", "n",
-                               "better_than_reference"]),
+                           comparisons=comparisons,
                            ablation=ablation, chosen_params=params, timings=timings, notes=notes)
 
 
@@ -504,7 +535,7 @@ def _ablation(points, boots, folds, X, y, grid, horizons, spec, factory, progres
             for metric in ("harrell_c", "uno_c", "ibs"):
                 row[metric] = point[metric]
                 if boot is not None:
-                    low, high = percentile_interval(boot[metric])
+                    low, high = centred_interval(boot[metric], point[metric])
                     row[f"{metric}_ci"] = _fmt_ci(low, high)
             rows.append(row)
     return pd.DataFrame(rows)
