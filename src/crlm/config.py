@@ -55,13 +55,16 @@ class Resampling(Strict):
 
 
 class Selection(Strict):
-    """The champion rule: highest ``metric`` among learned models whose ICI at ``ici_horizon`` is at most
-    ``max_ici``; ties within ``tie_tolerance`` go to the simpler model."""
+    """The champion rule (``crlm.selection``): a learned model is champion only if it beats the reference score
+    on paired ``metric`` (point estimate, identical patients) and its ICI at ``ici_horizon`` is at most the
+    larger of the reference's ICI and the ICI noise floor at the cohort's size (the 95th percentile over
+    ``noise_floor_resamples`` of calibrated-by-construction predictions); otherwise the reference score's own
+    survival model is the champion. Ties within ``tie_tolerance`` go to the simpler model."""
 
     metric: Literal["uno_c", "harrell_c", "mean_auc", "ipa_ibs"] = "uno_c"
-    max_ici: float = Field(0.05, gt=0, le=1)
     ici_horizon: float = 36.0
     tie_tolerance: float = Field(0.005, ge=0, le=0.1)
+    noise_floor_resamples: int = Field(100, ge=10, le=2000)
 
 
 class JobConfig(Strict):

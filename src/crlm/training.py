@@ -31,9 +31,8 @@ from crlm.evaluation.benchmark import BenchmarkResult, BenchmarkSpec, fit_model,
 from crlm.evaluation.metrics import harrell_c
 from crlm.paths import project_root
 from crlm.predictor import Predictor, train_predictor
-
-# Simpler first: the tie-break of the selection rule.
-SIMPLICITY = ("coxph", "coxnet", "xgb_cox", "xgb_aft", "gbsa", "rsf")
+from crlm.scores import SCORES
+from crlm.selection import Decision, choose_champion
 
 Progress = Callable[[str, int, int], None]
 
@@ -76,25 +75,24 @@ def benchmark_spec(config: JobConfig) -> BenchmarkSpec:
 
 
 def select_champion(result: BenchmarkResult, config: JobConfig) -> tuple[str, str | None, str]:
-    """The stated rule (``config.selection``); returns champion, runner-up and the rule in words."""
+    """The stated rule (``crlm.selection``, settings in ``config.selection``); returns champion, runner-up and
+    the rule with its verdict in words."""
+    decision = decide_champion(result, config)
+    return decision.champion, decision.runner_up, f"{decision.rule}. Verdict: {decision.verdict}"
+
+
+def decide_champion(result: BenchmarkResult, config: JobConfig) -> Decision:
     sel = config.selection
-    learned = [m for m in result.oof if m in config.models]
-    if not learned:
-        raise ValueError("no learned model to choose a champion from")
-    horizon = sel.ici_horizon if sel.ici_horizon in result.horizons else result.horizons[-1]
-    score = {m: result.estimate(m, sel.metric) for m in learned}
-    ici = {m: result.estimate(m, "ici", horizon) for m in learned}
-    met = [m for m in learned if np.isfinite(ici[m]) and ici[m] <= sel.max_ici]
-    eligible = met or learned
-    best = max(score[m] for m in eligible)
-    ranked = sorted(eligible, key=lambda m: (-score[m] if best - score[m] > sel.tie_tolerance else -best,
-                                             SIMPLICITY.index(m) if m in SIMPLICITY else 99))
-    rest = sorted([m for m in learned if m != ranked[0]], key=lambda m: -score[m])
-    eligibility = (f"{len(met)} of {len(learned)} met it" if met
-                   else f"none of {len(learned)} met it, so all were considered and recalibration carries calibration")
-    rule = (f"highest {sel.metric} (nested-CV estimate) among learned models with ICI at {horizon:g} months "
-            f"<= {sel.max_ici} ({eligibility}); ties within {sel.tie_tolerance} go to the simpler model")
-    return ranked[0], (rest[0] if rest else None), rule
+    return choose_champion(result, config.models, config.reference, metric=sel.metric,
+                           ici_horizon=sel.ici_horizon, tie_tolerance=sel.tie_tolerance,
+                           noise_floor_resamples=sel.noise_floor_resamples, seed=config.seed,
+                           reference_label=reference_label(config.reference))
+
+
+def reference_label(reference: str) -> str:
+    """'score:fong_recorded' -> 'the Fong CRS (recorded)' (the score catalogue's label)."""
+    name = reference.removeprefix("score:")
+    return f"the {SCORES[name].label}" if name in SCORES else reference
 
 
 def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[str], None] = print) -> JobOutcome:

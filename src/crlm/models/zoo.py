@@ -3,7 +3,7 @@
 Every model is a ``SurvivalPipeline`` (an sklearn Pipeline: ``clone``, ``get_params``/``set_params`` and
 grid search work) with two steps, ``"preprocess"`` and ``"model"``; tune with ``"model__<param>"`` (see
 ``SEARCH_SPACES``). Learned models read the canonical cohort rows through ``crlm.features``; score models
-(``score:<name>``) read the rows directly (``"preprocess"`` is ``"passthrough"``).
+(``score:<name>``) read the canonical rows of the score's inputs (``"preprocess"`` is ``ScoreInputs``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from crlm.features import DEFAULT_BLOCKS, make_preprocessor
 from crlm.models.base import SurvivalPipeline
 from crlm.models.linear import Coxnet, CoxPH
-from crlm.models.score_cox import ScoreCoxModel
+from crlm.models.score_cox import ScoreCoxModel, ScoreInputs
 from crlm.models.trees import GBSA, RSF
 from crlm.models.xgb import XGBAFT, XGBCox
 from crlm.scores import SCORE_NAMES
@@ -80,8 +80,8 @@ def make_model(name: str, blocks: Sequence[str] = DEFAULT_BLOCKS, postoperative:
     """
     _check_name(name)
     if is_score_model(name):
-        pipe = SurvivalPipeline([(PREPROCESS_STEP, "passthrough"),
-                                 (MODEL_STEP, ScoreCoxModel(score=name[len(SCORE_PREFIX):]))])
+        score = name[len(SCORE_PREFIX):]
+        pipe = SurvivalPipeline([(PREPROCESS_STEP, ScoreInputs((score,))), (MODEL_STEP, ScoreCoxModel(score=score))])
     else:
         pre = make_preprocessor(blocks, postoperative=postoperative, columns_present=columns_present)
         pre.set_output(transform="pandas")  # the model step sees readable feature names
