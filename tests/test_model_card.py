@@ -188,7 +188,7 @@ def test_card_refuses_mismatched_inputs(run):
     kwargs = {"registered_name": "x", "version": "1", "selection_rule": RULE}
     with pytest.raises(ValueError, match="not in the benchmark"):
         build_model_card(predictor.metadata, res, "rsf", sg, **kwargs)
-    with pytest.raises(ValueError, match="learned model"):
+    with pytest.raises(ValueError, match="two different models"):  # a score may be champion, not this predictor
         build_model_card(predictor.metadata, res, "score:fong", sg, **kwargs)
     with pytest.raises(ValueError, match="endpoint"):
         build_model_card(predictor.metadata | {"endpoint": "rfs"}, res, "coxph", sg, **kwargs)

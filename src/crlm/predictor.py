@@ -140,10 +140,20 @@ class Predictor:
 
     def predict_frame(self, rows) -> pd.DataFrame:
         """A flat table (batch scoring, MLflow pyfunc): risk, survival and bounds at each horizon, group,
-        median, top contributor sentences and warnings."""
-        answers = self.predict(rows, top=3)
+        median, top contributor sentences and warnings. A served score leaves the rows it cannot rate missing
+        (every output NaN) with the reason in ``warnings`` (missing in, missing out)."""
+        columns = canonical_columns(rows)
+        rated = np.ones(columns.n_rows, dtype=bool)
+        if is_score_model(self.model_name):
+            rated = np.isfinite(self.risk(self._prepare(columns)[1]))
+            rows = columns.frame()[rated].reset_index(drop=True)
+        answers = iter(self.predict(rows if not rated.all() else columns, top=3) if rated.any() else [])
         records = []
-        for a in answers:
+        for i in range(columns.n_rows):
+            if not rated[i]:
+                records.append({"warnings": _uncomputable(self, columns, np.array([i]))})
+                continue
+            a = next(answers)
             rec = {"risk_score": a["risk_score"], "risk_group": a["risk_group"],
                    "median_months": np.nan if a["median_months"] is None else a["median_months"]}
             for h in a["horizons"]:
@@ -153,7 +163,9 @@ class Predictor:
             rec["explanation"] = "; ".join(c["sentence"] for c in a["contributions"])
             rec["warnings"] = "; ".join(a["warnings"])
             records.append(rec)
-        return pd.DataFrame(records)
+        horizons = [f"surv_{h:g}{end}" for h in self.horizons for end in ("", "_lower", "_upper")]
+        return pd.DataFrame(records, columns=["risk_score", "risk_group", "median_months", *horizons,
+                                              "explanation", "warnings"])
 
     @functools.cached_property
     def _horizon_columns(self) -> list[tuple[float, int]]:

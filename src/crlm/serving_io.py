@@ -417,7 +417,12 @@ class Engine:
 
         # canonicalised once, for both endpoints and the scores
         rows = canonical_columns([{k: v for k, v in p.items() if k != "patient_id"} for p in patients])
-        per_endpoint = {ep: m.predictor.predict(rows) for ep, m in self.models.items()}
+        try:
+            per_endpoint = {ep: m.predictor.predict(rows) for ep, m in self.models.items()}
+        except ValueError as err:  # a served clinical score whose factors the patient lacks: the client's to fix
+            raise RequestError(422, "the served model cannot rate this patient",
+                               [problem("patient", "every factor of the served score is required", str(err))]
+                               ) from None
         scores = clinical_scores(rows)
         refs = {ep: m.ref for ep, m in self.models.items()}
         answers = []
@@ -453,9 +458,13 @@ def model_card(model: LoadedModel) -> dict:
         **model.ref,
         "endpoint_label": getattr(model.predictor, "endpoint_label", None),
         "horizons_months": meta.get("horizons"),
+        "headline": meta.get("headline"),  # optimism-corrected performance of this (shipped) model
+        "champion_decision": meta.get("champion_verdict"),
         "metrics": metrics,
+        "metrics_kind": "nested cross-validation (out-of-fold): the comparison between models",
         "calibration": meta.get("calibration"),
         "recalibration": meta.get("recalibration"),
+        "interval": meta.get("interval"),
         "interval_method": meta.get("interval_method"),
         "explainer": meta.get("explainer"),
         "risk_groups": meta.get("risk_groups"),
@@ -697,18 +706,22 @@ PatientId = Annotated[str | None, Field(description="the request's patient_id, i
                                         json_schema_extra={"nullable": True})]
 
 
+CI_WORDS = ("95% confidence interval of the model's estimated survival (estimation uncertainty of the fitted "
+            "model), not the range of the patient's own outcome")
+
+
 class Horizon(_Open):
     months: float
-    survival: float
-    lower: float
-    upper: float
+    survival: float = Field(description="the model's estimated survival probability at ``months``")
+    lower: float = Field(description=f"lower bound of the {CI_WORDS}")
+    upper: float = Field(description=f"upper bound of the {CI_WORDS}")
 
 
 class Curve(_Open):
     months: list[float]
     survival: list[float]
-    lower: list[float]
-    upper: list[float]
+    lower: list[float] = Field(description=f"lower band: the {CI_WORDS}, per month")
+    upper: list[float] = Field(description=f"upper band: the {CI_WORDS}, per month")
 
 
 class Contribution(_Open):

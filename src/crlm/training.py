@@ -29,6 +29,7 @@ from crlm.config import JobConfig
 from crlm.evaluation import plots
 from crlm.evaluation.benchmark import BenchmarkResult, BenchmarkSpec, fit_model, model_kind, run_benchmark
 from crlm.evaluation.metrics import harrell_c
+from crlm.evaluation.optimism import optimism_corrected
 from crlm.paths import project_root
 from crlm.predictor import Predictor, train_predictor
 from crlm.scores import SCORES
@@ -120,11 +121,15 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
         timings["benchmark"] = time.perf_counter() - t0
         for note in result.notes:
             log(f"note: {note}")
-        champion, runner_up, rule = select_champion(result, config)
-        log(f"champion: {champion} (runner-up: {runner_up}); rule: {rule}")
+        decision = decide_champion(result, config)
+        champion, runner_up, rule = decision.champion, decision.runner_up, f"{decision.rule}. Verdict: {decision.verdict}"
+        log(f"champion: {champion} (runner-up: {runner_up}); {decision.verdict}")
+        mlflow.log_text(pd.DataFrame(decision.candidates).to_csv(index=False), "leaderboard/champion_decision.csv")
 
         t0 = time.perf_counter()
-        predictors = {m: _build_predictor(m, cohort, result, config, rule) for m in [champion, runner_up] if m}
+        predictors = {m: _build_predictor(m, cohort, result, config, rule,
+                                          decision=decision if m == champion else None)
+                      for m in [champion, runner_up] if m}
         timings["predictors"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -151,8 +156,10 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
                       challenger_version, parent.info.run_id, export_dir, uri, timings)
 
 
-def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config: JobConfig, rule: str) -> Predictor:
-    """Final hyperparameters: the same inner tuning applied to all patients; then the Predictor."""
+def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config: JobConfig, rule: str,
+                     decision: Decision | None = None) -> Predictor:
+    """Final hyperparameters: the same inner tuning applied to all patients; then the Predictor. The champion
+    (``decision`` given) also gets its optimism-corrected headline and the decision in words."""
     spec = result.spec
     population = cohort.with_outcome(config.endpoint)
     X = predictors_frame(population.data)
@@ -170,6 +177,13 @@ def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config
             "metrics": summary,
             "delta_c_vs_reference": (comp.iloc[0][["delta", "ci_low", "ci_high"]].astype(float).to_dict()
                                      if len(comp) else None)}
+    if decision is not None:
+        meta["champion_verdict"] = decision.verdict
+        meta["ici_noise_floor"] = decision.noise_floor
+        meta["headline"] = optimism_corrected(model, params, X, population.y(config.endpoint), result.horizons,
+                                              blocks=config.blocks, postoperative=config.postoperative,
+                                              n_boot=config.resampling.optimism_boot, seed=config.seed,
+                                              n_jobs=config.n_jobs)
     return train_predictor(cohort, config.endpoint, model, params, horizons=config.horizons,
                            blocks=tuple(config.blocks), postoperative=config.postoperative,
                            n_interval_models=config.n_interval_models, seed=config.seed,
@@ -215,6 +229,9 @@ def _log_model_runs(result, config, champion, predictors, rule, progress):
                 predictor.metadata["model_card"] = md
                 mlflow.log_dict({k: v for k, v in predictor.metadata.items() if k != "model_card"},
                                 "predictor/metadata.json")
+                head = predictor.metadata.get("headline") or {}
+                mlflow.log_metrics({f"headline_optimism_corrected_{k}": v["corrected"] for k, v in head.items()
+                                    if isinstance(v, dict) and np.isfinite(v["corrected"])})
                 calibration = predictor.metadata.get("calibration", {})
                 mlflow.log_metrics({f"recal_{k}_{h}": v for h, d in calibration.items() for k, v in d.items()})
                 example = tracking.input_example(result.population.data)
