@@ -69,6 +69,7 @@ CEILING_SEED_OFFSET = 10**6  # the ceiling's training cohort: simulate_cohort(ce
 # Metrics with bootstrap intervals (the others are point estimates from the full evaluation); the first
 # group also gets paired differences against the reference.
 BOOTSTRAP_METRICS = ("harrell_c", "uno_c", "mean_auc", "ibs", "ipa_ibs")
+NON_NEGATIVE = ("ici", "e50", "e90", "emax", "brier", "ibs")
 INTERVAL_WORDS = "95% bootstrap over patients (percentile, recentred on the estimate)"
 HIGHER_IS_BETTER = {"harrell_c": True, "uno_c": True, "mean_auc": True, "ibs": False, "ipa_ibs": True}
 
@@ -279,6 +280,8 @@ def _tidy(model: str, point: dict, boot: pd.DataFrame | None, horizons) -> list[
         low = high = np.nan
         if boot is not None and key in boot:
             low, high = centred_interval(boot[key], float(value))
+            if metric in NON_NEGATIVE:  # recentring can cross 0 for an estimate near 0; the metric cannot
+                low = max(low, 0.0)
         rows.append({"model": model, "kind": model_kind(model), "metric": metric, "horizon": horizon,
                      "estimate": float(value), "ci_low": low, "ci_high": high, "n": int(point["n"]),
                      "interval": INTERVAL_WORDS if not np.isnan(low) else ""})
