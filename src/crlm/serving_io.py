@@ -16,6 +16,7 @@ Request bodies are never logged here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import hmac
@@ -407,7 +408,8 @@ class Engine:
         """One prediction at load time, so the first request does not pay for lazy imports and caches."""
         example = {f.name: (f.minimum + f.maximum) / 2 for f in form_fields() if f.required_for_prediction}
         example["n_liver_metastases"] = 2
-        self.answer([example])
+        with contextlib.suppress(RequestError):  # a served score needs factors the minimal example lacks
+            self.answer([example])
 
     def answer(self, patients: Sequence[dict]) -> list[dict]:
         """One answer per clean patient record (``validate_patient``): OS, RFS, scores, warnings, models."""
