@@ -12,7 +12,7 @@ import time
 from rich.console import Console
 
 JOBS = ("tcia-os", "tcia-dfs", "sim-os", "sim-rfs")
-FAST = {"resampling": {"outer_repeats": 1, "n_boot": 50}, "n_interval_models": 20}
+FAST = {"resampling": {"outer_repeats": 1, "n_boot": 50, "optimism_boot": 20}, "n_interval_models": 20}
 
 
 def run_demo(console: Console, fast: bool = False) -> None:
