@@ -401,7 +401,8 @@ class _Card:
             "repeats. IPCW metrics use the censoring distribution of the whole benchmark population "
             "(outcomes only).",
             f"- **Intervals:** 95% bootstrap over patients ({s.n_boot} resamples, stratified by event; "
-            "percentile interval recentred on the estimate, so every estimate lies inside); every model is re-evaluated on the same resamples, so differences against the reference "
+            "percentile interval recentred on the estimate, so every estimate lies inside); every model is "
+            "re-evaluated on the same resamples, so differences against the reference "
             "are paired. Models are not refitted inside the bootstrap.",
             f"- **Seed:** {s.seed}. **Feature blocks:** {', '.join(s.blocks)}"
             + (" + postoperative" if s.postoperative else "") + ".",
@@ -486,6 +487,11 @@ class _Card:
                       "2-fold x 5 repeats):", ""]
             lines += _table(["horizon (months)", "ICI before", "ICI after", "change"], rows)
         at = self.h_cal
+        floor = (m.get("ici_noise_floor") or {}).get(self.champion)
+        if floor:
+            lines.append(f"ICI noise floor at this n (ICI of predictions calibrated by construction, "
+                         f"{floor['n_resamples']} resamples): mean {_num(floor['mean'])}, 95th percentile "
+                         f"{_num(floor['q95'])}; an ICI below it is indistinguishable from perfect calibration.")
         lines.append(f"Benchmark calibration of the unrecalibrated pipeline at {at:g} months: O/E "
                      f"{_metric_text(self.res, self.champion, 'oe', at)}, ICI "
                      f"{_metric_text(self.res, self.champion, 'ici', at)}, slope "

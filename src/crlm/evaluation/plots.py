@@ -556,7 +556,7 @@ def leaderboard_html(res: BenchmarkResult) -> str:
                        f"cross-validation (out-of-fold predictions); inner: {spec.inner_splits}-fold grid search "
                        f"on the outer training part only (tuning criterion Harrell's C)"
                        + ("" if spec.tune else "; tuning disabled")),
-        ("Intervals", f"percentile bootstrap over patients ({spec.n_boot} resamples, stratified by event), "
+        ("Intervals", f"bootstrap over patients, percentile recentred on the estimate ({spec.n_boot} resamples, stratified by event), "
                       "paired for deltas; models are not refitted inside the bootstrap"),
         ("Seed", str(spec.seed)),
     ]
@@ -584,7 +584,7 @@ def leaderboard_html(res: BenchmarkResult) -> str:
         ("Δ Harrell C", f"paired difference model − {model_label(spec.reference)} on the patients both can "
                         "score; green when the 95% interval excludes 0 in the model's favour. p: two-sided "
                         "bootstrap p-value (it cannot resolve values below about 2 / number of resamples, shown as a bound)."),
-        ("Intervals", "95% percentile bootstrap over patients, paired for deltas (every model re-evaluated on "
+        ("Intervals", "95% bootstrap over patients (percentile recentred on the estimate), paired for deltas (every model re-evaluated on "
                       "the same resampled patients). Point estimates: metrics of the out-of-fold predictions, "
                       "averaged over outer repeats."),
     ]
