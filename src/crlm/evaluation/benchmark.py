@@ -32,7 +32,6 @@ saw an evaluated patient) and go through exactly the same evaluation, bootstrap 
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 import warnings
@@ -45,17 +44,12 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
 
 from crlm.cohort.base import Cohort, predictors_frame
-from crlm.evaluation.calibration import ici
 from crlm.evaluation.intervals import bootstrap_indices, centred_interval, holm
 from crlm.evaluation.metrics import (
-    evaluate_predictions,
-    evaluation_grid,
     harrell_c,
-    km_reference,
-    survival_from_matrix,
     usable_horizons,
 )
-from crlm.evaluation.weighted import bootstrap_metrics, resample_weights
+from crlm.evaluation.oof import OOF, bootstrap_oof, evaluate_oof
 from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint
 
@@ -94,15 +88,6 @@ class BenchmarkSpec:
     tune: bool = True
     ceiling: bool = True  # simulated cohorts: add the observed-information ceiling row (module docstring)
     ceiling_n: int = 50_000  # patients in the ceiling's independent training cohort
-
-
-@dataclass
-class OOF:
-    """Out-of-fold predictions of one model: risk (repeats, n) and survival (repeats, n, len(grid))."""
-
-    risk: np.ndarray
-    survival: np.ndarray
-    valid: np.ndarray  # (n,) patients the model could score (scores need their inputs)
 
 
 @dataclass
@@ -217,56 +202,6 @@ def _fold_task(name, fold, train, test, X, y, grid, spec, blocks, factory):
 # ------------------------------------------------------------------------------------------- evaluation
 
 
-def _evaluate(y, oof: OOF, grid, horizons, rows=None) -> dict[str, float]:
-    """Metrics of one model's OOF predictions averaged over repeats (optionally on resampled rows)."""
-    rows = np.arange(len(y)) if rows is None else rows
-    rows = rows[oof.valid[rows]]
-    per_repeat = []
-    for r in range(oof.risk.shape[0]):
-        surv = oof.survival[r][rows]
-        per_repeat.append(evaluate_predictions(y, y[rows], oof.risk[r][rows], survival_from_matrix(surv, grid),
-                                               horizons))
-    out = pd.DataFrame(per_repeat).mean(axis=0, skipna=False).to_dict()
-    out["n"] = float(len(rows))
-    return out
-
-
-def _bootstrap_model(y, oof: OOF, grid, horizons, indices, point: dict, n_ici: int = 50) -> pd.DataFrame:
-    """Bootstrap replicates of the headline metrics, centred on the point estimate.
-
-    Resamples evaluate the repeat-averaged OOF predictions (the patients, not the CV splits, are the unit
-    resampled), all at once as patient weights (``crlm.evaluation.weighted``); ICI needs a spline fit per
-    resample and gets the first ``n_ici``. Averaged predictions behave like a small ensemble and score a little
-    better than the per-repeat mean that is the point estimate, so each replicate is shifted by
-    (point estimate - the averaged predictions' value on the full sample): the intervals then describe the
-    sampling spread around the reported estimate."""
-    horizons = list(horizons)
-    # patients a score cannot rate carry zero weight; neutral values keep the arrays finite
-    risk = np.where(oof.valid, oof.risk.mean(axis=0), 0.0)
-    surv = np.where(oof.valid[:, None], oof.survival.mean(axis=0), 1.0)
-    at = survival_from_matrix(surv, grid)
-    eval_grid = evaluation_grid(y, y, 50, t_max=horizons[-1])
-    full = np.ones((1, len(y)), dtype=np.float32)  # row 0: the full sample, the centre of the replicates
-    W = np.vstack([full, resample_weights(indices, len(y))]) * oof.valid[None, :]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = bootstrap_metrics(y, risk, at(np.asarray(horizons)), horizons, at(eval_grid), eval_grid,
-                                horizons[-1], km_reference(y, eval_grid), W)
-        frame = pd.DataFrame(out)
-        s_h = at(np.asarray(horizons))
-        all_rows = np.flatnonzero(oof.valid)
-        for j, h in enumerate(horizons):
-            values = np.full(len(indices) + 1, np.nan)
-            for b, idx in enumerate([all_rows, *indices[:n_ici]]):
-                rows = idx[oof.valid[idx]]
-                with contextlib.suppress(ValueError, np.linalg.LinAlgError):  # an undefined resample stays NaN
-                    values[b] = ici(y[rows], s_h[rows, j], h)["ici"]
-            frame[f"ici_{h:g}"] = values
-    centre, replicates = frame.iloc[0], frame.iloc[1:].reset_index(drop=True)
-    shift = pd.Series({k: point.get(k, np.nan) for k in frame.columns}) - centre
-    return replicates + shift
-
-
 def _tidy(model: str, point: dict, boot: pd.DataFrame | None, horizons) -> list[dict]:
     rows = []
     for key, value in point.items():
@@ -326,8 +261,8 @@ def _compare_with_reference(oof, points, boots, y, grid, horizons, indices, spec
             pair_points, pair_boots = points, boots
         else:
             pair = {k: OOF(oof[k].risk, oof[k].survival, both) for k in (m, ref)}
-            pair_points = {k: _evaluate(y, o, grid, horizons) for k, o in pair.items()}
-            pair_boots = {k: _bootstrap_model(y, o, grid, horizons, indices, pair_points[k], n_ici=0)
+            pair_points = {k: evaluate_oof(y, o, grid, horizons) for k, o in pair.items()}
+            pair_boots = {k: bootstrap_oof(y, o, grid, horizons, indices, pair_points[k], n_ici=0)
                           for k, o in pair.items()}
         rows += _paired(m, ref, pair_boots, pair_points, int(both.sum()))
     frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
@@ -401,12 +336,12 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
             timings["ceiling"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    points = {m: _evaluate(y, o, grid, horizons) for m, o in oof.items()}
+    points = {m: evaluate_oof(y, o, grid, horizons) for m, o in oof.items()}
     timings["evaluate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     indices = bootstrap_indices(len(y), spec.n_boot, spec.seed, strata=y["event"]) if spec.n_boot else []
-    boots = ({m: _bootstrap_model(y, oof[m], grid, horizons, indices, points[m]) for m in oof}
+    boots = ({m: bootstrap_oof(y, oof[m], grid, horizons, indices, points[m]) for m in oof}
              if spec.n_boot else {})
     timings["bootstrap"] = time.perf_counter() - t0
 
@@ -531,8 +466,8 @@ def _ablation(points, boots, folds, X, y, grid, horizons, spec, factory, progres
             if block_oof is None:
                 point, boot = points[m], boots.get(m)
             else:
-                point = _evaluate(y, block_oof[m], grid, horizons)
-                boot = _bootstrap_model(y, block_oof[m], grid, horizons, indices, point, n_ici=0) \
+                point = evaluate_oof(y, block_oof[m], grid, horizons)
+                boot = bootstrap_oof(y, block_oof[m], grid, horizons, indices, point, n_ici=0) \
                     if len(indices) else None
             row = {"model": m, "blocks": " + ".join(blocks), "n_blocks": len(blocks)}
             for metric in ("harrell_c", "uno_c", "ibs"):
