@@ -80,6 +80,9 @@ def run(models, sizes, reps: int, boot: int, big: int, n_eval: int) -> pd.DataFr
                                  "bias_vs_large_sample": float(np.mean([b[:, k] for b in bias_large])),
                                  "bias_vs_truth": float(np.mean([b[:, k] for b in bias_truth]))})
             print(f"  n={n}: {reps} cohorts in {time.perf_counter() - t0:.0f} s", flush=True)
+            done = pd.DataFrame([r for r in rows if r["model"] == model and r["n"] == n and r["method"] == "centred"])
+            print(done[["horizon", "cover_large_sample", "cover_truth", "mean_width", "bias_vs_large_sample"]]
+                  .to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)  # partial results
     return pd.DataFrame(rows)
 
 
