@@ -464,12 +464,12 @@ class _Card:
         for model in [m for m in self._models() if m != self.ref]:
             for _, r in comp[comp.model == model].iterrows():
                 rows.append([model_label(model), METRIC_LABELS.get(r.metric, r.metric),
-                             _with_ci(r.delta, r.ci_low, r.ci_high), _boot_p(r.p_value, self.spec.n_boot),
+                             _with_ci(r.delta, r.ci_low, r.ci_high), _boot_p(r.get("p_holm", r.p_value), self.spec.n_boot),
                              "yes" if bool(r.better_than_reference) else "no", int(r.n)])
         lines = [f"Paired differences model - {self.ref_label} (`{self.ref}`) on identical patients and "
                  "identical bootstrap resamples (for the integrated Brier score a negative difference is "
                  "better). Better = the 95% interval excludes 0 in the model's favour.", ""]
-        return lines + _table(["model", "metric", "difference (95% interval)", "bootstrap p", "better", "n"],
+        return lines + _table(["model", "metric", "difference (95% interval)", "bootstrap p (Holm)", "better", "n"],
                               rows)
 
     def _calibration(self) -> list[str]:
