@@ -65,7 +65,8 @@ def optimism_corrected(model_name: str, params: dict, X: pd.DataFrame, y: np.nda
     Parameters
     ----------
     model_name, params : the shipped pipeline (zoo name, bare or ``model__`` hyperparameters).
-    X, y : all training patients and their structured outcome.
+    X, y : all training patients and their structured outcome (patients the model cannot rate, e.g. without
+        the score's inputs, are left out and ``patients`` says how many remain).
     horizons : months for ICI (Uno's C and the IBS stop at the last).
     blocks, postoperative : the feature blocks, as in training.
     n_boot : bootstrap refits B (0: apparent performance only, labelled so).
@@ -80,6 +81,10 @@ def optimism_corrected(model_name: str, params: dict, X: pd.DataFrame, y: np.nda
     build = {"blocks": tuple(blocks), "postoperative": postoperative, "columns_present": list(X.columns),
              "random_state": seed}
     shipped = make_model(model_name, **build, **params).fit(X, y)
+    rated = np.isfinite(np.asarray(shipped.predict(X), dtype=float))  # a score cannot rate every patient
+    if not rated.all():
+        X, y = X[rated], y[rated]
+        shipped = make_model(model_name, **build, **params).fit(X, y)
     apparent = performance(shipped, X, y, y, horizons)
     optimism = []
     if n_boot:
