@@ -146,3 +146,14 @@ def test_reference_score_served_as_champion(cohort):
     incomplete = rows.iloc[[0]].assign(cea_ng_ml=np.nan)
     with pytest.raises(ValueError, match="cea_ng_ml"):
         pred.predict(incomplete)
+
+
+def test_shared_preprocessing_replicates_take_the_fast_kernel(cohort):
+    pred = train_predictor(cohort, "os", "coxnet", n_interval_models=12, seed=3, interval_refit_preprocessing=False)
+    reps = pred.replicates
+    assert reps.shared and len(reps.preprocessors) == 1 and reps.kernels[0].kind == "linear"
+    assert len(reps.kernels[0].estimators) == len(reps.recalibrators) == 12
+    [a] = pred.predict(patients(cohort, 1))
+    for h in a["horizons"]:
+        assert 0 <= h["lower"] <= h["survival"] <= h["upper"] <= 1
+    assert "full-data preprocessing kept" in pred.metadata["interval_method"]

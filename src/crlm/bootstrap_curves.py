@@ -16,6 +16,12 @@ with duplicated patients can be shifted as a whole (e.g. forests), and shifting 
 keeps its width honest while the estimate always lies inside. ``"percentile"`` (the plain 2.5-97.5
 percentiles) and ``"basic"`` (2 x estimate - percentiles, Efron's bias-corrected reflection) are available
 for ``benchmarks/coverage.py``, which measures the coverage of each.
+
+Cost: with the preprocessing refitted, every replicate transforms the request itself (about 0.1-0.3 ms per
+replicate and patient on one core, so ~5-15 ms for 50 replicates per endpoint). ``refit_preprocessing=False``
+keeps the full-data preprocessing for every replicate (the model and the map are still refitted) and
+evaluates all replicates in one fast kernel pass, for deployments whose latency budget cannot pay that; the
+interval then omits the preprocessing's own (small, unsupervised) estimation uncertainty.
 """
 
 from __future__ import annotations
@@ -43,6 +49,10 @@ def _inverse_cloglog(z: np.ndarray) -> np.ndarray:
     return np.exp(-np.exp(z))
 
 
+def _frame(Z) -> pd.DataFrame:
+    return Z if isinstance(Z, pd.DataFrame) else pd.DataFrame(Z)
+
+
 @dataclass
 class BootstrapCurves:
     """B refitted pipelines (preprocessing + model) and their recalibration maps, evaluated together."""
@@ -52,10 +62,12 @@ class BootstrapCurves:
     recalibrators: list[Recalibrator]
     method: str = "centred"
     level: float = 0.95
+    shared: bool = False  # one preprocessor and one kernel over every replicate (refit_preprocessing=False)
 
     @classmethod
     def fit(cls, pipeline, X: pd.DataFrame, y: np.ndarray, surv_oof: np.ndarray, times: np.ndarray, *,
-            recalibrate: bool, n_boot: int, seed: int, method: str = "centred") -> BootstrapCurves:
+            recalibrate: bool, n_boot: int, seed: int, method: str = "centred",
+            refit_preprocessing: bool = True) -> BootstrapCurves:
         """Refit ``pipeline`` (an unfitted or fitted ``SurvivalPipeline``: it is cloned) on ``n_boot`` bootstrap
         samples; refit the recalibration map on the same samples of ``surv_oof`` when ``recalibrate``.
 
@@ -66,7 +78,7 @@ class BootstrapCurves:
         X, y : the training rows and outcomes.
         surv_oof : (n, len(times)) out-of-fold survival, the recalibration map's data.
         times : the curve grid (positive times).
-        recalibrate, n_boot, seed, method : see the module docstring.
+        recalibrate, n_boot, seed, method, refit_preprocessing : see the module docstring.
 
         Returns
         -------
@@ -75,18 +87,28 @@ class BootstrapCurves:
         if method not in INTERVAL_METHODS:
             raise ValueError(f"interval method must be one of {INTERVAL_METHODS}, got {method!r}")
         preprocessors, kernels, recalibrators = [], [], []
+        shared_pre = pipeline.steps[0][1]  # fitted on all patients (used when the preprocessing is shared)
+        Z_all = None if refit_preprocessing else _frame(shared_pre.transform(X))
+        estimators = []
         for idx in bootstrap_indices(len(y), n_boot, seed, strata=y["event"]):
-            fitted = clone(pipeline).fit(X.iloc[idx], y[idx])
-            pre = fitted.steps[0][1]
-            Z = pre.transform(X.iloc[idx[:25]])
-            preprocessors.append(pre)
-            kernels.append(SurvivalKernel([final_estimator(fitted)], times, Z))
+            if refit_preprocessing:
+                fitted = clone(pipeline).fit(X.iloc[idx], y[idx])
+                pre = fitted.steps[0][1]
+                preprocessors.append(pre)
+                kernels.append(SurvivalKernel([final_estimator(fitted)], times, _frame(pre.transform(X.iloc[idx[:25]]))))
+            else:
+                estimators.append(clone(final_estimator(pipeline)).fit(Z_all.iloc[idx], y[idx]))
             recalibrators.append(Recalibrator.fit(y[idx], surv_oof[idx], times) if recalibrate
                                  else Recalibrator.identity(times))
-        return cls(preprocessors, kernels, recalibrators, method)
+        if not refit_preprocessing:
+            preprocessors, kernels = [shared_pre], [SurvivalKernel(estimators, times, Z_all.head(25))]
+        return cls(preprocessors, kernels, recalibrators, method, shared=not refit_preprocessing)
 
     def survival(self, rows) -> np.ndarray:
         """(B, n, T) recalibrated survival of every replicate for the rows (canonical columns or a frame)."""
+        if self.shared:
+            curves = self.kernels[0].survival(_frame(self.preprocessors[0].transform(rows)))  # (B, n, T)
+            return np.stack([recal.apply(c) for recal, c in zip(self.recalibrators, curves, strict=True)])
         out = []
         for pre, kernel, recal in zip(self.preprocessors, self.kernels, self.recalibrators, strict=True):
             Z = pre.transform(rows)

@@ -82,6 +82,7 @@ class JobConfig(Strict):
     resampling: Resampling = Resampling()
     selection: Selection = Selection()
     n_interval_models: int = Field(50, ge=5, le=1000)
+    interval_refit_preprocessing: bool = True  # False: faster serving, see crlm.bootstrap_curves
     seed: int = 0
     n_jobs: int = Field(2, ge=1, le=64)
     experiment: str | None = None  # default crlm-<cohort>-<endpoint>

@@ -296,7 +296,7 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
                     horizons=DEFAULT_HORIZONS_MONTHS, blocks=("clinical", "genomic", "response"),
                     postoperative: bool = False, n_interval_models: int = 50, seed: int = 0,
                     endpoint_label: str | None = None, metadata: dict | None = None,
-                    interval_method: str = "centred") -> Predictor:
+                    interval_method: str = "centred", interval_refit_preprocessing: bool = True) -> Predictor:
     """Build the champion Predictor from a cohort and a chosen model (see the module docstring)."""
     params = dict(params or {})
     ep = get_endpoint(endpoint)
@@ -331,7 +331,8 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
     base = final_estimator(model)
     kernel = SurvivalKernel([base], positive, Z.head(25))
     replicates = BootstrapCurves.fit(model, X, y, oof, positive, recalibrate=bool(improves),
-                                     n_boot=n_interval_models, seed=seed + 1, method=interval_method)
+                                     n_boot=n_interval_models, seed=seed + 1, method=interval_method,
+                                     refit_preprocessing=interval_refit_preprocessing)
     explainer = (ScoreExplainer(model, Z, ep.name) if is_score_model(model_name)
                  else Explainer(model, Z, ep.name, seed=seed))
     risk = np.asarray(base.predict(Z), dtype=float)
@@ -352,8 +353,10 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
         "recalibration_applied": bool(improves),
         "interval": INTERVAL_MEANING,
         "interval_method": (f"95% confidence interval of the model's estimated survival: {n_interval_models} "
-                            "bootstrap replicates refitting the preprocessing, the model (chosen "
-                            "hyperparameters) and the recalibration map; band on the cloglog scale, "
+                            "bootstrap replicates refitting "
+                            + ("the preprocessing, " if interval_refit_preprocessing else
+                               "(with the full-data preprocessing kept) ")
+                            + "the model (chosen hyperparameters) and the recalibration map; band on the cloglog scale, "
                             f"{interval_method} method (crlm.bootstrap_curves)"),
         "explainer": explainer.method,
         "risk_groups": "tertiles of the training cohort's risk score",

@@ -187,6 +187,7 @@ def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config
     return train_predictor(cohort, config.endpoint, model, params, horizons=config.horizons,
                            blocks=tuple(config.blocks), postoperative=config.postoperative,
                            n_interval_models=config.n_interval_models, seed=config.seed,
+                           interval_refit_preprocessing=config.interval_refit_preprocessing,
                            endpoint_label=config.endpoint, metadata=meta)
 
 
