@@ -534,3 +534,27 @@ def test_models_from_the_mlflow_registry_alias(models_dir, patients, tmp_path, m
     got = store.engine.answer(row)[0]
     assert_close(jsonable(got["os"]), jsonable(expected["os"]))
     assert_close(jsonable(got["rfs"]), jsonable(expected["rfs"]))
+
+
+def test_a_served_score_answers_complete_patients_and_refuses_incomplete_ones_with_422():
+    from crlm.cohort.simulate import simulate_cohort
+    from crlm.predictor import train_predictor
+    from crlm.serving.engine import Engine, LoadedModel, model_card
+    from crlm.serving.errors import RequestError
+
+    cohort = simulate_cohort(300, seed=9)
+    models = {ep: LoadedModel(train_predictor(cohort, ep, "score:fong", n_interval_models=5, seed=0,
+                                              metadata={"champion_verdict": "no learned model beat the Fong CRS"}),
+                              {"endpoint": ep}) for ep in ("os", "rfs")}
+    engine = Engine(models)
+    engine.warm_up()  # must not fail although the minimal example cannot be scored
+    complete = {"primary_node_positive": True, "synchronous_metastases": True, "n_liver_metastases": 3,
+                "largest_metastasis_cm": 6.0, "cea_ng_ml": 250.0, "age_years": 60.0}
+    [answer] = engine.answer([complete])
+    assert answer["os"]["horizons"][1]["lower"] <= answer["os"]["horizons"][1]["survival"]
+    assert any("Fong CRS point" in c["sentence"] for c in answer["os"]["contributions"])
+    with pytest.raises(RequestError) as err:
+        engine.answer([{k: v for k, v in complete.items() if k != "cea_ng_ml"}])
+    assert err.value.status == 422 and "cea_ng_ml" in err.value.body["errors"][0]["message"]
+    info = model_card(models["os"])
+    assert info["champion_decision"].startswith("no learned model beat") and "confidence interval" in info["interval"]

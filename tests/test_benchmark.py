@@ -170,3 +170,38 @@ def test_ceiling_can_be_switched_off_and_never_trains_on_the_evaluated_seed():
     assert _ceiling_seed(cohort, BenchmarkSpec(seed=0)) == 10**6
     same = simulate_cohort(50, seed=10**6 + 7)  # a cohort simulated with the ceiling's own seed
     assert _ceiling_seed(same, BenchmarkSpec(seed=7)) == 10**6 + 8
+
+
+def test_every_metric_row_has_its_estimate_inside_its_interval(sim_result):
+    _, _, res = sim_result
+    m = res.metrics.dropna(subset=["ci_low"])
+    assert len(m) > 20 and {"ici", "harrell_c", "ibs"} <= set(m.metric)
+    outside = m[(m.estimate < m.ci_low) | (m.estimate > m.ci_high)]
+    assert outside.empty, outside[["model", "metric", "horizon", "estimate", "ci_low", "ci_high"]]
+    comp = res.comparisons.dropna(subset=["ci_low"])
+    assert ((comp.ci_low <= comp.delta) & (comp.delta <= comp.ci_high)).all()
+
+
+def test_paired_comparison_uses_the_patients_both_can_score():
+    cohort = simulate_cohort(500, seed=8)
+    data = cohort.data.copy()
+    rows = np.random.default_rng(0).permutation(len(data))[:150]
+    data.loc[data.index[rows], "kras_status"] = "unknown"  # GAME needs KRAS; Fong does not
+    partial = Cohort(data, "partial", "test")
+    spec = BenchmarkSpec(models=("coxph",), baselines=("score:game",), reference="score:fong", tune=False,
+                         **SMALL | {"n_boot": 40})
+    res = run_benchmark(partial, spec)
+    n_game = int(res.oof["score:game"].valid.sum())
+    assert n_game < len(res.y)
+    comp = res.comparisons[res.comparisons.metric == "harrell_c"].set_index("model")
+    assert comp.loc["score:game", "n"] == n_game and comp.loc["coxph", "n"] == len(res.y)
+    # the game-vs-fong delta is Fong re-evaluated on GAME's patients, not Fong on everyone
+    from crlm.evaluation.metrics import harrell_c
+    both = res.oof["score:game"].valid
+    fong_on_both = harrell_c(res.y[both], res.oof["score:fong"].risk[0][both])
+    game_on_both = harrell_c(res.y[both], res.oof["score:game"].risk[0][both])
+    assert comp.loc["score:game", "delta"] == pytest.approx(game_on_both - fong_on_both, abs=1e-9)
+    board = res.leaderboard().set_index("model")
+    assert board.loc["score:game", "n_vs_ref"] == n_game
+    # Holm: adjusted p never below the raw one, the same family per metric
+    assert (comp.p_holm >= comp.p_value - 1e-12).all()

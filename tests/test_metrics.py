@@ -221,3 +221,16 @@ def test_bootstrap_metric_paired_and_failures(data):
     with pytest.warns(RuntimeWarning, match="bootstrap replicates failed"):
         out = bootstrap_metric(flaky, 10, n_boot=20, seed=0)
     assert np.isnan(out).any() and (out[~np.isnan(out)] == 1.0).all()
+
+
+def test_centred_interval_contains_the_estimate_of_a_skewed_metric():
+    from crlm.evaluation.intervals import centred_interval
+
+    rng = np.random.default_rng(0)
+    replicates = 0.03 + rng.gamma(2.0, 0.01, 2000)  # all above the estimate, like ICI on resamples
+    estimate = 0.016
+    assert percentile_interval(replicates)[0] > estimate  # the plain percentile interval misses it
+    low, high = centred_interval(replicates, estimate)
+    assert low <= estimate <= high
+    spread = np.quantile(replicates, [0.025, 0.975]) - np.median(replicates)
+    assert (low, high) == pytest.approx((estimate + spread[0], estimate + spread[1]))

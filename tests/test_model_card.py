@@ -188,7 +188,24 @@ def test_card_refuses_mismatched_inputs(run):
     kwargs = {"registered_name": "x", "version": "1", "selection_rule": RULE}
     with pytest.raises(ValueError, match="not in the benchmark"):
         build_model_card(predictor.metadata, res, "rsf", sg, **kwargs)
-    with pytest.raises(ValueError, match="learned model"):
+    with pytest.raises(ValueError, match="two different models"):  # a score may be champion, not this predictor
         build_model_card(predictor.metadata, res, "score:fong", sg, **kwargs)
     with pytest.raises(ValueError, match="endpoint"):
         build_model_card(predictor.metadata | {"endpoint": "rfs"}, res, "coxph", sg, **kwargs)
+
+
+def test_card_of_the_reference_score_as_champion_says_why(run):
+    res, _, _ = run
+    verdict = ("no learned model beat the Fong CRS on this cohort; the served model is the Fong CRS expressed as "
+               "survival probabilities (a Cox model on the score). Why: coxph: uno_c difference -0.010")
+    head = {"label": "optimism-corrected (Harrell's bootstrap) performance of the shipped model", "n_boot": 10,
+            "patients": 300, "harrell_c": {"apparent": 0.6, "optimism": 0.0, "corrected": 0.6},
+            "ici_36": {"apparent": 0.02, "optimism": -0.01, "corrected": 0.03}}
+    predictor = train_predictor(res.population, "os", "score:fong", n_interval_models=5,
+                                metadata={"champion_verdict": verdict, "headline": head})
+    sg = subgroup_performance(res, "score:fong", n_boot=20)
+    md, _ = build_model_card(predictor.metadata, res, "score:fong", sg, registered_name="crlm-simulated-os",
+                             version="8", selection_rule=RULE)
+    assert f"**Champion decision:** {verdict}" in md
+    assert "**Headline, the shipped model:** optimism-corrected" in md and "Harrell's C 0.600" in md
+    assert "confidence interval of the model's estimated survival" in md

@@ -116,3 +116,57 @@ def test_recalibration_repairs_a_miscalibrated_model():
 def test_median_time_interpolates_and_reports_not_reached():
     assert median_time(np.array([0, 12, 24]), np.array([1.0, 0.6, 0.4])) == pytest.approx(18.0)
     assert median_time(np.array([0, 12, 24]), np.array([1.0, 0.9, 0.8])) is None
+
+
+def test_interval_replicates_refit_preprocessing_model_and_recalibration(predictor, cohort):
+    reps = predictor.replicates
+    assert reps is not None and len(reps.preprocessors) == len(reps.kernels) == len(reps.recalibrators) == 15
+    # each replicate learned its own preprocessing (imputation/scaling fitted on its own bootstrap sample)
+    Zs = [pre.transform(patients(cohort, 50)) for pre in reps.preprocessors[:3]]
+    assert not np.allclose(Zs[0].to_numpy(dtype=float), Zs[1].to_numpy(dtype=float))
+    assert "confidence interval of the model's estimated survival" in predictor.metadata["interval"]
+
+
+def test_band_methods_and_the_estimate_inside_the_centred_band():
+    from crlm.bootstrap_curves import BootstrapCurves
+
+    rng = np.random.default_rng(0)
+    point = np.full((1, 3), 0.6)
+    shifted = np.clip(0.45 + 0.03 * rng.standard_normal((200, 1, 3)), 0.01, 0.99)  # replicates all below
+    centred = BootstrapCurves([], [], [], method="centred").band(point, shifted)
+    assert np.all(centred[0] <= point) and np.all(point <= centred[1])
+    plain = BootstrapCurves([], [], [], method="percentile").band(point, shifted)
+    assert np.all(plain[1] < point)  # the plain percentile band misses an estimate it is shifted from
+
+
+def test_reference_score_served_as_champion(cohort):
+    from crlm.scores import compute_score
+
+    pred = train_predictor(cohort, "os", "score:fong", n_interval_models=10, seed=2)
+    frame = predictors_frame(cohort.data)
+    rows = frame[compute_score("fong", frame)["total"].notna().to_numpy()].head(8)
+    answers = pred.predict(rows)
+    fong = compute_score("fong", rows)["total"].to_numpy()
+    np.testing.assert_allclose([a["risk_score"] for a in answers], fong)
+    for a, total in zip(answers, fong, strict=True):
+        h = a["horizons"][1]
+        assert 0 <= h["lower"] <= h["survival"] <= h["upper"] <= 1 and h["upper"] > h["lower"]
+        assert sum(c["points"] for c in a["contributions"]) == pytest.approx(total)  # the score's points
+        assert all("Fong CRS point" in c["sentence"] for c in a["contributions"])
+    # same total, same survival: the served model is the score expressed as survival probabilities
+    same = [i for i in range(len(fong)) if fong[i] == fong[0]]
+    assert all(answers[i]["horizons"][1]["survival"] == answers[0]["horizons"][1]["survival"] for i in same)
+    incomplete = rows.iloc[[0]].assign(cea_ng_ml=np.nan)
+    with pytest.raises(ValueError, match="cea_ng_ml"):
+        pred.predict(incomplete)
+
+
+def test_shared_preprocessing_replicates_take_the_fast_kernel(cohort):
+    pred = train_predictor(cohort, "os", "coxnet", n_interval_models=12, seed=3, interval_refit_preprocessing=False)
+    reps = pred.replicates
+    assert reps.shared and len(reps.preprocessors) == 1 and reps.kernels[0].kind == "linear"
+    assert len(reps.kernels[0].estimators) == len(reps.recalibrators) == 12
+    [a] = pred.predict(patients(cohort, 1))
+    for h in a["horizons"]:
+        assert 0 <= h["lower"] <= h["survival"] <= h["upper"] <= 1
+    assert "full-data preprocessing kept" in pred.metadata["interval_method"]

@@ -17,7 +17,7 @@ from crlm.training import run_job
 runner = CliRunner()
 SMALL = {"job": "sim-os-test", "cohort": {"simulate": {"n": 300, "seed": 8}, "name": "simtest"}, "endpoint": "os",
          "models": ["coxph", "coxnet"], "baselines": ["score:fong"],
-         "resampling": {"outer_repeats": 1, "outer_splits": 2, "inner_splits": 2, "n_boot": 20},
+         "resampling": {"outer_repeats": 1, "outer_splits": 2, "inner_splits": 2, "n_boot": 20, "optimism_boot": 8},
          "n_interval_models": 5, "n_jobs": 1}
 
 
@@ -58,7 +58,15 @@ def test_invalid_configs_are_refused_with_key_and_reason(tmp_path):
 def test_job_tracks_runs_registers_champion_and_exports(first_job, store):
     out = first_job
     client = MlflowClient()
-    assert out.champion in ("coxph", "coxnet") and out.runner_up in ("coxph", "coxnet")
+    # the rule (crlm.selection): a learned model, or the reference score if none earned its place
+    assert out.champion in ("coxph", "coxnet", "score:fong") and out.runner_up in ("coxph", "coxnet")
+    meta = out.predictor.metadata
+    assert meta["headline"]["n_boot"] == 8 and "optimism-corrected" in meta["headline"]["label"]
+    head_c = meta["headline"]["harrell_c"]
+    assert head_c["corrected"] == pytest.approx(head_c["apparent"] - head_c["optimism"])
+    assert meta["champion_verdict"] in out.selection_note and meta["ici_noise_floor"][out.runner_up]["q95"] > 0
+    card = (out.export_dir / "model_card.md").read_text()
+    assert "Headline, the shipped model" in card and meta["champion_verdict"] in card
     champion = client.get_model_version_by_alias("crlm-simtest-os", "champion")
     challenger = client.get_model_version_by_alias("crlm-simtest-os", "challenger")
     assert str(champion.version) == out.champion_version and challenger.tags["model"] == out.runner_up
@@ -80,7 +88,8 @@ def test_job_tracks_runs_registers_champion_and_exports(first_job, store):
 def test_registered_champion_predicts_calibrated_probabilities_with_intervals(first_job):
     model = mlflow.pyfunc.load_model("models:/crlm-simtest-os@champion")
     patient = pd.DataFrame([{"age_years": 64.0, "sex": "male", "n_liver_metastases": 3.0,
-                             "largest_metastasis_cm": 4.5, "cea_ng_ml": 350.0, "kras_status": "mutant"}])
+                             "largest_metastasis_cm": 4.5, "cea_ng_ml": 350.0, "kras_status": "mutant",
+                             "primary_node_positive": True, "synchronous_metastases": True}])
     table = model.predict(patient)
     for h in (12, 36, 60):
         assert table[f"surv_{h}_lower"][0] <= table[f"surv_{h}"][0] <= table[f"surv_{h}_upper"][0]

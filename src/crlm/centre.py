@@ -124,6 +124,10 @@ def recalibrate_for_centre(predictor: Predictor, cohort: Cohort, centre: str, so
     centre_map = Recalibrator.fit(y, surv, times, method=chosen)
     new = copy.copy(predictor)
     new.recalibrator = ChainedRecalibrator(predictor.recalibrator, centre_map)
+    if predictor.replicates is not None:  # the confidence band's replicates get the centre's map too
+        new.replicates = copy.copy(predictor.replicates)
+        new.replicates.recalibrators = [ChainedRecalibrator(r, centre_map)
+                                        for r in predictor.replicates.recalibrators]
     new.metadata = dict(predictor.metadata)
     name = f"crlm-{centre}-{predictor.endpoint}"
     new.metadata |= {

@@ -1,7 +1,7 @@
 """Conditional survival: the prognosis of a patient who is already event-free s months after resection.
 
 S(t | T > s) = S(t) / S(s) for t >= s, applied to the calibrated curve of the refit (the estimate) and of every
-bootstrap refit (the interval: the same 2.5-97.5 percentile range over the refits as the unconditional answer,
+bootstrap replicate (the interval: formed by the same method as the unconditional answer,
 so estimate and interval describe the same models). S(s) and the horizons s + h are read off the curves by
 linear interpolation between grid points, as the median is. The event is the endpoint's: alive (OS), alive and
 recurrence-free (RFS).
@@ -22,14 +22,18 @@ def _at(times: np.ndarray, curves: np.ndarray, t: float) -> np.ndarray:
     return curves[..., j] * (1.0 - w) + curves[..., j + 1] * w
 
 
-def _interval(point: np.ndarray, refits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lower = np.minimum(np.quantile(refits, 0.025, axis=0), point)
-    upper = np.maximum(np.quantile(refits, 0.975, axis=0), point)
-    return lower, upper
+def _percentile_band(point: np.ndarray, refits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.quantile(refits, 0.025, axis=0), np.quantile(refits, 0.975, axis=0)
+
+
+def _interval(point: np.ndarray, refits: np.ndarray, band) -> tuple[np.ndarray, np.ndarray]:
+    """The band of one patient's conditional curve (T,) from its replicates (B, T), by the Predictor's method."""
+    lower, upper = band(np.atleast_1d(point)[None, :], refits.reshape(len(refits), 1, -1))
+    return lower[0], upper[0]
 
 
 def conditional_answers(times: np.ndarray, curves: np.ndarray, horizons, event_free_months: float,
-                        endpoint: str) -> list[dict]:
+                        endpoint: str, band=None) -> list[dict]:
     """One conditional answer per patient.
 
     Parameters
@@ -44,6 +48,9 @@ def conditional_answers(times: np.ndarray, curves: np.ndarray, horizons, event_f
         s: the patient is known to be event-free (for OS: alive) s months after resection.
     endpoint : str
         The endpoint's name (``os``, ``rfs``, ...), for the wording of the condition.
+    band : callable, optional
+        ``band(point (n, T), replicates (B, n, T)) -> (lower, upper)``: the Predictor's interval method, so
+        the conditional interval is formed as the unconditional one (default: 2.5-97.5 percentiles).
 
     Returns
     -------
@@ -52,6 +59,7 @@ def conditional_answers(times: np.ndarray, curves: np.ndarray, horizons, event_f
         s of the unconditional curve, the conditional curve from s on (months since resection) with its
         interval, and the horizons s + h with intervals (beyond the curve's end: ``available`` false).
     """
+    band = band or _percentile_band
     s = float(event_free_months)
     if not np.isfinite(s) or s < 0:
         raise ValueError(f"event_free_at_months must be a number >= 0, got {event_free_months!r}")
@@ -73,7 +81,7 @@ def conditional_answers(times: np.ndarray, curves: np.ndarray, horizons, event_f
         ratio = curves[:, i, after] / np.maximum(at_s[:, i, None], 1e-12)
         cond = np.clip(np.concatenate([np.ones((len(curves), 1)), ratio], axis=1), 0.0, 1.0)
         point = np.minimum.accumulate(cond[0])
-        lower, upper = _interval(point, cond[1:])
+        lower, upper = _interval(point, cond[1:], band)
         lower, upper = np.minimum.accumulate(lower), np.minimum.accumulate(upper)
         rows = []
         for h in horizons:
@@ -84,9 +92,9 @@ def conditional_answers(times: np.ndarray, curves: np.ndarray, horizons, event_f
                 continue
             at_t = _at(grid, cond, t)
             p = float(_at(grid, point, t))
-            lo, hi = _interval(np.array(p), at_t[1:])
+            lo, hi = _interval(np.array([p]), at_t[1:, None], band)
             rows.append({"months_from_now": float(h), "months_since_resection": t, "available": True,
-                         "survival": p, "lower": float(min(lo, p)), "upper": float(max(hi, p))})
+                         "survival": p, "lower": float(lo[0]), "upper": float(hi[0])})
         answers.append(answer | {
             "available": True, "reason": None, "horizons": rows,
             "curve": {"months": grid.tolist(), "survival": point.round(5).tolist(),

@@ -12,7 +12,7 @@ import time
 from rich.console import Console
 
 JOBS = ("tcia-os", "tcia-dfs", "sim-os", "sim-rfs")
-FAST = {"resampling": {"outer_repeats": 1, "n_boot": 50}, "n_interval_models": 20}
+FAST = {"resampling": {"outer_repeats": 1, "n_boot": 50, "optimism_boot": 20}, "n_interval_models": 20}
 
 
 def run_demo(console: Console, fast: bool = False) -> None:
@@ -56,11 +56,17 @@ def run_demo(console: Console, fast: bool = False) -> None:
                                        "paired on the same patients)")
         if len(outcome.result.ablation):
             print_frame(outcome.result.ablation, title=f"{job}: feature-block ablation")
-        calib = outcome.predictor.metadata.get("calibration", {}).get("36", {})
+        meta = outcome.predictor.metadata
+        console.print(f"{job}: champion decision: {meta.get('champion_verdict', outcome.champion)}")
+        head = meta.get("headline") or {}
+        if "harrell_c" in head:
+            console.print(f"{job}: headline of the shipped model, {head['label']} ({head['n_boot']} refits): "
+                          f"Harrell C {head['harrell_c']['corrected']:.3f} (apparent {head['harrell_c']['apparent']:.3f})")
+        calib = meta.get("calibration", {}).get("36", {})
         if calib:
             console.print(f"{job}: champion ICI at 36 months {calib['ici_before']:.3f} before recalibration, "
-                          f"{calib['ici_after']:.3f} after (2-fold cross-fitted); recalibration "
-                          f"{'applied' if outcome.predictor.metadata.get('recalibration_applied') else 'not applied'}")
+                          f"{calib['ici_after']:.3f} after (both on the same held-out halves); recalibration "
+                          f"{'applied' if meta.get('recalibration_applied') else 'not applied'}")
         outcomes.append(outcome)
 
     console.rule("[bold]4. Where to look")

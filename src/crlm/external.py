@@ -29,10 +29,11 @@ from sksurv.nonparametric import kaplan_meier_estimator
 
 from crlm.cohort.base import Cohort, predictors_frame
 from crlm.evaluation import decision_curves as dc
-from crlm.evaluation.benchmark import OOF, _bootstrap_model, _evaluate, _paired, _tidy
+from crlm.evaluation.benchmark import _paired, _tidy
 from crlm.evaluation.calibration import calibration_slope, ici
 from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
 from crlm.evaluation.metrics import usable_horizons
+from crlm.evaluation.oof import OOF, bootstrap_oof, evaluate_oof
 from crlm.models import final_estimator, make_model
 from crlm.models.zoo import RECORDED_PREFIX
 from crlm.predictor import Predictor
@@ -137,7 +138,7 @@ def field_differences(predictor: Predictor, data: pd.DataFrame) -> list[str]:
 def predict_survival(predictor: Predictor, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(risk score, calibrated survival (n, T), times T > 0) of the Predictor for canonical rows."""
     _, Z = predictor._prepare(predictors_frame(data))
-    surv = predictor._curves(Z)[0][:, 1:]  # column 0 is t = 0
+    surv = predictor.recalibrator.apply(predictor.kernel.survival(Z))[0]  # the refit only: no band needed
     return predictor.risk(Z), surv, np.asarray(predictor.curve_times[1:], dtype=float)
 
 
@@ -247,8 +248,8 @@ def evaluate_external(predictor: Predictor, cohort: Cohort, source: ModelSource 
     totals = _score_totals(population)
     indices = bootstrap_indices(len(y), n_boot, seed, strata=y["event"]) if n_boot else []
     rows, comparisons = [], []
-    point = _evaluate(y, oof[MODEL], times, used)
-    boot = _bootstrap_model(y, oof[MODEL], times, used, indices, point) if n_boot else None
+    point = evaluate_oof(y, oof[MODEL], times, used)
+    boot = bootstrap_oof(y, oof[MODEL], times, used, indices, point) if n_boot else None
     rows += _with_slope_intervals(_tidy(MODEL, point, boot, used), y, surv, times, indices)
     for name, total in totals.items():
         valid = ~np.isnan(total)
@@ -259,10 +260,10 @@ def evaluate_external(predictor: Predictor, cohort: Cohort, source: ModelSource 
         same = OOF(oof[MODEL].risk, oof[MODEL].survival, valid)  # the model on the score's patients
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            points = {name: _evaluate(y, score_oof, times, used), f"{MODEL} ({name} patients)":
-                      _evaluate(y, same, times, used)}
-            boots = ({name: _bootstrap_model(y, score_oof, times, used, indices, points[name], n_ici=0),
-                      f"{MODEL} ({name} patients)": _bootstrap_model(y, same, times, used, indices,
+            points = {name: evaluate_oof(y, score_oof, times, used), f"{MODEL} ({name} patients)":
+                      evaluate_oof(y, same, times, used)}
+            boots = ({name: bootstrap_oof(y, score_oof, times, used, indices, points[name], n_ici=0),
+                      f"{MODEL} ({name} patients)": bootstrap_oof(y, same, times, used, indices,
                                                                     points[f"{MODEL} ({name} patients)"], n_ici=0)}
                      if n_boot else {})
         rows += [r for r in _tidy(name, points[name], boots.get(name), used) if r["metric"] in DISCRIMINATION]

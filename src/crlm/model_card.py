@@ -22,7 +22,7 @@ from sksurv.nonparametric import kaplan_meier_estimator
 from crlm.evaluation.benchmark import ORACLE, BenchmarkResult
 from crlm.evaluation.plots import model_label
 from crlm.literature_prior import prior_card_lines
-from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family
+from crlm.models import SEARCH_SPACES, final_estimator, make_model, model_family
 from crlm.schema import FIELDS_BY_NAME, endpoint
 
 MISSING_TEXT = "n/a"
@@ -131,13 +131,13 @@ def build_model_card(predictor_metadata: dict, res: BenchmarkResult, champion: s
     """The model card as (markdown, html).
 
     ``predictor_metadata`` is ``Predictor.metadata``; ``res`` the benchmark that selected ``champion`` (a
-    learned model name in ``res.oof``); ``subgroups`` the table of ``subgroup_performance``. A predictor and a
+    learned model or the reference score in ``res.oof``, ``crlm.selection``); ``subgroups`` the table of ``subgroup_performance``. A predictor and a
     benchmark of different models, endpoints or cohorts are refused (the card would mix two models)."""
     meta = dict(predictor_metadata)
     if champion not in res.oof:
         raise ValueError(f"champion {champion!r} is not in the benchmark; it has {', '.join(res.oof)}")
-    if champion == ORACLE or is_score_model(champion):
-        raise ValueError(f"champion {champion!r} must be a learned model, not the oracle or a clinical score")
+    if champion == ORACLE:
+        raise ValueError(f"champion {champion!r} must be a learned model or the reference score, not the oracle")
     checks = (("model_name", champion), ("endpoint", endpoint(res.spec.endpoint).name), ("cohort", res.cohort_name))
     for key, expected in checks:
         if key in meta and meta[key] != expected:
@@ -146,6 +146,25 @@ def build_model_card(predictor_metadata: dict, res: BenchmarkResult, champion: s
     card = _Card(meta, res, champion, subgroups, registered_name, version, selection_rule)
     markdown = card.markdown()
     return markdown, markdown_to_html(markdown, title=card.title)
+
+
+def headline_lines(meta: dict) -> list[str]:
+    """The shipped model's headline (optimism-corrected) and, when the reference score is the champion, why."""
+    lines = []
+    verdict = meta.get("champion_verdict")
+    if verdict:
+        lines += [f"**Champion decision:** {verdict}", ""]
+    head = meta.get("headline")
+    if head:
+        parts = [f"{name} {head[key]['corrected']:.3f} (apparent {head[key]['apparent']:.3f}, optimism "
+                 f"{head[key]['optimism']:.3f})" for key, name in
+                 [("harrell_c", "Harrell's C"), ("uno_c", "Uno's C"), ("ibs", "IBS"),
+                  *[(k, f"ICI at {k.removeprefix('ici_')} months") for k in head if k.startswith("ici_")]]
+                 if isinstance(head.get(key), dict)]
+        lines += [f"**Headline, the shipped model:** {head['label']}, {head['n_boot']} bootstrap refits on "
+                  f"{head['patients']} patients: " + "; ".join(parts) + ". The benchmark tables below are "
+                  "nested cross-validation, the comparison between models.", ""]
+    return lines
 
 
 class _Card:
@@ -209,7 +228,7 @@ class _Card:
         if self.kind == "simulated":
             lines += ["> **Synthetic data.** This model was trained and evaluated on a simulated cohort (no "
                       "real patients). It demonstrates the software; it is not a clinical model.", ""]
-        return "\n".join(lines)
+        return "\n".join(lines + headline_lines(self.meta))
 
     def _intended_use(self) -> list[str]:
         horizons = ", ".join(f"{h:g}" for h in self.meta.get("horizons", self.res.horizons))
@@ -224,7 +243,8 @@ class _Card:
             "colorectal liver metastases considered for hepatectomy.",
             f"- **When:** {when}.",
             f"- **What it gives:** the probability of {self.ep.description} at {horizons} months after the "
-            "resection with 95% intervals, the survival curve, a risk group and per-patient contributions.",
+            "resection with 95% confidence intervals of the model's estimate (its estimation uncertainty, not "
+            "the range of the patient's outcome), the survival curve, a risk group and per-patient contributions.",
             "- **Associational, not causal:** the model describes how outcomes were associated with patient "
             "characteristics in the development cohort. Its contributions are not treatment effects, and it "
             "must not be used by itself to choose a treatment (e.g. chemotherapy or the extent of "
@@ -389,14 +409,15 @@ class _Card:
             "- **Point estimates:** metrics of the out-of-fold predictions of each repeat, averaged over "
             "repeats. IPCW metrics use the censoring distribution of the whole benchmark population "
             "(outcomes only).",
-            f"- **Intervals:** 95% percentile bootstrap over patients ({s.n_boot} resamples, stratified by "
-            "event); every model is re-evaluated on the same resamples, so differences against the reference "
+            f"- **Intervals:** 95% bootstrap over patients ({s.n_boot} resamples, stratified by event; "
+            "percentile interval recentred on the estimate, so every estimate lies inside); every model is "
+            "re-evaluated on the same resamples, so differences against the reference "
             "are paired. Models are not refitted inside the bootstrap.",
             f"- **Seed:** {s.seed}. **Feature blocks:** {', '.join(s.blocks)}"
             + (" + postoperative" if s.postoperative else "") + ".",
             "- **Registered predictor:** refitted on all patients with the endpoint; its recalibration map "
-            "is fitted on 5-fold out-of-fold predictions and judged by 2-fold cross-fitted ICI (see "
-            "Calibration).",
+            "is fitted on 5-fold out-of-fold predictions and judged by ICI before and after on the same "
+            "held-out halves (see Calibration). Its headline is optimism-corrected (see the top of this card).",
         ]
 
     def _selection(self) -> list[str]:
@@ -456,12 +477,12 @@ class _Card:
         for model in [m for m in self._models() if m != self.ref]:
             for _, r in comp[comp.model == model].iterrows():
                 rows.append([model_label(model), METRIC_LABELS.get(r.metric, r.metric),
-                             _with_ci(r.delta, r.ci_low, r.ci_high), _boot_p(r.p_value, self.spec.n_boot),
+                             _with_ci(r.delta, r.ci_low, r.ci_high), _boot_p(r.get("p_holm", r.p_value), self.spec.n_boot),
                              "yes" if bool(r.better_than_reference) else "no", int(r.n)])
         lines = [f"Paired differences model - {self.ref_label} (`{self.ref}`) on identical patients and "
                  "identical bootstrap resamples (for the integrated Brier score a negative difference is "
                  "better). Better = the 95% interval excludes 0 in the model's favour.", ""]
-        return lines + _table(["model", "metric", "difference (95% interval)", "bootstrap p", "better", "n"],
+        return lines + _table(["model", "metric", "difference (95% interval)", "bootstrap p (Holm)", "better", "n"],
                               rows)
 
     def _calibration(self) -> list[str]:
@@ -475,9 +496,15 @@ class _Card:
             rows = [[k, _num(v.get("ici_before")), _num(v.get("ici_after")),
                      _num(v.get("ici_after", np.nan) - v.get("ici_before", np.nan))] for k, v in cal.items()]
             lines += ["Integrated calibration index (ICI) of the predictor's out-of-fold survival, before "
-                      "and after recalibration (2-fold cross-fitted):", ""]
+                      "and after recalibration, both on the same held-out halves (map fitted on the other half; "
+                      "2-fold x 5 repeats):", ""]
             lines += _table(["horizon (months)", "ICI before", "ICI after", "change"], rows)
         at = self.h_cal
+        floor = (m.get("ici_noise_floor") or {}).get(self.champion)
+        if floor:
+            lines.append(f"ICI noise floor at this n (ICI of predictions calibrated by construction, "
+                         f"{floor['n_resamples']} resamples): mean {_num(floor['mean'])}, 95th percentile "
+                         f"{_num(floor['q95'])}; an ICI below it is indistinguishable from perfect calibration.")
         lines.append(f"Benchmark calibration of the unrecalibrated pipeline at {at:g} months: O/E "
                      f"{_metric_text(self.res, self.champion, 'oe', at)}, ICI "
                      f"{_metric_text(self.res, self.champion, 'ici', at)}, slope "
@@ -523,7 +550,8 @@ class _Card:
         horizons = ", ".join(f"{h:g}" for h in m.get("horizons", []))
         return [
             f"- **Output:** the probability of {self.ep.description} at {horizons} months with a 95% "
-            "interval, the survival curve with its band, the median survival time when reached, the raw risk "
+            "confidence interval of the model's estimated survival (estimation uncertainty, not the range of "
+            "the patient's outcome), the survival curve with its band, the median survival time when reached, the raw risk "
             "score, a risk group and warnings.",
             f"- **Risk groups:** {m.get('risk_groups', MISSING_TEXT)} (descriptive cut-offs, not decision "
             "thresholds).",

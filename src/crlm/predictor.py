@@ -7,10 +7,15 @@ tests); its answer format is documented in ``docs/PREDICTOR.md``. ``train_predic
 2. refit of the pipeline on all patients with the endpoint;
 3. recalibration map per time fitted on the OOF predictions (``crlm.recalibration``), with ICI before and
    after measured by 2-fold cross-fitting;
-4. 95% intervals: B bootstrap refits of the model step (the fitted preprocessing is kept fixed: imputation
-   and scaling are unsupervised and their resampling variability is negligible next to the model's), each
-   recalibrated with the same map; the interval is the 2.5-97.5 percentile range of those curves;
-5. the explainer (``crlm.explain``) and the training ranges that make out-of-range inputs carry a warning.
+4. the confidence interval of the estimated survival (``crlm.bootstrap_curves``): B bootstrap replicates of
+   every data-influenced step (preprocessing fit, model fit with the chosen hyperparameters, recalibration
+   map). It is the estimation uncertainty of the model's curve, not the range of the patient's fate;
+5. the explainer (``crlm.explain``; for a clinical score served as the champion, the score's points,
+   ``crlm.score_explain``) and the training ranges that make out-of-range inputs carry a warning.
+
+A clinical score can be the champion (``crlm.selection``): it is served the same way, the score computed from
+the patient's fields (or a recorded total where the score is a recorded one and the request gives it); a
+patient whose score cannot be computed gets a ``ValueError`` naming the missing fields.
 """
 
 from __future__ import annotations
@@ -26,20 +31,20 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
 from crlm import model_inputs
+from crlm.bootstrap_curves import BootstrapCurves
 from crlm.cohort.base import CanonicalColumns, Cohort, canonical_columns, predictors_frame
 from crlm.conditional import conditional_answers
-from crlm.evaluation.intervals import bootstrap_indices
 from crlm.evaluation.metrics import usable_horizons
-from crlm.explain import EVENT_WORDS, Explainer
-from crlm.models import final_estimator, make_model
+from crlm.explain import EVENT_WORDS, Explainer, field_of
+from crlm.models import final_estimator, is_score_model, make_model
 from crlm.recalibration import Recalibrator, cross_fitted_ici
 from crlm.scenarios import response_profile, response_scenarios
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, FIELDS_BY_NAME
 from crlm.schema import endpoint as get_endpoint
+from crlm.score_explain import ScoreExplainer
 from crlm.survival_kernel import SurvivalKernel
 from crlm.tree_kernel import family
 
@@ -68,13 +73,14 @@ class Predictor:
     horizons: tuple[float, ...]
     curve_times: np.ndarray
     model: object
-    kernel: SurvivalKernel  # the refit (index 0) and its bootstrap refits (the interval), evaluated together
+    kernel: SurvivalKernel  # the refit (the point estimate); bundles before bootstrap_curves also hold refits
     recalibrator: Recalibrator
     explainer: Explainer
     risk_cuts: tuple[float, float]
     training_ranges: dict
     fields_used: list[str]
     metadata: dict = field(default_factory=dict)
+    replicates: BootstrapCurves | None = None  # the confidence interval's bootstrap replicates
 
     # ------------------------------------------------------------------ prediction
 
@@ -89,18 +95,26 @@ class Predictor:
             Z = pd.DataFrame(Z, columns=self.explainer.features)
         return columns, Z
 
-    def refit_curves(self, Z: pd.DataFrame) -> np.ndarray:
+    def refit_curves(self, Z: pd.DataFrame, columns: CanonicalColumns) -> np.ndarray:
         """(1 + B, n, T) calibrated survival at ``curve_times`` of the refit (index 0) and of each bootstrap
-        refit (t = 0 is S = 1)."""
-        curves = self.recalibrator.apply(self.kernel.survival(Z))  # (1 + B, n, T - 1)
-        return np.concatenate([np.ones(curves.shape[:2] + (1,)), curves], axis=2)
+        replicate (t = 0 is S = 1)."""
+        curves = self.recalibrator.apply(self.kernel.survival(Z))  # (K, n, T - 1)
+        replicates = self.replicates.survival(columns) if self.replicates is not None else curves[1:]
+        stacked = np.concatenate([curves[:1], replicates])
+        return np.concatenate([np.ones(stacked.shape[:2] + (1,)), stacked], axis=2)
 
-    def _curves(self, Z: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Calibrated survival (n, T) at ``curve_times`` with its 95% interval (t = 0 is S = 1)."""
-        curves = self.refit_curves(Z)[..., 1:]  # (1 + B, n, T - 1)
-        point, boots = curves[0], curves[1:]
-        lower = np.minimum(np.quantile(boots, 0.025, axis=0), point)
-        upper = np.maximum(np.quantile(boots, 0.975, axis=0), point)
+    def band(self, point: np.ndarray, replicates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The 95% confidence band (lower, upper) of ``point`` (n, T) from bootstrap ``replicates`` (B, n, T)."""
+        if self.replicates is not None:
+            return self.replicates.band(point, replicates)
+        # an older bundle: model-step refits in the kernel, plain percentiles
+        return np.quantile(replicates, 0.025, axis=0), np.quantile(replicates, 0.975, axis=0)
+
+    def _curves(self, Z: pd.DataFrame, columns: CanonicalColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Calibrated survival (n, T) at ``curve_times`` with its 95% confidence interval (t = 0 is S = 1)."""
+        curves = self.refit_curves(Z, columns)[..., 1:]
+        point = curves[0]
+        lower, upper = self.band(point, curves[1:])
         ones = np.ones((len(Z), 1))
         return (np.hstack([ones, point]), np.hstack([ones, np.minimum.accumulate(lower, axis=1)]),
                 np.hstack([ones, np.minimum.accumulate(upper, axis=1)]))
@@ -109,7 +123,9 @@ class Predictor:
         """One answer per patient (``docs/PREDICTOR.md``); ``rows`` as in ``_prepare``."""
         columns, Z = self._prepare(rows)
         risk = self.risk(Z)
-        surv, lower, upper = self._curves(Z)
+        if np.isnan(risk).any():
+            raise ValueError(_uncomputable(self, columns, np.flatnonzero(np.isnan(risk))))
+        surv, lower, upper = self._curves(Z, columns)
         records = columns.records()
         explanations = self.explainer.explain(Z, records, top=top)
         warnings = self.warnings(columns)
@@ -166,9 +182,9 @@ class Predictor:
             Per patient (``crlm.conditional.conditional_answers``): the curve from then on and the horizons
             (months from now) with intervals, S(t) / S(s) per bootstrap refit.
         """
-        _, Z = self._prepare(rows)
-        return conditional_answers(self.curve_times, self.refit_curves(Z), self.horizons, event_free_months,
-                                   self.endpoint)
+        columns, Z = self._prepare(rows)
+        return conditional_answers(self.curve_times, self.refit_curves(Z, columns), self.horizons,
+                                   event_free_months, self.endpoint, band=self.band)
 
     def risk(self, Z: pd.DataFrame) -> np.ndarray:
         if self.kernel.kind == "generic":
@@ -177,10 +193,20 @@ class Predictor:
 
     def predict_frame(self, rows) -> pd.DataFrame:
         """A flat table (batch scoring, MLflow pyfunc): risk, survival and bounds at each horizon, group,
-        median, top contributor sentences and warnings."""
-        answers = self.predict(rows, top=3)
+        median, top contributor sentences and warnings. A served score leaves the rows it cannot rate missing
+        (every output NaN) with the reason in ``warnings`` (missing in, missing out)."""
+        columns = canonical_columns(rows)
+        rated = np.ones(columns.n_rows, dtype=bool)
+        if is_score_model(self.model_name):
+            rated = np.isfinite(self.risk(self._prepare(columns)[1]))
+            rows = columns.frame()[rated].reset_index(drop=True)
+        answers = iter(self.predict(rows if not rated.all() else columns, top=3) if rated.any() else [])
         records = []
-        for a in answers:
+        for i in range(columns.n_rows):
+            if not rated[i]:
+                records.append({"warnings": _uncomputable(self, columns, np.array([i]))})
+                continue
+            a = next(answers)
             rec = {"risk_score": a["risk_score"], "risk_group": a["risk_group"],
                    "median_months": np.nan if a["median_months"] is None else a["median_months"]}
             for h in a["horizons"]:
@@ -190,7 +216,9 @@ class Predictor:
             rec["explanation"] = "; ".join(c["sentence"] for c in a["contributions"])
             rec["warnings"] = "; ".join(a["warnings"])
             records.append(rec)
-        return pd.DataFrame(records)
+        horizons = [f"surv_{h:g}{end}" for h in self.horizons for end in ("", "_lower", "_upper")]
+        return pd.DataFrame(records, columns=["risk_score", "risk_group", "median_months", *horizons,
+                                              "explanation", "warnings"])
 
     @functools.cached_property
     def _horizon_columns(self) -> list[tuple[float, int]]:
@@ -206,8 +234,18 @@ class Predictor:
     def used_fields(self) -> list[str]:
         """Fields the answer depends on (``crlm.model_inputs``): a field the models never use need not be given
         and draws no warning."""
+        if is_score_model(self.model_name):  # a served score uses exactly its factors (or its recorded total)
+            return list(self.fields_used)
         used = model_inputs.used_columns(self.kernel, len(self.explainer.features))
-        return model_inputs.used_fields(self.explainer.features, self.explainer.fields, used, self.fields_used)
+        names = set(model_inputs.used_fields(self.explainer.features, self.explainer.fields, used, self.fields_used))
+        if self.replicates is not None:
+            # each bootstrap replicate has its own preprocessing and model: what any of them uses shapes the band
+            for pre, kernel in zip(self.replicates.preprocessors, self.replicates.kernels, strict=True):
+                features = [str(f) for f in pre.get_feature_names_out()]
+                names.update(model_inputs.used_fields(features, [field_of(f) for f in features],
+                                                      model_inputs.used_columns(kernel, len(features)),
+                                                      self.fields_used))
+        return [f for f in self.fields_used if f in names]
 
     @property
     def required_fields(self) -> list[str]:
@@ -229,7 +267,7 @@ class Predictor:
             values = columns.get(name)
             missing = np.ones(columns.n_rows, dtype=bool) if values is None else np.asarray(pd.isna(values))
             message = f"{name} is missing and was {'treated as unknown' if genomic else 'imputed'}"
-            for i in np.flatnonzero(missing):
+            for i in np.flatnonzero(missing & (not is_score_model(self.model_name))):  # a score imputes nothing
                 out[i].append(message)
             rng = self.training_ranges.get(name)
             if values is None or rng is None:
@@ -267,6 +305,17 @@ class Predictor:
             # a tree model bundled before the tree kernel: built and checked on the explainer's training patients
             predictor.kernel = SurvivalKernel(kernel.estimators, kernel.times, predictor.explainer.background)
         return predictor
+
+
+def _uncomputable(predictor: Predictor, columns: CanonicalColumns, rows: np.ndarray) -> str:
+    """Why a served score could not answer: the rows and the fields the score needs that they lack."""
+    needed = [f for f in predictor.fields_used if f != "fong_score_recorded"]
+    parts = []
+    for i in rows[:5]:
+        missing = [f for f in needed if f not in columns or pd.isna(columns[f][i])]
+        parts.append(f"row {int(i)}: {', '.join(missing) or 'an input'} missing")
+    return (f"{predictor.model_name} cannot be computed ({'; '.join(parts)}); the served model is the score "
+            "itself, so each of its factors must be given")
 
 
 def median_time(times: np.ndarray, surv: np.ndarray) -> float | None:
@@ -318,11 +367,25 @@ def oof_survival(model_name: str, params: dict, X: pd.DataFrame, y: np.ndarray, 
     return out
 
 
+# A recorded score served as the champion: where a request lacks the recorded total, compute it from the fields.
+SCORE_FALLBACK = {"score:fong_recorded": "fong"}
+INTERVAL_MEANING = ("95% confidence interval of the model's estimated survival for this patient (estimation "
+                    "uncertainty of the fitted model), not the range of the patient's own outcome")
+
+
+def _served_score(model_name: str) -> dict:
+    fallback = SCORE_FALLBACK.get(model_name)
+    if not fallback:
+        return {}
+    return {"preprocess__scores": (model_name.removeprefix("score:"), fallback), "model__fallback": fallback}
+
+
 def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict | None = None, *,
                     horizons=DEFAULT_HORIZONS_MONTHS, blocks=("clinical", "genomic", "response"),
                     postoperative: bool = False, n_interval_models: int = 50, seed: int = 0,
                     endpoint_label: str | None = None, metadata: dict | None = None,
-                    preprocess_params: dict | None = None) -> Predictor:
+                    preprocess_params: dict | None = None, interval_method: str = "centred",
+                    interval_refit_preprocessing: bool = True) -> Predictor:
     """Build the champion Predictor from a cohort and a chosen model (see the module docstring).
 
     ``preprocess_params``: feature-step parameters (a centre's extra fields, plain imputation; see
@@ -331,6 +394,9 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
     pipeline_params = params | (preprocess_params or {})
     ep = get_endpoint(endpoint)
     population = cohort.with_outcome(endpoint)
+    if is_score_model(model_name):  # a score is fitted on the patients it can rate (missing in, missing out)
+        rated = np.isfinite(final_estimator(make_model(model_name)).total(predictors_frame(population.data)))
+        population = population.subset(rated)
     y = population.y(endpoint)
     if len(y) < 20 or y["event"].sum() < 10:
         raise ValueError(f"{len(y)} patients with {int(y['event'].sum())} events are too few to train a predictor")
@@ -344,10 +410,12 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
                        seed=seed, endpoint=ep.name)
     model = make_model(model_name, blocks=tuple(blocks), postoperative=postoperative,
                        columns_present=list(X.columns), random_state=seed, endpoint=ep.name,
-                       **pipeline_params).fit(X, y)
+                       **pipeline_params, **_served_score(model_name))
+    model.fit(X, y)
     calibration = {f"{h:g}": cross_fitted_ici(y, oof, positive, h, seed=seed) for h in horizons}
-    # Stated rule: recalibrate only if it lowers the cross-fitted ICI on average over the horizons (on small
-    # cohorts a per-time slope can add more noise than it removes).
+    # Stated rule: recalibrate only if it lowers the cross-fitted ICI on average over the horizons, before and
+    # after measured on the same held-out patients (on small cohorts a per-time slope can add more noise
+    # than it removes).
     improves = np.mean([c["ici_after"] for c in calibration.values()]) < np.mean(
         [c["ici_before"] for c in calibration.values()])
     recalibrator = Recalibrator.fit(y, oof, positive) if improves else Recalibrator.identity(positive)
@@ -357,11 +425,12 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
     if not isinstance(Z, pd.DataFrame):
         Z = pd.DataFrame(Z)
     base = final_estimator(model)
-    estimators = []
-    for idx in bootstrap_indices(len(y), n_interval_models, seed + 1, strata=y["event"]):
-        estimators.append(clone(base).fit(Z.iloc[idx], y[idx]))
-    kernel = SurvivalKernel([base, *estimators], positive, Z.head(25))
-    explainer = Explainer(model, Z, ep.name, seed=seed)
+    kernel = SurvivalKernel([base], positive, Z.head(25))
+    replicates = BootstrapCurves.fit(model, X, y, oof, positive, recalibrate=bool(improves),
+                                     n_boot=n_interval_models, seed=seed + 1, method=interval_method,
+                                     refit_preprocessing=interval_refit_preprocessing)
+    explainer = (ScoreExplainer(model, Z, ep.name) if is_score_model(model_name)
+                 else Explainer(model, Z, ep.name, seed=seed))
     risk = np.asarray(base.predict(Z), dtype=float)
     fields_used = list(getattr(preprocess, "columns_", []))
     meta = {
@@ -377,10 +446,16 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
         "calibration": calibration,
         "recalibration": ("per-time Cox recalibration (baseline and slope) on cloglog of 5-fold OOF survival, "
                           f"{'applied' if improves else 'not applied'}: it is applied only when it lowers the "
-                          "2-fold cross-fitted ICI averaged over the horizons"),
+                          "ICI averaged over the horizons out of sample (map fitted on one half, ICI before and "
+                          "after on the other half: the same patients; 2-fold x 5 repeats)"),
         "recalibration_applied": bool(improves),
-        "interval_method": (f"95% percentile interval over {n_interval_models} bootstrap refits of the model step "
-                            "(preprocessing fixed), each recalibrated with the same map"),
+        "interval": INTERVAL_MEANING,
+        "interval_method": (f"95% confidence interval of the model's estimated survival: {n_interval_models} "
+                            "bootstrap replicates refitting "
+                            + ("the preprocessing, " if interval_refit_preprocessing else
+                               "(with the full-data preprocessing kept) ")
+                            + "the model (chosen hyperparameters) and the recalibration map; band on the cloglog scale, "
+                            f"{interval_method} method (crlm.bootstrap_curves)"),
         "explainer": explainer.method,
         "risk_groups": "tertiles of the training cohort's risk score",
         "package_versions": package_versions(),
@@ -389,7 +464,7 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
     predictor = Predictor(
         endpoint=ep.name, endpoint_label=endpoint_label or ep.name, model_name=model_name, params=params,
         horizons=horizons, curve_times=times, model=model, kernel=kernel,
-        recalibrator=recalibrator, explainer=explainer,
+        recalibrator=recalibrator, explainer=explainer, replicates=replicates,
         risk_cuts=(float(np.quantile(risk, 1 / 3)), float(np.quantile(risk, 2 / 3))),
         training_ranges=_training_ranges(population.data, fields_used, cohort.extra_fields), fields_used=fields_used,
         metadata=meta)

@@ -1,8 +1,8 @@
 """The MLflow models-from-code pyfunc around a Predictor bundle (``mlflow.pyfunc.log_model(python_model=<this
 file>, artifacts={"predictor": <bundle dir>})``).
 
-``predict(df)`` returns the flat table (risk, calibrated survival with 95% bounds at each horizon, risk group,
-median, explanation, warnings); ``params={"output": "json"}`` returns one JSON answer per patient instead.
+``predict(df)`` returns the flat table (risk, calibrated survival with the bounds of its 95% confidence interval,
+i.e. estimation uncertainty, at each horizon, risk group, median, explanation, warnings); ``params={"output": "json"}`` returns one JSON answer per patient instead.
 ``loaded.unwrap_python_model().predictor`` is the Predictor itself (the API uses it).
 """
 

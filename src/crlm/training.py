@@ -30,14 +30,13 @@ from crlm.config import JobConfig
 from crlm.evaluation import plots
 from crlm.evaluation.benchmark import BenchmarkResult, BenchmarkSpec, fit_model, model_kind, run_benchmark
 from crlm.evaluation.metrics import harrell_c
+from crlm.evaluation.optimism import optimism_corrected
+from crlm.models import is_score_model
 from crlm.paths import project_root
 from crlm.predictor import Predictor, train_predictor
 from crlm.results_store import FailureRecorder, benchmark_tables, persist_benchmark, results_directory
 from crlm.scores import SCORES
-
-# Simpler first: the tie-break of the selection rule.
-SIMPLICITY = ("literature_cox", "coxph", "coxnet", "fong_plus", "cox_prior", "xgb_cox", "xgb_aft", "gbsa", "rsf",
-              "ensemble")
+from crlm.selection import Decision, choose_champion
 
 Progress = Callable[[str, int, int], None]
 
@@ -81,25 +80,24 @@ def benchmark_spec(config: JobConfig) -> BenchmarkSpec:
 
 
 def select_champion(result: BenchmarkResult, config: JobConfig) -> tuple[str, str | None, str]:
-    """The stated rule (``config.selection``); returns champion, runner-up and the rule in words."""
+    """The stated rule (``crlm.selection``, settings in ``config.selection``); returns champion, runner-up and
+    the rule with its verdict in words."""
+    decision = decide_champion(result, config)
+    return decision.champion, decision.runner_up, f"{decision.rule}. Verdict: {decision.verdict}"
+
+
+def decide_champion(result: BenchmarkResult, config: JobConfig) -> Decision:
     sel = config.selection
-    learned = [m for m in result.oof if m in config.models]
-    if not learned:
-        raise ValueError("no learned model to choose a champion from")
-    horizon = sel.ici_horizon if sel.ici_horizon in result.horizons else result.horizons[-1]
-    score = {m: result.estimate(m, sel.metric) for m in learned}
-    ici = {m: result.estimate(m, "ici", horizon) for m in learned}
-    met = [m for m in learned if np.isfinite(ici[m]) and ici[m] <= sel.max_ici]
-    eligible = met or learned
-    best = max(score[m] for m in eligible)
-    ranked = sorted(eligible, key=lambda m: (-score[m] if best - score[m] > sel.tie_tolerance else -best,
-                                             SIMPLICITY.index(m) if m in SIMPLICITY else 99))
-    rest = sorted([m for m in learned if m != ranked[0]], key=lambda m: -score[m])
-    eligibility = (f"{len(met)} of {len(learned)} met it" if met
-                   else f"none of {len(learned)} met it, so all were considered and recalibration carries calibration")
-    rule = (f"highest {sel.metric} (nested-CV estimate) among learned models with ICI at {horizon:g} months "
-            f"<= {sel.max_ici} ({eligibility}); ties within {sel.tie_tolerance} go to the simpler model")
-    return ranked[0], (rest[0] if rest else None), rule
+    return choose_champion(result, config.models, config.reference, metric=sel.metric,
+                           ici_horizon=sel.ici_horizon, tie_tolerance=sel.tie_tolerance,
+                           noise_floor_resamples=sel.noise_floor_resamples, seed=config.seed,
+                           reference_label=reference_label(config.reference))
+
+
+def reference_label(reference: str) -> str:
+    """'score:fong_recorded' -> 'the Fong CRS (recorded)' (the score catalogue's label)."""
+    name = reference.removeprefix("score:")
+    return f"the {SCORES[name].label}" if name in SCORES else reference
 
 
 def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[str], None] = print) -> JobOutcome:
@@ -131,11 +129,15 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
         saved = persist_benchmark(result, config.job, results_directory(project_root(), config.job))
         log(f"benchmark results saved: MLflow run {saved.run_id}, {saved.directory}")
         failure.kept = f"benchmark results kept: run {saved.run_id}, {saved.directory}"
-        champion, runner_up, rule = select_champion(result, config)
-        log(f"champion: {champion} (runner-up: {runner_up}); rule: {rule}")
+        decision = decide_champion(result, config)
+        champion, runner_up, rule = decision.champion, decision.runner_up, f"{decision.rule}. Verdict: {decision.verdict}"
+        log(f"champion: {champion} (runner-up: {runner_up}); {decision.verdict}")
+        mlflow.log_text(pd.DataFrame(decision.candidates).to_csv(index=False), "leaderboard/champion_decision.csv")
 
         t0 = time.perf_counter()
-        predictors = {m: _build_predictor(m, cohort, result, config, rule) for m in [champion, runner_up] if m}
+        predictors = {m: _build_predictor(m, cohort, result, config, rule,
+                                          decision=decision if m == champion else None)
+                      for m in [champion, runner_up] if m}
         timings["predictors"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -162,8 +164,10 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
                       challenger_version, parent.info.run_id, export_dir, uri, timings)
 
 
-def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config: JobConfig, rule: str) -> Predictor:
-    """Final hyperparameters: the same inner tuning applied to all patients; then the Predictor."""
+def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config: JobConfig, rule: str,
+                     decision: Decision | None = None) -> Predictor:
+    """Final hyperparameters: the same inner tuning applied to all patients; then the Predictor. The champion
+    (``decision`` given) also gets its optimism-corrected headline and the decision in words."""
     spec = result.spec
     population = cohort.with_outcome(config.endpoint)
     X = predictors_frame(population.data)
@@ -182,9 +186,19 @@ def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config
             "metrics": summary,
             "delta_c_vs_reference": (comp.iloc[0][["delta", "ci_low", "ci_high"]].astype(float).to_dict()
                                      if len(comp) else None)}
+    if decision is not None:
+        meta["champion_verdict"] = decision.verdict
+        meta["ici_noise_floor"] = decision.noise_floor
+        shipped_params = {**params, **({} if is_score_model(model) else spec.preprocess_params())}
+        meta["headline"] = optimism_corrected(model, shipped_params, X, population.y(config.endpoint),
+                                              result.horizons, blocks=config.blocks,
+                                              postoperative=config.postoperative,
+                                              n_boot=config.resampling.optimism_boot, seed=config.seed,
+                                              n_jobs=config.n_jobs, endpoint=config.endpoint)
     return train_predictor(cohort, config.endpoint, model, params, horizons=config.horizons,
                            blocks=tuple(config.blocks), postoperative=config.postoperative,
                            n_interval_models=config.n_interval_models, seed=config.seed,
+                           interval_refit_preprocessing=config.interval_refit_preprocessing,
                            endpoint_label=config.endpoint, metadata=meta,
                            preprocess_params=spec.preprocess_params())
 
@@ -228,6 +242,9 @@ def _log_model_runs(result, config, champion, predictors, rule, progress):
                 predictor.metadata["model_card"] = md
                 mlflow.log_dict({k: v for k, v in predictor.metadata.items() if k != "model_card"},
                                 "predictor/metadata.json")
+                head = predictor.metadata.get("headline") or {}
+                mlflow.log_metrics({f"headline_optimism_corrected_{k}": v["corrected"] for k, v in head.items()
+                                    if isinstance(v, dict) and np.isfinite(v["corrected"])})
                 calibration = predictor.metadata.get("calibration", {})
                 mlflow.log_metrics({f"recal_{k}_{h}": v for h, d in calibration.items() for k, v in d.items()})
                 example = tracking.input_example(result.population.data)

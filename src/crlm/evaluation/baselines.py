@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from crlm.cohort.base import Cohort
-from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
+from crlm.evaluation.intervals import bootstrap_indices, centred_interval
 from crlm.evaluation.metrics import harrell_c
 from crlm.schema import ENDPOINTS
 from crlm.scores import SCORES, available_scores, compute_score
@@ -15,7 +15,7 @@ from crlm.scores import SCORES, available_scores, compute_score
 def score_concordance(cohort: Cohort, endpoints: list[str] | None = None, n_boot: int = 200,
                       seed: int = 0) -> pd.DataFrame:
     """One row per endpoint x score: patients with the score, events, Harrell's C and its 95% interval
-    (percentile bootstrap over those patients, resampled within event strata)."""
+    (bootstrap over those patients, resampled within event strata; percentile recentred on the estimate)."""
     rows = []
     names = available_scores(cohort.data)
     for ep_name in endpoints or [e for e, ep in ENDPOINTS.items() if ep.time in cohort.data]:
@@ -33,7 +33,7 @@ def score_concordance(cohort: Cohort, endpoints: list[str] | None = None, n_boot
                 continue
             c = harrell_c(y, risk)
             boots = [harrell_c(y[i], risk[i]) for i in bootstrap_indices(len(y), n_boot, seed, strata=y["event"])]
-            low, high = percentile_interval(boots)
+            low, high = centred_interval(boots, c)
             label = f"{recorded.description.split(': ')[0]} (recorded)" if recorded else SCORES[name].label
             rows.append({"endpoint": ep_name, "score": label, "patients": int(keep.sum()),
                          "events": int(y["event"].sum()), "harrell_c": c, "ci_low": low, "ci_high": high})

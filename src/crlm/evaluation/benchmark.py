@@ -33,7 +33,6 @@ saw an evaluated patient) and go through exactly the same evaluation, bootstrap 
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 import warnings
@@ -47,17 +46,12 @@ from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, Strat
 
 from crlm.cohort.base import Cohort, predictors_frame
 from crlm.evaluation import references
-from crlm.evaluation.calibration import ici
-from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
+from crlm.evaluation.intervals import bootstrap_indices, centred_interval, holm
 from crlm.evaluation.metrics import (
-    evaluate_predictions,
-    evaluation_grid,
     harrell_c,
-    km_reference,
-    survival_from_matrix,
     usable_horizons,
 )
-from crlm.evaluation.weighted import bootstrap_metrics, resample_weights
+from crlm.evaluation.oof import OOF, bootstrap_oof, evaluate_oof
 from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family, set_endpoint
 from crlm.models.zoo import SCORE_PREFIX
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint
@@ -73,6 +67,8 @@ CEILING_SEED_OFFSET = 10**6  # the ceiling's training cohort: simulate_cohort(ce
 # Metrics with bootstrap intervals (the others are point estimates from the full evaluation); the first
 # group also gets paired differences against the reference.
 BOOTSTRAP_METRICS = ("harrell_c", "uno_c", "mean_auc", "ibs", "ipa_ibs")
+NON_NEGATIVE = ("ici", "e50", "e90", "emax", "brier", "ibs")
+INTERVAL_WORDS = "95% bootstrap over patients (percentile, recentred on the estimate)"
 HIGHER_IS_BETTER = {"harrell_c": True, "uno_c": True, "mean_auc": True, "ibs": False, "ipa_ibs": True}
 
 
@@ -85,8 +81,8 @@ class BenchmarkSpec:
     reference: str = "score:fong"
     blocks: tuple[str, ...] = ("clinical", "genomic", "response")
     postoperative: bool = False
-    outer_splits: int = 2
-    outer_repeats: int = 5
+    outer_splits: int = 5  # K >= 5: every model trains on at least 80% of the patients
+    outer_repeats: int = 2
     inner_splits: int = 3
     n_boot: int = 200
     seed: int = 0
@@ -105,15 +101,6 @@ class BenchmarkSpec:
             return {}
         return {"preprocess__extra_fields": tuple(self.extra_fields),
                 "preprocess__plain_imputation": tuple(self.plain_imputation)}
-
-
-@dataclass
-class OOF:
-    """Out-of-fold predictions of one model: risk (repeats, n) and survival (repeats, n, len(grid))."""
-
-    risk: np.ndarray
-    survival: np.ndarray
-    valid: np.ndarray  # (n,) patients the model could score (scores need their inputs)
 
 
 @dataclass
@@ -162,6 +149,8 @@ class BenchmarkResult:
                 row["delta_c_vs_ref"] = r.delta
                 row["delta_c_ci"] = _fmt_ci(r.ci_low, r.ci_high)
                 row["p_value"] = r.p_value
+                row["p_holm"] = r.p_holm
+                row["n_vs_ref"] = int(r.n)
             elif model == self.spec.reference:
                 row["delta_c_vs_ref"], row["delta_c_ci"] = 0.0, "(reference)"
             rows.append(row)
@@ -230,56 +219,6 @@ def _fold_task(name, fold, train, test, X, y, grid, spec, blocks, factory):
 # ------------------------------------------------------------------------------------------- evaluation
 
 
-def _evaluate(y, oof: OOF, grid, horizons, rows=None) -> dict[str, float]:
-    """Metrics of one model's OOF predictions averaged over repeats (optionally on resampled rows)."""
-    rows = np.arange(len(y)) if rows is None else rows
-    rows = rows[oof.valid[rows]]
-    per_repeat = []
-    for r in range(oof.risk.shape[0]):
-        surv = oof.survival[r][rows]
-        per_repeat.append(evaluate_predictions(y, y[rows], oof.risk[r][rows], survival_from_matrix(surv, grid),
-                                               horizons))
-    out = pd.DataFrame(per_repeat).mean(axis=0, skipna=False).to_dict()
-    out["n"] = float(len(rows))
-    return out
-
-
-def _bootstrap_model(y, oof: OOF, grid, horizons, indices, point: dict, n_ici: int = 50) -> pd.DataFrame:
-    """Bootstrap replicates of the headline metrics, centred on the point estimate.
-
-    Resamples evaluate the repeat-averaged OOF predictions (the patients, not the CV splits, are the unit
-    resampled), all at once as patient weights (``crlm.evaluation.weighted``); ICI needs a spline fit per
-    resample and gets the first ``n_ici``. Averaged predictions behave like a small ensemble and score a little
-    better than the per-repeat mean that is the point estimate, so each replicate is shifted by
-    (point estimate - the averaged predictions' value on the full sample): the intervals then describe the
-    sampling spread around the reported estimate."""
-    horizons = list(horizons)
-    # patients a score cannot rate carry zero weight; neutral values keep the arrays finite
-    risk = np.where(oof.valid, oof.risk.mean(axis=0), 0.0)
-    surv = np.where(oof.valid[:, None], oof.survival.mean(axis=0), 1.0)
-    at = survival_from_matrix(surv, grid)
-    eval_grid = evaluation_grid(y, y, 50, t_max=horizons[-1])
-    full = np.ones((1, len(y)), dtype=np.float32)  # row 0: the full sample, the centre of the replicates
-    W = np.vstack([full, resample_weights(indices, len(y))]) * oof.valid[None, :]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = bootstrap_metrics(y, risk, at(np.asarray(horizons)), horizons, at(eval_grid), eval_grid,
-                                horizons[-1], km_reference(y, eval_grid), W)
-        frame = pd.DataFrame(out)
-        s_h = at(np.asarray(horizons))
-        all_rows = np.flatnonzero(oof.valid)
-        for j, h in enumerate(horizons):
-            values = np.full(len(indices) + 1, np.nan)
-            for b, idx in enumerate([all_rows, *indices[:n_ici]]):
-                rows = idx[oof.valid[idx]]
-                with contextlib.suppress(ValueError, np.linalg.LinAlgError):  # an undefined resample stays NaN
-                    values[b] = ici(y[rows], s_h[rows, j], h)["ici"]
-            frame[f"ici_{h:g}"] = values
-    centre, replicates = frame.iloc[0], frame.iloc[1:].reset_index(drop=True)
-    shift = pd.Series({k: point.get(k, np.nan) for k in frame.columns}) - centre
-    return replicates + shift
-
-
 def _tidy(model: str, point: dict, boot: pd.DataFrame | None, horizons) -> list[dict]:
     rows = []
     for key, value in point.items():
@@ -292,10 +231,12 @@ def _tidy(model: str, point: dict, boot: pd.DataFrame | None, horizons) -> list[
                 metric, horizon = key[: -len(suffix)], float(h)
         low = high = np.nan
         if boot is not None and key in boot:
-            low, high = percentile_interval(boot[key])
+            low, high = centred_interval(boot[key], float(value))
+            if metric in NON_NEGATIVE:  # recentring can cross 0 for an estimate near 0; the metric cannot
+                low = max(low, 0.0)
         rows.append({"model": model, "kind": model_kind(model), "metric": metric, "horizon": horizon,
                      "estimate": float(value), "ci_low": low, "ci_high": high, "n": int(point["n"]),
-                     "interval": "bootstrap over patients" if not np.isnan(low) else ""})
+                     "interval": INTERVAL_WORDS if not np.isnan(low) else ""})
     return rows
 
 
@@ -305,13 +246,48 @@ def _paired(model, ref, boots, points, valid_both_n) -> list[dict]:
         delta = boots[model][metric].to_numpy() - boots[ref][metric].to_numpy()
         delta = delta[~np.isnan(delta)]
         point = points[model][metric] - points[ref][metric]
-        low, high = percentile_interval(delta)
+        low, high = centred_interval(delta, point)
         better = delta > 0 if HIGHER_IS_BETTER[metric] else delta < 0
         p = float(min(1.0, 2 * min(better.mean(), 1 - better.mean()))) if len(delta) else np.nan
         rows.append({"model": model, "reference": ref, "metric": metric, "delta": float(point), "ci_low": low,
                      "ci_high": high, "p_value": p, "n": valid_both_n,
                      "better_than_reference": bool(low > 0) if HIGHER_IS_BETTER[metric] else bool(high < 0)})
     return rows
+
+
+COMPARISON_COLUMNS = ["model", "reference", "metric", "delta", "ci_low", "ci_high", "p_value", "p_holm", "n",
+                      "better_than_reference"]
+
+
+def _compare_with_reference(oof, points, boots, y, grid, horizons, indices, spec) -> pd.DataFrame:
+    """Paired differences against the reference, always on the patients both sides can score.
+
+    When a model scores fewer patients than the reference (a partly computable score), both are re-evaluated
+    and re-bootstrapped on the intersection, so the delta never mixes two populations. p-values are
+    Holm-adjusted per metric across the compared models (oracle and ceiling are reference rows, not candidates).
+    """
+    ref = spec.reference
+    rows: list[dict] = []
+    if not ref or not spec.n_boot or ref not in oof:
+        return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    for m in oof:
+        if m == ref:
+            continue
+        both = oof[m].valid & oof[ref].valid
+        if both.all() or (np.array_equal(both, oof[m].valid) and np.array_equal(both, oof[ref].valid)):
+            pair_points, pair_boots = points, boots
+        else:
+            pair = {k: OOF(oof[k].risk, oof[k].survival, both) for k in (m, ref)}
+            pair_points = {k: evaluate_oof(y, o, grid, horizons) for k, o in pair.items()}
+            pair_boots = {k: bootstrap_oof(y, o, grid, horizons, indices, pair_points[k], n_ici=0)
+                          for k, o in pair.items()}
+        rows += _paired(m, ref, pair_boots, pair_points, int(both.sum()))
+    frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    candidates = ~frame.model.isin([ORACLE, CEILING])
+    for metric in BOOTSTRAP_METRICS:
+        sel = candidates & (frame.metric == metric)
+        frame.loc[sel, "p_holm"] = holm(frame.loc[sel, "p_value"].to_numpy())
+    return frame
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -382,22 +358,17 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
             timings["ceiling"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    points = {m: _evaluate(y, o, grid, horizons) for m, o in oof.items()}
+    points = {m: evaluate_oof(y, o, grid, horizons) for m, o in oof.items()}
     timings["evaluate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     indices = bootstrap_indices(len(y), spec.n_boot, spec.seed, strata=y["event"]) if spec.n_boot else []
-    boots = ({m: _bootstrap_model(y, oof[m], grid, horizons, indices, points[m]) for m in oof}
+    boots = ({m: bootstrap_oof(y, oof[m], grid, horizons, indices, points[m]) for m in oof}
              if spec.n_boot else {})
     timings["bootstrap"] = time.perf_counter() - t0
 
     metric_rows = [r for m in oof for r in _tidy(m, points[m], boots.get(m), horizons)]
-    comparisons = []
-    if spec.reference and spec.n_boot:
-        for m in oof:
-            if m != spec.reference:
-                both = int((oof[m].valid & oof[spec.reference].valid).sum())
-                comparisons += _paired(m, spec.reference, boots, points, both)
+    comparisons = _compare_with_reference(oof, points, boots, y, grid, horizons, indices, spec)
 
     t0 = time.perf_counter()
     ablation = _ablation(points, boots, folds, X, y, grid, horizons, spec, factory, progress, indices)
@@ -405,9 +376,7 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
     timings["total"] = time.perf_counter() - started
     return BenchmarkResult(spec=spec, cohort_name=cohort.name, population=population, y=y, horizons=horizons,
                            grid=grid, folds=folds, oof=oof, metrics=pd.DataFrame(metric_rows),
-                           comparisons=pd.DataFrame(comparisons, columns=[
-                               "model", "reference", "metric", "delta", "ci_low", "ci_high", "p_value", "n",
-                               "better_than_reference"]),
+                           comparisons=comparisons,
                            ablation=ablation, chosen_params=params, timings=timings, notes=notes,
                            score_coverage=coverage)
 
@@ -520,14 +489,14 @@ def _ablation(points, boots, folds, X, y, grid, horizons, spec, factory, progres
             if block_oof is None:
                 point, boot = points[m], boots.get(m)
             else:
-                point = _evaluate(y, block_oof[m], grid, horizons)
-                boot = _bootstrap_model(y, block_oof[m], grid, horizons, indices, point, n_ici=0) \
+                point = evaluate_oof(y, block_oof[m], grid, horizons)
+                boot = bootstrap_oof(y, block_oof[m], grid, horizons, indices, point, n_ici=0) \
                     if len(indices) else None
             row = {"model": m, "blocks": " + ".join(blocks), "n_blocks": len(blocks)}
             for metric in ("harrell_c", "uno_c", "ibs"):
                 row[metric] = point[metric]
                 if boot is not None:
-                    low, high = percentile_interval(boot[metric])
+                    low, high = centred_interval(boot[metric], point[metric])
                     row[f"{metric}_ci"] = _fmt_ci(low, high)
             rows.append(row)
     return pd.DataFrame(rows)

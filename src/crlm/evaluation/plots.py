@@ -406,10 +406,10 @@ def forest_plot(res: BenchmarkResult, metric: str = "harrell_c") -> Figure:
         ax.grid(axis="y", visible=False)
         trans = blended_transform_factory(ax.transAxes, ax.transData)
         mono = {"transform": trans, "fontsize": 8, "family": "DejaVu Sans Mono"}
-        ax.text(1.02, len(comp) - 0.45, f"{'delta [95% CI]':<24}{'p':>6}{'n':>6}", va="bottom", color="#404040", **mono)
+        ax.text(1.02, len(comp) - 0.45, f"{'delta [95% CI]':<24}{'p Holm':>7}{'n':>6}", va="bottom", color="#404040", **mono)
         for i, row in comp.iterrows():
             ci = f"{row.delta:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
-            ax.text(1.02, i, f"{ci:<24}{_format_boot_p(row.p_value, res.spec.n_boot):>6}{int(row.n):>6}",
+            ax.text(1.02, i, f"{ci:<24}{_format_boot_p(row.p_holm, res.spec.n_boot):>7}{int(row.n):>6}",
                     va="center", **mono)
         lo, hi = np.nanmin(np.r_[comp.ci_low, 0]), np.nanmax(np.r_[comp.ci_high, 0])
         pad = 0.08 * (hi - lo or 0.1)
@@ -420,8 +420,8 @@ def forest_plot(res: BenchmarkResult, metric: str = "harrell_c") -> Figure:
                     textcoords="offset points", fontsize=7.5, color="#595959", ha="left", va="bottom")
         ax.annotate(f"{right} →", xy=(1.0, 1.0), xycoords="axes fraction", xytext=(0, 4),
                     textcoords="offset points", fontsize=7.5, color="#595959", ha="right", va="bottom")
-        ax.set_title(f"Paired difference in {name} vs {model_label(reference)}\n(percentile bootstrap over "
-                     f"patients, {res.spec.n_boot} resamples, 95% CI; n = patients both can score)", loc="left",
+        ax.set_title(f"Paired difference in {name} vs {model_label(reference)}\n(bootstrap over patients, "
+                     f"{res.spec.n_boot} resamples, 95% CI; p Holm-adjusted; n = patients both can score)", loc="left",
                      pad=18)
     return fig
 
@@ -545,7 +545,7 @@ def leaderboard_html(res: BenchmarkResult) -> str:
             c = comp[sel].iloc[0]
             cells += [_cell(c.delta, _interval(c.ci_low, c.ci_high),
                             "better" if bool(c.get("better_than_reference", False)) else ""),
-                      f"<td>{esc(_format_boot_p(c.p_value, spec.n_boot))}</td>"]
+                      f"<td>{esc(_format_boot_p(c.get('p_holm', c.p_value), spec.n_boot))}</td>"]
         else:
             cells += ["<td>reference</td>" if r.model == spec.reference else "<td>–</td>", "<td>–</td>"]
         rows.append(f"<tr class='{cls}'>" + "".join(cells) + "</tr>")
@@ -562,7 +562,7 @@ def leaderboard_html(res: BenchmarkResult) -> str:
                        f"cross-validation (out-of-fold predictions); inner: {spec.inner_splits}-fold grid search "
                        f"on the outer training part only (tuning criterion Harrell's C)"
                        + ("" if spec.tune else "; tuning disabled")),
-        ("Intervals", f"percentile bootstrap over patients ({spec.n_boot} resamples, stratified by event), "
+        ("Intervals", f"bootstrap over patients, percentile recentred on the estimate ({spec.n_boot} resamples, stratified by event), "
                       "paired for deltas; models are not refitted inside the bootstrap"),
         ("Seed", str(spec.seed)),
     ]
@@ -589,9 +589,10 @@ def leaderboard_html(res: BenchmarkResult) -> str:
                          "1 = calibrated in the large, < 1 = the model over-predicts risk."),
         ("Δ Harrell C", f"paired difference model − {model_label(spec.reference)} on the patients both can "
                         "score; green when the 95% interval excludes 0 in the model's favour. p: two-sided "
-                        "bootstrap p-value (it cannot resolve values below about 2 / number of resamples, shown as a bound)."),
-        ("Intervals", "95% percentile bootstrap over patients, paired for deltas (every model re-evaluated on "
-                      "the same resampled patients). Point estimates: metrics of the out-of-fold predictions, "
+                        "bootstrap p-value, Holm-adjusted across the compared models (it cannot resolve values "
+                        "below about 2 / number of resamples, shown as a bound)."),
+        ("Intervals", "95% bootstrap over patients (percentile recentred on the estimate), paired for deltas "
+                      "(every model re-evaluated on the same resampled patients). Point estimates: metrics of the out-of-fold predictions, "
                       "averaged over outer repeats."),
     ]
     legend_html = "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in legend) + "</dl>"

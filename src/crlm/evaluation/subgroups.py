@@ -4,7 +4,7 @@ Uses the model's out-of-fold (OOF) predictions from a ``BenchmarkResult`` (risk 
 outer repeats), so every patient is scored by a model that never saw them. Per subgroup (sex, age band, RAS
 status, preoperative chemotherapy, Fong risk group; each only when the cohort records it): patients, events,
 Harrell's C and observed/expected (O/E) at 36 months (else the largest evaluated horizon), with 95%
-percentile bootstrap intervals over the subgroup's patients (stratified by event), and the reference score's C
+recentred percentile bootstrap intervals (the estimate always inside) over the subgroup's patients (stratified by event), and the reference score's C
 on the same resamples (so the difference is paired). Subgroups with < 20 patients or < 5 events get NaN and
 a note.
 
@@ -23,7 +23,7 @@ import pandas as pd
 
 from crlm.evaluation.benchmark import BenchmarkResult
 from crlm.evaluation.calibration import calibration_in_the_large
-from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
+from crlm.evaluation.intervals import bootstrap_indices, centred_interval
 from crlm.evaluation.metrics import harrell_c
 from crlm.evaluation.weighted import resample_weights, weighted_harrell_c, weighted_oe
 from crlm.scores import SCORES, compute_score
@@ -150,9 +150,9 @@ def subgroup_performance(res: BenchmarkResult, model: str, n_boot: int = 100, se
                                        else risk[members][None, :], W)
             c_boot = boots[0]
             row["harrell_c"] = _point(harrell_c, ys, risk[members])
-            row["harrell_c_low"], row["harrell_c_high"] = percentile_interval(c_boot)
+            row["harrell_c_low"], row["harrell_c_high"] = centred_interval(c_boot, row["harrell_c"])
             row["oe"] = _point(calibration_in_the_large, ys, surv[members], horizon)
-            row["oe_low"], row["oe_high"] = percentile_interval(weighted_oe(ys, surv[members], horizon, W))
+            row["oe_low"], row["oe_high"] = centred_interval(weighted_oe(ys, surv[members], horizon, W), row["oe"])
             notes = []
             if np.isnan(row["oe"]):
                 notes.append(f"O/E undefined at {horizon:g} months (follow-up or events)")
@@ -161,9 +161,9 @@ def subgroup_performance(res: BenchmarkResult, model: str, n_boot: int = 100, se
                 if paired:
                     r_boot = boots[1]
                     row["ref_harrell_c"] = _point(harrell_c, ys, ref_risk[members])
-                    row["ref_harrell_c_low"], row["ref_harrell_c_high"] = percentile_interval(r_boot)
+                    row["ref_harrell_c_low"], row["ref_harrell_c_high"] = centred_interval(r_boot, row["ref_harrell_c"])
                     row["delta_c"] = row["harrell_c"] - row["ref_harrell_c"]
-                    row["delta_c_low"], row["delta_c_high"] = percentile_interval(c_boot - r_boot)
+                    row["delta_c_low"], row["delta_c_high"] = centred_interval(c_boot - r_boot, row["delta_c"])
                 else:
                     notes.append(f"{ref} not computable for {int((~scored).sum())} of these patients")
             row["note"] = "; ".join(notes)
@@ -172,6 +172,7 @@ def subgroup_performance(res: BenchmarkResult, model: str, n_boot: int = 100, se
     table = table.astype({"patients": int, "events": int})
     table.attrs.update(model=model, reference=ref if ref_oof is not None else None, horizon=horizon,
                        n_boot=n_boot, seed=seed,
-                       interval=f"95% percentile bootstrap ({n_boot} resamples within the subgroup, "
+                       interval=f"95% bootstrap, percentile recentred on the estimate ({n_boot} resamples within "
+                                f"the subgroup, "
                                 "stratified by event; predictions held fixed)")
     return table

@@ -12,11 +12,13 @@ import importlib
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 
+from crlm.cohort.base import canonical_columns
 from crlm.models.base import check_times, event_time, step_survival
+from crlm.scores import SCORES
 
 COLUMN_PREFIX = "column:"
 
@@ -29,9 +31,10 @@ class ScoreCoxModel(BaseEstimator):
     The parameter ``score`` shadows sklearn's ``score(X, y)`` method, so this estimator has none: compute
     C-indices with ``crlm``'s evaluation on the patients with a score."""
 
-    def __init__(self, score: str = "fong", alpha: float = 1e-3):
+    def __init__(self, score: str = "fong", alpha: float = 1e-3, fallback: str | None = None):
         self.score = score
         self.alpha = alpha
+        self.fallback = fallback  # served models: compute this score where ``score`` (a recorded one) is missing
 
     def total(self, X) -> np.ndarray:
         """The score total per row (NaN when it cannot be computed)."""
@@ -45,8 +48,12 @@ class ScoreCoxModel(BaseEstimator):
         else:
             # imported here: crlm.scores is the score catalogue and need not load for learned models
             values = importlib.import_module("crlm.scores").compute_score(self.score, X)["total"]
-        return pd.to_numeric(pd.Series(values).astype(object).where(pd.Series(values).notna(), np.nan),
-                             errors="coerce").to_numpy(dtype=float)
+        total = pd.to_numeric(pd.Series(values).astype(object).where(pd.Series(values).notna(), np.nan),
+                              errors="coerce").to_numpy(dtype=float)
+        if self.fallback and np.isnan(total).any():
+            computed = importlib.import_module("crlm.scores").compute_score(self.fallback, X)["total"]
+            total = np.where(np.isnan(total), np.asarray(computed, dtype=float), total)
+        return total
 
     def fit(self, X, y):
         total = self.total(X)
@@ -75,3 +82,29 @@ class ScoreCoxModel(BaseEstimator):
             values = self.cox_.predict_survival_function(total[ok, None], return_array=True)
             out[ok] = step_survival(self.cox_.unique_times_, values, times)
         return out
+
+
+class ScoreInputs(TransformerMixin, BaseEstimator):
+    """The preprocessing step of a score model: the canonical rows (``crlm.cohort.base.canonical_columns``)
+    restricted to the inputs of ``scores`` (a recorded score column passes unchanged). Nothing is learned from
+    the data; ``columns_`` lists the fields read, as a learned model's preprocessor does."""
+
+    def __init__(self, scores: tuple[str, ...] = ("fong",)):
+        self.scores = scores
+
+    def fit(self, X, y=None):
+        self.columns_ = score_fields(self.scores)
+        return self
+
+    def transform(self, X) -> pd.DataFrame:
+        check_is_fitted(self, "columns_")
+        frame = canonical_columns(X).frame(index=X.index if isinstance(X, pd.DataFrame) else None)
+        return frame.reindex(columns=self.columns_)
+
+
+def score_fields(scores) -> list[str]:
+    """The input fields of the named scores (``column:<name>`` -> that column), in order, without repeats."""
+    fields: list[str] = []
+    for name in scores:
+        fields += [name[len(COLUMN_PREFIX):]] if name.startswith(COLUMN_PREFIX) else list(SCORES[name].fields)
+    return list(dict.fromkeys(fields))

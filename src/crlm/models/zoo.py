@@ -3,7 +3,7 @@
 Every model is a ``SurvivalPipeline`` (an sklearn Pipeline: ``clone``, ``get_params``/``set_params`` and
 grid search work) with two steps, ``"preprocess"`` and ``"model"``; tune with ``"model__<param>"`` (see
 ``SEARCH_SPACES``). Learned models read the canonical cohort rows through ``crlm.features``; score models
-(``score:<name>``) read the rows directly (``"preprocess"`` is ``"passthrough"``).
+(``score:<name>``) read the canonical rows of the score's inputs (``"preprocess"`` is ``ScoreInputs``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from crlm.models.ensemble import CanonicalRows, Ensemble
 from crlm.models.extra_features import AugmentedPreprocessor, LiteratureFeatures, ScoreFeature
 from crlm.models.linear import Coxnet, CoxPH
 from crlm.models.prior_cox import CoxPrior, FongPlus, LiteratureCox
-from crlm.models.score_cox import ScoreCoxModel
+from crlm.models.score_cox import ScoreCoxModel, ScoreInputs
 from crlm.models.trees import GBSA, RSF
 from crlm.models.xgb import XGBAFT, XGBCox
 from crlm.scores import SCORE_NAMES
@@ -118,8 +118,8 @@ def make_model(name: str, blocks: Sequence[str] = DEFAULT_BLOCKS, postoperative:
     """
     _check_name(name)
     if is_score_model(name):
-        pipe = SurvivalPipeline([(PREPROCESS_STEP, "passthrough"),
-                                 (MODEL_STEP, ScoreCoxModel(score=name[len(SCORE_PREFIX):]))])
+        score = name[len(SCORE_PREFIX):]
+        pipe = SurvivalPipeline([(PREPROCESS_STEP, ScoreInputs((score,))), (MODEL_STEP, ScoreCoxModel(score=score))])
     else:
         step = _FACTORIES[name](random_state)
         if isinstance(step, Ensemble):

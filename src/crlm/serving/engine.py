@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from crlm.serving.errors import RequestError, problem
 from crlm.serving.request_models import form_fields, score_inputs
 from crlm.serving.settings import DISCLAIMER, ENDPOINTS, SERVED_SCORES
 from crlm.serving.validation import validate_patient
@@ -47,7 +49,8 @@ class Engine:
         """One prediction at load time, so the first request does not pay for lazy imports and caches."""
         example = {f.name: (f.minimum + f.maximum) / 2 for f in form_fields() if f.required_for_prediction}
         example["n_liver_metastases"] = 2
-        self.example = self.answer([example])[0]
+        with contextlib.suppress(RequestError):  # a served score needs factors the minimal example lacks
+            self.example = self.answer([example])[0]
 
     def answer(self, patients: Sequence[dict]) -> list[dict]:
         """One answer per clean patient record (``validate_patient``): OS, RFS, scores, warnings, models."""
@@ -57,7 +60,12 @@ class Engine:
 
         # canonicalised once, for both endpoints and the scores
         rows = canonical_columns([{k: v for k, v in p.items() if k != "patient_id"} for p in patients])
-        per_endpoint = {ep: m.predictor.predict(rows) for ep, m in self.models.items()}
+        try:
+            per_endpoint = {ep: m.predictor.predict(rows) for ep, m in self.models.items()}
+        except ValueError as err:  # a served clinical score whose factors the patient lacks: the client's to fix
+            raise RequestError(422, "the served model cannot rate this patient",
+                               [problem("patient", "every factor of the served score is required", str(err))]
+                               ) from None
         scores = clinical_scores(rows)
         refs = {ep: m.ref for ep, m in self.models.items()}
         answers = []
@@ -89,14 +97,18 @@ class Engine:
 def model_card(model: LoadedModel) -> dict:
     """``GET /model_info`` for one endpoint: which model, how it was built, its card."""
     meta = dict(getattr(model.predictor, "metadata", {}) or {})
-    metrics = next((meta[k] for k in ("metrics", "headline_metrics", "performance") if k in meta), None)
+    metrics = meta.get("metrics")
     return {
         **model.ref,
         "endpoint_label": getattr(model.predictor, "endpoint_label", None),
         "horizons_months": meta.get("horizons"),
+        "headline": meta.get("headline"),  # optimism-corrected performance of this (shipped) model
+        "champion_decision": meta.get("champion_verdict"),
         "metrics": metrics,
+        "metrics_kind": "nested cross-validation (out-of-fold): the comparison between models",
         "calibration": meta.get("calibration"),
         "recalibration": meta.get("recalibration"),
+        "interval": meta.get("interval"),
         "interval_method": meta.get("interval_method"),
         "explainer": meta.get("explainer"),
         "risk_groups": meta.get("risk_groups"),

@@ -25,7 +25,9 @@ PatientId = Annotated[str | None, Field(description="the request's patient_id, i
 class EndpointAnswer(_Open):
     """One endpoint's answer: what ``Predictor.predict`` returns (docs/PREDICTOR.md), passed through unchanged.
     Its fields are defined once, by the Predictor: the served /docs.json describes them from the loaded
-    model's own answer (``crlm.serving.openapi.schema_of``), not from a copy kept here."""
+    model's own answer (``crlm.serving.openapi.schema_of``), not from a copy kept here. ``horizons[].lower`` /
+    ``upper`` and ``curve.lower`` / ``upper`` bound the 95% confidence interval of the model's estimated survival
+    (its estimation uncertainty), not the range of the patient's own outcome."""
 
     endpoint: str
 

@@ -193,7 +193,7 @@ class CRLMService:
 
     @bentoml.api(route="/predict", input_spec=PredictInput)
     async def predict(self, patient: PatientBody = None) -> responses.PredictResponse:
-        """OS and RFS at 12/36/60 months with 95% intervals, curves, risk groups, contributions, scores."""
+        """OS and RFS at 12/36/60 months with 95% confidence intervals of the estimate, curves, risk groups, contributions, scores."""
         try:
             clean = require_patient(patient)
             self.store.require_engine()

@@ -232,7 +232,7 @@ function renderChart(answer) {
     root.append(svg("polygon", { points: upper.concat(lower).join(" "), fill: color, "fill-opacity": 0.14, stroke: "none", "data-series": key + "-band" }));
     const line = c.months.map((t, i) => `${x(t).toFixed(1)},${y(c.survival[i]).toFixed(1)}`).join(" ");
     root.append(svg("polyline", { points: line, fill: "none", stroke: color, "stroke-width": 2.2, "data-series": key }));
-    legend.append(el("span", {}, el("span", { class: "swatch " + key }), name + " (shaded: 95% interval)"));
+    legend.append(el("span", {}, el("span", { class: "swatch " + key }), name + " (shaded: 95% CI of the estimate)"));
   }
   $("chart").replaceChildren(root);
 }
