@@ -168,12 +168,16 @@ def dictionary(
 def train(
     config: Annotated[Path, typer.Option("--config", "-c", help="job config, e.g. training/configs/tcia-os.yaml")],
     n_jobs: Annotated[int | None, typer.Option(help="parallel workers (overrides the config)")] = None,
+    cluster: Annotated[str | None, typer.Option(
+        "--cluster", help="run the fits on Dask: local:N (a LocalCluster of N workers) or a scheduler address "
+                          "(tcp://host:8786); overrides the config's cluster.address")] = None,
 ):
     """Run a training job: nested benchmark, MLflow runs, champion Predictor, registry alias, export."""
     from crlm.config import ConfigError, load_config
 
+    overrides = ({"n_jobs": n_jobs} if n_jobs else {}) | ({"cluster": {"address": cluster}} if cluster else {})
     try:
-        job = load_config(config, {"n_jobs": n_jobs} if n_jobs else None)
+        job = load_config(config, overrides or None)
     except ConfigError as err:
         err_console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
@@ -245,15 +249,17 @@ def predict(
 def compare(
     experiment: Annotated[str | None, typer.Option("--experiment", "-e", help="one experiment (default: all crlm)")
                           ] = None,
+    history: Annotated[bool, typer.Option("--history", help="every published run of each job, not the latest")
+                       ] = False,
 ):
-    """The leaderboard across runs in the tracking store."""
+    """The leaderboard across runs in the tracking store (published jobs; killed or failed ones registered nothing)."""
     from crlm import tracking
 
-    table = tracking.compare_runs(experiment)
+    table = tracking.compare_runs(experiment, history=history)
     if table.empty:
         console.print(f"no crlm runs in {tracking.tracking_uri()}")
         return
-    print_frame(table.drop(columns=["parent_run", "started"], errors="ignore"),
+    print_frame(table.drop(columns=["job_run", "started"], errors="ignore"),
                 title=f"runs in {tracking.tracking_uri()}")
 
 
@@ -273,6 +279,28 @@ def serve(
 
     console.print(f"serving on http://{host}:{port} (calculator at /ui/, OpenAPI at /docs.json)")
     run_server(host, port, models_dir=models_dir, workers=workers)
+
+
+@app.command("tracking-server")
+@friendly_errors
+def tracking_server(
+    backend_store_uri: Annotated[str, typer.Option(
+        help="the database: sqlite:///path.db for one machine; postgresql://user@host/db or mysql://... for a team")
+    ] = "sqlite:///mlflow-server/mlflow.db",
+    artifacts_destination: Annotated[str, typer.Option(
+        help="where the server keeps artifacts: a directory, s3://bucket/path, gs://..., or a shared disk")
+    ] = "mlflow-server/artifacts",
+    host: Annotated[str, typer.Option(help="interface to bind (0.0.0.0 for the team's network)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 5000,
+    workers: Annotated[int, typer.Option(help="server worker processes")] = 2,
+):
+    """Start a shared MLflow tracking server (database store + artifact root); point users at it with
+    MLFLOW_TRACKING_URI=http://HOST:PORT."""
+    from crlm.tracking_server import exec_server
+
+    console.print(f"tracking server on http://{host}:{port} (store {backend_store_uri}, artifacts "
+                  f"{artifacts_destination}); users: export MLFLOW_TRACKING_URI=http://{host}:{port}")
+    exec_server(backend_store_uri, artifacts_destination, host, port, workers)
 
 
 @app.command()

@@ -26,9 +26,11 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
+from crlm import parallel
 from crlm.cohort.base import CanonicalColumns, Cohort, canonical_columns, predictors_frame
 from crlm.evaluation.intervals import bootstrap_indices
 from crlm.explain import EVENT_WORDS, Explainer
@@ -246,11 +248,18 @@ def oof_survival(model_name: str, params: dict, X: pd.DataFrame, y: np.ndarray, 
     return out
 
 
+@parallel.isolated
+def _refit(template, Z: pd.DataFrame, y: np.ndarray, idx: np.ndarray):
+    """One bootstrap refit of the model step (seeded by the template's own random_state, as the refit)."""
+    return clone(template).fit(Z.iloc[idx], y[idx])
+
+
 def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict | None = None, *,
                     horizons=DEFAULT_HORIZONS_MONTHS, blocks=("clinical", "genomic", "response"),
                     postoperative: bool = False, n_interval_models: int = 50, seed: int = 0,
-                    endpoint_label: str | None = None, metadata: dict | None = None) -> Predictor:
-    """Build the champion Predictor from a cohort and a chosen model (see the module docstring)."""
+                    endpoint_label: str | None = None, metadata: dict | None = None, n_jobs: int = 1) -> Predictor:
+    """Build the champion Predictor from a cohort and a chosen model (see the module docstring); the bootstrap
+    refits run on the job's parallel backend (``crlm.parallel``; ``n_jobs`` local processes by default)."""
     params = dict(params or {})
     ep = get_endpoint(endpoint)
     population = cohort.with_outcome(endpoint)
@@ -277,9 +286,11 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
     if not isinstance(Z, pd.DataFrame):
         Z = pd.DataFrame(Z)
     base = final_estimator(model)
-    estimators = []
-    for idx in bootstrap_indices(len(y), n_interval_models, seed + 1, strata=y["event"]):
-        estimators.append(clone(base).fit(Z.iloc[idx], y[idx]))
+    parallel.scatter(Z, y)
+    template = clone(base)  # unfitted: what each task needs, not the fitted model
+    estimators = Parallel(n_jobs=n_jobs)(delayed(_refit)(template, Z, y, idx)
+                                         for idx in bootstrap_indices(len(y), n_interval_models, seed + 1,
+                                                                      strata=y["event"]))
     kernel = SurvivalKernel([base, *estimators], positive, Z.head(25))
     explainer = Explainer(model, Z, ep.name, seed=seed)
     risk = np.asarray(base.predict(Z), dtype=float)
