@@ -151,12 +151,10 @@ def backend(cluster: str | None = None, n_jobs: int = 1, memory_limit: str | Non
         finally:
             _active.pop()
         return
-    from joblib._dask import DaskDistributedBackend  # dask is imported only by jobs that use it
-
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(_client(kind, str(cluster).strip(), local_workers, memory_limit))
         nthreads = client.nthreads()
-        dask_backend = DaskDistributedBackend(client=client)  # one instance for the job: scattered data persists
+        dask_backend = _joblib_dask_backend(client)  # one instance for the job: scattered data persists
         info = Backend("dask", str(client.scheduler.address), len(nthreads), sum(nthreads.values()), client,
                        _joblib_backend=dask_backend)
         _active.append(info)
@@ -170,6 +168,35 @@ def backend(cluster: str | None = None, n_jobs: int = 1, memory_limit: str | Non
                                    f"many times ({err}); the job stopped and registered nothing. Check the "
                                    "workers' memory (docs/SCALE_OUT.md) and logs") from err
             raise
+
+
+def _joblib_dask_backend(client):
+    """joblib's Dask backend, also reporting tasks that Dask itself failed (``KilledWorker``, cancelled).
+
+    joblib 1.6's backend only fails its internal future for those and never calls joblib's completion callback,
+    so ``Parallel`` would wait forever after a worker died too often; here joblib receives the error and the job
+    stops with ``ClusterError``. (Dask is imported only by jobs that use it.)
+    """
+    import asyncio
+
+    from joblib._dask import DaskDistributedBackend
+
+    class FailingFastDaskBackend(DaskDistributedBackend):
+        async def _collect(self):
+            while self._continue:
+                async for future, result in self.waiting_futures:
+                    cf_future = self._results.pop(future)
+                    callback = self._callbacks.pop(future)
+                    if future.status == "error":
+                        _, exc, _ = result
+                        cf_future.set_exception(exc)
+                        callback(exc)  # joblib registers the task as failed and raises it in Parallel
+                    else:
+                        cf_future.set_result(result)
+                        callback(result)
+                await asyncio.sleep(0.01)
+
+    return FailingFastDaskBackend(client=client)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,113 @@
+"""The Dask backend: the same seed gives the same leaderboard on a LocalCluster as locally; the cohort is
+scattered once; a worker that dies is retried, one that keeps dying fails the work with a clear error."""
+
+import os
+from pathlib import Path
+
+import dask
+import numpy as np
+import pandas as pd
+import pytest
+from joblib import Parallel, delayed
+
+from crlm import parallel
+from crlm.cohort.simulate import simulate_cohort
+from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
+from crlm.predictor import train_predictor
+
+SPEC = BenchmarkSpec(models=("coxph", "xgb_cox"), baselines=("score:fong",), outer_splits=2, outer_repeats=2,
+                     inner_splits=2, n_boot=20, ablation_models=1, ceiling=False, n_jobs=1,
+                     search_spaces={"coxph": {"model__alpha": [10.0, 100.0]},
+                                    "xgb_cox": {"model__max_depth": [1, 2], "model__n_estimators": [30]}})
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return simulate_cohort(260, seed=5)
+
+
+@pytest.fixture(scope="module")
+def local(cohort):
+    with parallel.backend(None, n_jobs=1):
+        result = run_benchmark(cohort, SPEC)
+        predictor = train_predictor(cohort, "os", "xgb_cox", {"max_depth": 2, "n_estimators": 30},
+                                    n_interval_models=6, seed=3)
+    return result, predictor
+
+
+def test_parse_cluster_accepts_the_documented_forms_and_names_a_bad_one():
+    assert parallel.parse_cluster(None) == ("loky", None)
+    assert parallel.parse_cluster("local:4") == ("local", 4)
+    assert parallel.parse_cluster("tcp://10.0.0.5:8786") == ("remote", None)
+    assert parallel.parse_cluster("scheduler:8786") == ("remote", None)
+    with pytest.raises(ValueError, match="'local:x'.*local:N"):
+        parallel.parse_cluster("local:x")
+
+
+def test_local_cluster_of_two_workers_gives_the_same_numbers(cohort, local):
+    result, predictor = local
+    with parallel.backend("local:2") as backend:
+        assert backend.kind == "dask" and backend.workers == 2 and backend.address.startswith("tcp://127.0.0.1")
+        on_cluster = run_benchmark(cohort, SPEC)
+        # the model matrix and the outcomes went to the workers once for the whole benchmark (ablation included)
+        assert len(backend._joblib_backend.data_futures) == 2
+        clustered = train_predictor(cohort, "os", "xgb_cox", {"max_depth": 2, "n_estimators": 30},
+                                    n_interval_models=6, seed=3)
+    pd.testing.assert_frame_equal(on_cluster.leaderboard(), result.leaderboard())
+    pd.testing.assert_frame_equal(on_cluster.metrics, result.metrics)
+    pd.testing.assert_frame_equal(on_cluster.ablation, result.ablation)
+    pd.testing.assert_frame_equal(on_cluster.chosen_params.drop(columns="seconds"),
+                                  result.chosen_params.drop(columns="seconds"))
+    assert len(result.ablation) > 0 and result.chosen_params.model.nunique() == 3
+    patients = cohort.data.head(5)
+    a, b = predictor.predict_frame(patients), clustered.predict_frame(patients)
+    pd.testing.assert_frame_equal(a, b)  # the interval's bootstrap refits ran on the cluster, same numbers
+    assert (a["surv_36_upper"] > a["surv_36_lower"]).all()
+
+
+def _die_once(marker: str, value: int) -> int:
+    path = Path(marker)
+    if value == 1 and not path.exists():
+        path.write_text("died")
+        os._exit(1)  # the worker process dies mid-task
+    return value * 2
+
+
+def _always_die(value: int) -> int:
+    os._exit(1)
+
+
+def test_a_dead_worker_is_retried_and_a_task_that_kills_every_worker_fails_clearly(tmp_path):
+    with parallel.backend("local:2"):
+        out = Parallel(n_jobs=1)(delayed(_die_once)(str(tmp_path / "died"), i) for i in range(3))
+    assert out == [0, 2, 4] and (tmp_path / "died").exists()  # the worker died once; Dask reran its task
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        with pytest.raises(parallel.ClusterError, match="lost the workers running a task.*registered nothing"):
+            with parallel.backend("local:2"):
+                Parallel(n_jobs=1)(delayed(_always_die)(i) for i in range(2))
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("CRLM_DASK_CONNECT_TIMEOUT", "2s")
+    with pytest.raises(parallel.ClusterError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        with parallel.backend("tcp://127.0.0.1:9"):
+            pass
+
+
+def test_isolated_tasks_do_not_spawn_nested_cluster_tasks():
+    with parallel.backend("local:2"):
+        pids = Parallel(n_jobs=1)(delayed(_inner_pids)() for _ in range(2))
+    for outer, inner in pids:
+        assert set(inner) == {outer}
+
+
+@parallel.isolated
+def _inner_pids():
+    return os.getpid(), Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(3))
+
+
+def test_effective_n_jobs_reads_the_cluster():
+    assert parallel.effective_n_jobs(3) == 3
+    with parallel.backend("local:2"):
+        assert parallel.effective_n_jobs(1) == 2
+    assert np.isclose(parallel.effective_n_jobs(1), 1)
