@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 import dask
-import numpy as np
 import pandas as pd
 import pytest
 from joblib import Parallel, delayed
@@ -44,15 +43,23 @@ def test_parse_cluster_accepts_the_documented_forms_and_names_a_bad_one():
         parallel.parse_cluster("local:x")
 
 
-def test_local_cluster_of_two_workers_gives_the_same_numbers(cohort, local):
-    result, predictor = local
+@pytest.fixture(scope="module")
+def cluster():
+    """One LocalCluster of 2 workers for the tests that only use it (one takes seconds to start)."""
     with parallel.backend("local:2") as backend:
-        assert backend.kind == "dask" and backend.workers == 2 and backend.address.startswith("tcp://127.0.0.1")
-        on_cluster = run_benchmark(cohort, SPEC)
-        # the model matrix and the outcomes went to the workers once for the whole benchmark (ablation included)
-        assert len(backend._joblib_backend.data_futures) == 2
-        clustered = train_predictor(cohort, "os", "xgb_cox", {"max_depth": 2, "n_estimators": 30},
-                                    n_interval_models=6, seed=3)
+        yield backend
+
+
+def test_local_cluster_of_two_workers_gives_the_same_numbers(cohort, local, cluster):
+    result, predictor = local
+    backend = cluster
+    assert backend.kind == "dask" and backend.workers == 2 and backend.address.startswith("tcp://127.0.0.1")
+    scattered = len(backend._joblib_backend.data_futures)
+    on_cluster = run_benchmark(cohort, SPEC)
+    # the model matrix and the outcomes went to the workers once for the whole benchmark (ablation included)
+    assert len(backend._joblib_backend.data_futures) == scattered + 2
+    clustered = train_predictor(cohort, "os", "xgb_cox", {"max_depth": 2, "n_estimators": 30},
+                                n_interval_models=6, seed=3)
     pd.testing.assert_frame_equal(on_cluster.leaderboard(), result.leaderboard())
     pd.testing.assert_frame_equal(on_cluster.metrics, result.metrics)
     pd.testing.assert_frame_equal(on_cluster.ablation, result.ablation)
@@ -65,7 +72,14 @@ def test_local_cluster_of_two_workers_gives_the_same_numbers(cohort, local):
     assert (a["surv_36_upper"] > a["surv_36_lower"]).all()
 
 
+def _in_worker() -> None:
+    from distributed import get_worker
+
+    get_worker()  # ValueError outside a Dask worker: the test must never kill its own process
+
+
 def _die_once(marker: str, value: int) -> int:
+    _in_worker()
     path = Path(marker)
     if value == 1 and not path.exists():
         path.write_text("died")
@@ -74,29 +88,28 @@ def _die_once(marker: str, value: int) -> int:
 
 
 def _always_die(value: int) -> int:
+    _in_worker()
     os._exit(1)
 
 
 def test_a_dead_worker_is_retried_and_a_task_that_kills_every_worker_fails_clearly(tmp_path):
-    with parallel.backend("local:2"):
+    lost = "lost the workers running a task.*registered nothing"
+    with (dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+          pytest.raises(parallel.ClusterError, match=lost), parallel.backend("local:2")):
         out = Parallel(n_jobs=1)(delayed(_die_once)(str(tmp_path / "died"), i) for i in range(3))
-    assert out == [0, 2, 4] and (tmp_path / "died").exists()  # the worker died once; Dask reran its task
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        with pytest.raises(parallel.ClusterError, match="lost the workers running a task.*registered nothing"):
-            with parallel.backend("local:2"):
-                Parallel(n_jobs=1)(delayed(_always_die)(i) for i in range(2))
+        assert out == [0, 2, 4] and (tmp_path / "died").exists()  # a worker died once; Dask reran its task
+        Parallel(n_jobs=1)(delayed(_always_die)(i) for i in range(2))
 
 
 def test_an_unreachable_scheduler_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("CRLM_DASK_CONNECT_TIMEOUT", "2s")
-    with pytest.raises(parallel.ClusterError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
-        with parallel.backend("tcp://127.0.0.1:9"):
-            pass
+    unreachable = "cannot reach the Dask scheduler at tcp://127.0.0.1:9"
+    with pytest.raises(parallel.ClusterError, match=unreachable), parallel.backend("tcp://127.0.0.1:9"):
+        pass
 
 
-def test_isolated_tasks_do_not_spawn_nested_cluster_tasks():
-    with parallel.backend("local:2"):
-        pids = Parallel(n_jobs=1)(delayed(_inner_pids)() for _ in range(2))
+def test_isolated_tasks_do_not_spawn_nested_cluster_tasks(cluster):
+    pids = Parallel(n_jobs=1)(delayed(_inner_pids)() for _ in range(2))
     for outer, inner in pids:
         assert set(inner) == {outer}
 
@@ -106,8 +119,7 @@ def _inner_pids():
     return os.getpid(), Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(3))
 
 
-def test_effective_n_jobs_reads_the_cluster():
-    assert parallel.effective_n_jobs(3) == 3
-    with parallel.backend("local:2"):
-        assert parallel.effective_n_jobs(1) == 2
-    assert np.isclose(parallel.effective_n_jobs(1), 1)
+def test_effective_n_jobs_reads_the_cluster(cluster):
+    assert parallel.effective_n_jobs(1) == 2
+    with parallel.backend(None, n_jobs=3):
+        assert parallel.effective_n_jobs(3) == 3 and parallel.active().kind == "loky"

@@ -147,7 +147,8 @@ def backend(cluster: str | None = None, n_jobs: int = 1, memory_limit: str | Non
         info = Backend("loky", "local", max(1, n_jobs), max(1, n_jobs))
         _active.append(info)
         try:
-            yield info
+            with joblib.parallel_config(backend="loky"):  # local even inside another backend's block
+                yield info
         finally:
             _active.pop()
         return
@@ -182,6 +183,10 @@ def _joblib_dask_backend(client):
     from joblib._dask import DaskDistributedBackend
 
     class FailingFastDaskBackend(DaskDistributedBackend):
+        def effective_n_jobs(self, n_jobs):
+            # Never 1: joblib would then run the tasks in this process instead of on a one-worker cluster.
+            return max(2, super().effective_n_jobs(n_jobs))
+
         async def _collect(self):
             while self._continue:
                 async for future, result in self.waiting_futures:
@@ -209,6 +214,7 @@ def _client(kind: str, address: str, local_workers: int | None, memory_limit: st
         with LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                           dashboard_address=None, memory_limit=memory_limit or "auto",
                           silence_logs=40) as cluster, Client(cluster, set_as_default=False) as client:
+            client.wait_for_workers(local_workers, timeout=120)
             yield client
         return
     try:
