@@ -164,11 +164,17 @@ def recover(name: str, target: Path, log=print) -> list[str]:
                 target.unlink()  # there was no bundle before this job
             done.append(f"rolled the bundle back to {previous or 'none'} (its job died before the aliases)")
         (root / JOURNAL).unlink()
+    aliased = _aliases(client, name)  # version -> alias (search results do not carry aliases)
     for version in _search_versions(client, name):
         tags = version.tags or {}
-        if tags.get("crlm_state") == PENDING and not version.aliases and owner_dead(tags):
+        if tags.get("crlm_state") == PENDING and str(version.version) not in aliased and owner_dead(tags):
             client.delete_model_version(name, version.version)
             done.append(f"deleted v{version.version}, registered by a job that died before publishing it")
+    for version in _search_versions(client, name):  # a job killed after its aliases moved did publish
+        run_id = (version.tags or {}).get("parent_run_id")
+        alias = aliased.get(str(version.version))
+        if alias == tracking.CHAMPION and run_id and _mark_published(client, run_id, str(version.version)):
+            done.append(f"marked the job run {run_id[:8]} as published (v{version.version} is @{alias})")
     _drop_empty_model(client, name)
     if root.is_dir():
         for staging in root.glob(".staging-*"):
@@ -242,6 +248,25 @@ def _read_journal(root: Path) -> dict | None:
 def _complete(client: MlflowClient, name: str, versions: list[str]) -> None:
     for version in versions:
         client.set_model_version_tag(name, version, "crlm_state", COMPLETE)
+
+
+def _mark_published(client: MlflowClient, run_id: str, version: str) -> bool:
+    try:
+        tags = client.get_run(run_id).data.tags
+    except MlflowException:
+        return False
+    if tags.get("crlm_published") == "true":
+        return False
+    client.set_tag(run_id, "crlm_published", "true")
+    client.set_tag(run_id, "crlm_champion_version", version)
+    return True
+
+
+def _aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    try:
+        return {str(v): a for a, v in client.get_registered_model(name).aliases.items()}
+    except MlflowException:
+        return {}
 
 
 def _search_versions(client: MlflowClient, name: str) -> list:

@@ -213,8 +213,8 @@ def load_champion(name: str) -> Predictor:
 
 def compare_runs(experiment: str | None = None, history: bool = False) -> pd.DataFrame:
     """The leaderboard across runs in the tracking store: the model runs of published jobs only (a job that
-    failed or was killed registered nothing, so its runs are not a result), by default the latest published
-    run of each job; ``history`` lists every published run."""
+    failed, or was killed before its aliases moved, registered nothing, so its runs are not a result), by default
+    the latest published run of each job; ``history`` lists every published run."""
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     experiments = [client.get_experiment_by_name(experiment)] if experiment else client.search_experiments()
@@ -223,8 +223,7 @@ def compare_runs(experiment: str | None = None, history: bool = False) -> pd.Dat
         return pd.DataFrame()
     ids = [e.experiment_id for e in experiments]
     jobs = mlflow.search_runs(experiment_ids=ids, output_format="pandas",
-                              filter_string="tags.crlm_role = 'job' and tags.crlm_published = 'true' "
-                                            "and attributes.status = 'FINISHED'")
+                              filter_string="tags.crlm_role = 'job' and tags.crlm_published = 'true'")
     if jobs.empty:
         return jobs
     jobs = jobs.sort_values("start_time", ascending=False)
