@@ -127,6 +127,7 @@ def publish(name: str, versions: list[tuple[str, str]], tags: dict[str, str], wr
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"v{champion_version}-{tags.get('parent_run_id', 'run')[:8]}"
     staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=root))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the bundle from a server running as another user
     write_bundle(staging, champion_version)
     staging.rename(final)
     checkpoint("bundle")
