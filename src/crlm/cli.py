@@ -189,8 +189,10 @@ def train(
 
 def run_training(job):
     """Run one job with progress bars; used by ``crlm train`` and ``crlm demo``."""
+    import mlflow
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from crlm.tracking import dashboard_url
     from crlm.training import run_job
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -208,6 +210,9 @@ def run_training(job):
                   + (f" (challenger: {outcome.runner_up} v{outcome.challenger_version})" if outcome.runner_up else "")
                   + f"; bundle exported to {outcome.export_dir}; tracking store {outcome.tracking_uri}; "
                   f"{outcome.timings['total']:.0f} s")
+    experiment = mlflow.get_experiment_by_name(job.experiment_name)
+    if experiment is not None:
+        console.print(f"compare the models: {dashboard_url(experiment.experiment_id)}")
     return outcome
 
 

@@ -61,6 +61,23 @@ def setup(experiment: str) -> str:
     return uri
 
 
+def dashboard_url(experiment_id: str, base: str | None = None) -> str:
+    """The link that opens an experiment's runs list in the MLflow UI as a model comparison.
+
+    MLflow 3.17's UI opens an experiment in its GenAI view on a browser's first visit, whatever the experiment's
+    kind; ``workflowType=machine_learning`` (remembered afterwards) opens the training runs instead.
+
+    Parameters
+    ----------
+    experiment_id : str
+    base : str, optional
+        The UI's address; default the tracking server's (``http`` URIs) or ``mlflow ui``'s ``127.0.0.1:5000``.
+    """
+    uri = tracking_uri()
+    base = base or (uri if uri.startswith("http") else "http://127.0.0.1:5000")
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def flat_params(prefix: str, value) -> dict[str, str]:
     """Nested config -> flat MLflow params (``resampling.outer_repeats``)."""
     if isinstance(value, dict):
@@ -69,6 +86,36 @@ def flat_params(prefix: str, value) -> dict[str, str]:
             out |= flat_params(f"{prefix}.{k}" if prefix else str(k), v)
         return out
     return {prefix: str(value)[:500]}
+
+
+def headline_metrics(rows: pd.DataFrame, model: str, comparisons: pd.DataFrame | None) -> dict[str, float]:
+    """The comparison at a glance, named to sort first in the MLflow UI (which lists metrics alphabetically and
+    shows only the first ones on its compare page): ``1_C_harrell`` with its 95% interval, ``2_delta_C_vs_reference``
+    (paired, with its interval), ``3_ICI_36`` (or the last horizon) and ``4_IBS``. Copies of the full names'
+    values (``harrell_c``, ``delta_harrell_c_vs_reference``, ``ici_36``, ``ibs``)."""
+    out: dict[str, float] = {}
+
+    def pick(metric, horizon=None):
+        sel = rows[(rows.metric == metric) & (rows.horizon.isna() if horizon is None else rows.horizon == horizon)]
+        return sel.iloc[0] if len(sel) else None
+
+    c = pick("harrell_c")
+    if c is not None:
+        out |= {"1_C_harrell": c.estimate, "1_C_harrell_ci_low": c.ci_low, "1_C_harrell_ci_high": c.ci_high}
+    if comparisons is not None and len(comparisons):
+        d = comparisons[(comparisons.model == model) & (comparisons.metric == "harrell_c")]
+        if len(d):
+            d = d.iloc[0]
+            out |= {"2_delta_C_vs_reference": d.delta, "2_delta_C_vs_reference_ci_low": d.ci_low,
+                    "2_delta_C_vs_reference_ci_high": d.ci_high}
+    horizons = sorted(rows.loc[rows.metric == "ici", "horizon"].dropna())
+    if horizons:
+        h = 36.0 if 36.0 in horizons else horizons[-1]
+        out[f"3_ICI_{h:g}"] = pick("ici", h).estimate
+    ibs = pick("ibs")
+    if ibs is not None:
+        out["4_IBS"] = ibs.estimate
+    return out
 
 
 def log_metric_table(metrics: pd.DataFrame, model: str, comparisons: pd.DataFrame | None = None) -> None:
@@ -86,6 +133,7 @@ def log_metric_table(metrics: pd.DataFrame, model: str, comparisons: pd.DataFram
             values[f"delta_{r.metric}_vs_reference"] = r.delta
             values[f"delta_{r.metric}_vs_reference_ci_low"] = r.ci_low
             values[f"delta_{r.metric}_vs_reference_ci_high"] = r.ci_high
+    values |= headline_metrics(rows, model, comparisons)
     mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)})
     for r in rows[rows.horizon.notna()].itertuples():
         if np.isfinite(r.estimate):
