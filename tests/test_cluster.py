@@ -7,6 +7,7 @@ from pathlib import Path
 import dask
 import pandas as pd
 import pytest
+import yaml
 from joblib import Parallel, delayed
 
 from crlm import parallel
@@ -123,3 +124,20 @@ def test_effective_n_jobs_reads_the_cluster(cluster):
     assert parallel.effective_n_jobs(1) == 2
     with parallel.backend(None, n_jobs=3):
         assert parallel.effective_n_jobs(3) == 3 and parallel.active().kind == "loky"
+
+
+def test_the_cli_refuses_a_bad_cluster_and_reports_an_unreachable_one(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from crlm.cli import app
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("CRLM_DASK_CONNECT_TIMEOUT", "2s")
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({"job": "c", "cohort": {"simulate": {"n": 100}}, "models": ["coxph"],
+                                      "export_dir": str(tmp_path / "models" / "x")}))
+    bad = CliRunner().invoke(app, ["train", "--config", str(config), "--cluster", "local:many"])
+    assert bad.exit_code == 2 and "cluster.address" in bad.output and "local:N" in bad.output
+    unreachable = CliRunner().invoke(app, ["train", "--config", str(config), "--cluster", "tcp://127.0.0.1:9"])
+    assert unreachable.exit_code == 3 and "cannot reach the Dask scheduler" in unreachable.output
+    assert not (tmp_path / "models" / "x").exists()

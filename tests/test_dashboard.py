@@ -108,4 +108,5 @@ def test_the_comparison_page_lists_c_delta_ici_and_ibs(store, ui, page):
                    "2_delta_C_vs_reference_ci_low", "3_ICI_36", "4_IBS"):
         assert f"\n{metric}\n" in f"\n{body}\n", metric
     assert body.count("ΔC vs fong") == 2  # the learned models' names carry the paired delta vs the reference
+    page.get_by_text("1_C_harrell", exact=True).first.scroll_into_view_if_needed()  # the headline rows in view
     page.screenshot(path=str(ARTIFACTS / "mlflow_compare.png"))

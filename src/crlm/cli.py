@@ -23,12 +23,16 @@ def friendly_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from crlm.cohort import CohortValidationError
+        from crlm.parallel import ClusterError
 
         try:
             return fn(*args, **kwargs)
         except CohortValidationError as err:
             err_console.print(f"[red]strict validation failed[/red]\n{err}")
             raise typer.Exit(1) from None
+        except ClusterError as err:
+            err_console.print(f"[red]cluster error:[/red] {err}")
+            raise typer.Exit(3) from None
         except (FileNotFoundError, ValueError, KeyError) as err:
             err_console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
@@ -200,9 +204,10 @@ def run_training(job):
         tasks: dict[str, int] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bars.add_task(f"{job.job}: {stage}", total=total)
-            bars.update(tasks[stage], completed=done)
+            key = stage.split(" [")[0]  # "models [dask 4 workers]": one bar per stage, the workers as they change
+            if key not in tasks:
+                tasks[key] = bars.add_task(f"{job.job}: {stage}", total=total)
+            bars.update(tasks[key], completed=done, description=f"{job.job}: {stage}")
 
         outcome = run_job(job, progress=progress, log=console.print)
     console.print(f"[green]{job.job}[/green]: champion {outcome.champion} registered as "

@@ -270,18 +270,23 @@ def compare_runs(experiment: str | None = None, history: bool = False) -> pd.Dat
     if not experiments:
         return pd.DataFrame()
     ids = [e.experiment_id for e in experiments]
-    jobs = mlflow.search_runs(experiment_ids=ids, output_format="pandas",
-                              filter_string="tags.crlm_role = 'job' and tags.crlm_published = 'true'")
+    jobs = mlflow.search_runs(experiment_ids=ids, output_format="pandas", filter_string="tags.crlm_role = 'job'")
     if jobs.empty:
         return jobs
+    published = jobs.get("tags.crlm_published", pd.Series(None, index=jobs.index))
+    # runs from before the published tag count when they finished (they registered last, as now)
+    jobs = jobs[(published == "true") | (published.isna() & (jobs.status == "FINISHED"))]
     jobs = jobs.sort_values("start_time", ascending=False)
     if not history:
         jobs = jobs.drop_duplicates(["experiment_id", "tags.crlm_job"])
     runs = mlflow.search_runs(experiment_ids=ids, filter_string="tags.crlm_role = 'model'", output_format="pandas")
     if runs.empty:
         return runs
-    link = "tags.crlm_job_run_id" if "tags.crlm_job_run_id" in runs else "tags.mlflow.parentRunId"
-    runs = runs[runs[link].isin(set(jobs.run_id))].rename(columns={link: "job_run"})
+    link = runs.get("tags.crlm_job_run_id", pd.Series(None, index=runs.index))
+    if "tags.mlflow.parentRunId" in runs:  # model runs nested under their job (before they were shown on top)
+        link = link.fillna(runs["tags.mlflow.parentRunId"])
+    runs = runs.assign(job_run=link)
+    runs = runs[runs.job_run.isin(set(jobs.run_id))]
     keep = {"tags.crlm_job": "job", "tags.crlm_model": "model", "job_run": "job_run",
             "metrics.harrell_c": "harrell_c", "metrics.harrell_c_ci_low": "harrell_c_low",
             "metrics.harrell_c_ci_high": "harrell_c_high", "metrics.uno_c": "uno_c",
