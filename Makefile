@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint setup browser clean
+.PHONY: demo test lint setup browser clean tracking-server
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,12 @@ test: $(STAMP) browser
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest
 
+# A shared MLflow tracking server (SQLite + artifact root in mlflow-server/; see the README for a team database).
+tracking-server: $(STAMP)
+	$(BIN)/crlm tracking-server
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
 clean:
-	rm -rf $(VENV) mlflow.db mlartifacts .pytest_cache
+	rm -rf $(VENV) mlflow.db mlartifacts mlflow-server .pytest_cache
