@@ -210,9 +210,9 @@ def _client(kind: str, address: str, local_workers: int | None, memory_limit: st
 
     if kind == "local":
         # Single-threaded worker processes: the models release the GIL only in places, so one task per process.
-        # No dashboard: the CLI's progress bars show the tasks, and a fixed port would clash between users.
+        # The dashboard on a free port: the default 8787 would clash between users of one machine.
         with LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None, memory_limit=memory_limit or "auto",
+                          dashboard_address="127.0.0.1:0", memory_limit=memory_limit or "auto",
                           silence_logs=40) as cluster, Client(cluster, set_as_default=False) as client:
             client.wait_for_workers(local_workers, timeout=120)
             yield client

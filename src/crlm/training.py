@@ -117,7 +117,8 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
     tracking.mark_killed_runs(config.experiment_name, log)
     publish.recover(config.model_name, export_target(config), log)
     with parallel.backend(config.cluster.address, config.n_jobs, config.cluster.memory_per_worker) as backend:
-        log(f"parallel backend: {backend.label()} ({backend.address})")
+        dashboard = f"; Dask dashboard {backend.client.dashboard_link}" if backend.client is not None else ""
+        log(f"parallel backend: {backend.label()} ({backend.address}{dashboard})")
 
         def staged(stage: str, done: int, total: int) -> None:
             if progress:
