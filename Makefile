@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast lint setup browser clean
+.PHONY: demo test test-fast lint setup browser clean tracking-server
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,12 @@ test: $(STAMP) browser
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# A shared MLflow tracking server (SQLite + artifact root in mlflow-server/; see the README for a team database).
+tracking-server: $(STAMP)
+	$(BIN)/crlm tracking-server
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) mlflow.db mlartifacts .pytest_cache
+	rm -rf $(VENV) mlflow.db mlartifacts mlflow-server .pytest_cache

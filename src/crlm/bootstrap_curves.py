@@ -30,8 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from sklearn.base import clone
 
+from crlm import parallel
 from crlm.evaluation.intervals import bootstrap_indices
 from crlm.models import final_estimator
 from crlm.recalibration import Recalibrator
@@ -53,6 +55,19 @@ def _frame(Z) -> pd.DataFrame:
     return Z if isinstance(Z, pd.DataFrame) else pd.DataFrame(Z)
 
 
+@parallel.isolated
+def _replicate(template, data, y, surv_oof, times, idx, recalibrate: bool, refit_preprocessing: bool):
+    """One bootstrap replicate: (preprocessor, kernel, map) when the preprocessing is refitted, else
+    (None, the refitted model step, map). Seeded by the template's own random_state, as the refit."""
+    recal = Recalibrator.fit(y[idx], surv_oof[idx], times) if recalibrate else Recalibrator.identity(times)
+    if not refit_preprocessing:
+        return None, clone(template).fit(data.iloc[idx], y[idx]), recal
+    fitted = clone(template).fit(data.iloc[idx], y[idx])
+    pre = fitted.steps[0][1]
+    kernel = SurvivalKernel([final_estimator(fitted)], times, _frame(pre.transform(data.iloc[idx[:25]])))
+    return pre, kernel, recal
+
+
 @dataclass
 class BootstrapCurves:
     """B refitted pipelines (preprocessing + model) and their recalibration maps, evaluated together."""
@@ -67,7 +82,7 @@ class BootstrapCurves:
     @classmethod
     def fit(cls, pipeline, X: pd.DataFrame, y: np.ndarray, surv_oof: np.ndarray, times: np.ndarray, *,
             recalibrate: bool, n_boot: int, seed: int, method: str = "centred",
-            refit_preprocessing: bool = True) -> BootstrapCurves:
+            refit_preprocessing: bool = True, n_jobs: int = 1) -> BootstrapCurves:
         """Refit ``pipeline`` (an unfitted or fitted ``SurvivalPipeline``: it is cloned) on ``n_boot`` bootstrap
         samples; refit the recalibration map on the same samples of ``surv_oof`` when ``recalibrate``.
 
@@ -79,6 +94,7 @@ class BootstrapCurves:
         surv_oof : (n, len(times)) out-of-fold survival, the recalibration map's data.
         times : the curve grid (positive times).
         recalibrate, n_boot, seed, method, refit_preprocessing : see the module docstring.
+        n_jobs : joblib workers for the replicates (the job's backend, ``crlm.parallel``: local or Dask).
 
         Returns
         -------
@@ -86,22 +102,20 @@ class BootstrapCurves:
         """
         if method not in INTERVAL_METHODS:
             raise ValueError(f"interval method must be one of {INTERVAL_METHODS}, got {method!r}")
-        preprocessors, kernels, recalibrators = [], [], []
         shared_pre = pipeline.steps[0][1]  # fitted on all patients (used when the preprocessing is shared)
         Z_all = None if refit_preprocessing else _frame(shared_pre.transform(X))
-        estimators = []
-        for idx in bootstrap_indices(len(y), n_boot, seed, strata=y["event"]):
-            if refit_preprocessing:
-                fitted = clone(pipeline).fit(X.iloc[idx], y[idx])
-                pre = fitted.steps[0][1]
-                preprocessors.append(pre)
-                kernels.append(SurvivalKernel([final_estimator(fitted)], times, _frame(pre.transform(X.iloc[idx[:25]]))))
-            else:
-                estimators.append(clone(final_estimator(pipeline)).fit(Z_all.iloc[idx], y[idx]))
-            recalibrators.append(Recalibrator.fit(y[idx], surv_oof[idx], times) if recalibrate
-                                 else Recalibrator.identity(times))
-        if not refit_preprocessing:
-            preprocessors, kernels = [shared_pre], [SurvivalKernel(estimators, times, Z_all.head(25))]
+        data = X if refit_preprocessing else Z_all
+        template = pipeline if refit_preprocessing else final_estimator(pipeline)
+        parallel.scatter(data, y, surv_oof)  # sent to a cluster's workers once, not with every replicate
+        fitted = Parallel(n_jobs=n_jobs)(
+            delayed(_replicate)(template, data, y, surv_oof, times, idx, recalibrate, refit_preprocessing)
+            for idx in bootstrap_indices(len(y), n_boot, seed, strata=y["event"]))
+        recalibrators = [r for _, _, r in fitted]
+        if refit_preprocessing:
+            preprocessors, kernels = [p for p, _, _ in fitted], [k for _, k, _ in fitted]
+        else:
+            preprocessors = [shared_pre]
+            kernels = [SurvivalKernel([est for _, est, _ in fitted], times, Z_all.head(25))]
         return cls(preprocessors, kernels, recalibrators, method, shared=not refit_preprocessing)
 
     def survival(self, rows) -> np.ndarray:

@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -186,7 +190,6 @@ def register(rec: CentreRecalibration, cohort: Cohort) -> tuple[str, str]:
     from crlm import tracking
     from crlm.model_card import markdown_to_html
     from crlm.paths import project_root
-    from crlm.training import export_bundle
 
     predictor, meta = rec.predictor, rec.predictor.metadata
     name = meta["registered_name"]
@@ -212,3 +215,25 @@ def register(rec: CentreRecalibration, cohort: Cohort) -> tuple[str, str]:
     predictor.metadata |= {"version": version, "alias": "champion" if rec.improved else None}
     export_bundle(predictor, (card, markdown_to_html(card, f"Model card: {name}")), project_root() / "models" / name)
     return name, version
+
+
+def export_bundle(predictor, card, target: Path) -> Path:
+    """Write a Predictor bundle (and its model card: (markdown, html)) beside ``target``, then swap it in: the
+    old bundle is moved aside before the new one takes its name, so a reader never finds half a bundle."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    predictor.save(staging)
+    if card:
+        (staging / "model_card.md").write_text(card[0])
+        (staging / "model_card.html").write_text(card[1])
+    old = None
+    if target.is_symlink() or target.exists():
+        old = target.with_name(f".{target.name}-old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        if old.is_symlink() or old.is_file():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    return target

@@ -23,12 +23,16 @@ def friendly_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from crlm.cohort import CohortValidationError
+        from crlm.parallel import ClusterError
 
         try:
             return fn(*args, **kwargs)
         except CohortValidationError as err:
             err_console.print(f"[red]strict validation failed[/red]\n{err}")
             raise typer.Exit(1) from None
+        except ClusterError as err:
+            err_console.print(f"[red]cluster error:[/red] {err}")
+            raise typer.Exit(3) from None
         except (FileNotFoundError, ValueError, KeyError) as err:
             err_console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
@@ -196,12 +200,16 @@ def dictionary(
 def train(
     config: Annotated[Path, typer.Option("--config", "-c", help="job config, e.g. training/configs/tcia-os.yaml")],
     n_jobs: Annotated[int | None, typer.Option(help="parallel workers (overrides the config)")] = None,
+    cluster: Annotated[str | None, typer.Option(
+        "--cluster", help="run the fits on Dask: local:N (a LocalCluster of N workers) or a scheduler address "
+                          "(tcp://host:8786); overrides the config's cluster.address")] = None,
 ):
     """Run a training job: nested benchmark, MLflow runs, champion Predictor, registry alias, export."""
     from crlm.config import ConfigError, load_config
 
+    overrides = ({"n_jobs": n_jobs} if n_jobs else {}) | ({"cluster": {"address": cluster}} if cluster else {})
     try:
-        job = load_config(config, {"n_jobs": n_jobs} if n_jobs else None)
+        job = load_config(config, overrides or None)
     except ConfigError as err:
         err_console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
@@ -217,8 +225,10 @@ def train(
 
 def run_training(job):
     """Run one job with progress bars; used by ``crlm train`` and ``crlm demo``."""
+    import mlflow
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from crlm.tracking import dashboard_url
     from crlm.training import run_job
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -226,9 +236,10 @@ def run_training(job):
         tasks: dict[str, int] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bars.add_task(f"{job.job}: {stage}", total=total)
-            bars.update(tasks[stage], completed=done)
+            key = stage.split(" [")[0]  # "models [dask 4 workers]": one bar per stage, the workers as they change
+            if key not in tasks:
+                tasks[key] = bars.add_task(f"{job.job}: {stage}", total=total)
+            bars.update(tasks[key], completed=done, description=f"{job.job}: {stage}")
 
         outcome = run_job(job, progress=progress, log=console.print)
     console.print(f"[green]{job.job}[/green]: champion {outcome.champion} registered as "
@@ -236,6 +247,9 @@ def run_training(job):
                   + (f" (challenger: {outcome.runner_up} v{outcome.challenger_version})" if outcome.runner_up else "")
                   + f"; bundle exported to {outcome.export_dir}; tracking store {outcome.tracking_uri}; "
                   f"{outcome.timings['total']:.0f} s")
+    experiment = mlflow.get_experiment_by_name(job.experiment_name)
+    if experiment is not None:
+        console.print(f"compare the models: {dashboard_url(experiment.experiment_id)}")
     return outcome
 
 
@@ -372,15 +386,17 @@ def print_evaluation(ev) -> None:
 def compare(
     experiment: Annotated[str | None, typer.Option("--experiment", "-e", help="one experiment (default: all crlm)")
                           ] = None,
+    history: Annotated[bool, typer.Option("--history", help="every published run of each job, not the latest")
+                       ] = False,
 ):
-    """The leaderboard across runs in the tracking store."""
+    """The leaderboard across runs in the tracking store (published jobs; killed or failed ones registered nothing)."""
     from crlm import tracking
 
-    table = tracking.compare_runs(experiment)
+    table = tracking.compare_runs(experiment, history=history)
     if table.empty:
         console.print(f"no crlm runs in {tracking.tracking_uri()}")
         return
-    print_frame(table.drop(columns=["parent_run", "started"], errors="ignore"),
+    print_frame(table.drop(columns=["job_run", "started"], errors="ignore"),
                 title=f"runs in {tracking.tracking_uri()}")
 
 
@@ -405,6 +421,28 @@ def serve(
     except SettingsError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
+
+
+@app.command("tracking-server")
+@friendly_errors
+def tracking_server(
+    backend_store_uri: Annotated[str, typer.Option(
+        help="the database: sqlite:///path.db for one machine; postgresql://user@host/db or mysql://... for a team")
+    ] = "sqlite:///mlflow-server/mlflow.db",
+    artifacts_destination: Annotated[str, typer.Option(
+        help="where the server keeps artifacts: a directory, s3://bucket/path, gs://..., or a shared disk")
+    ] = "mlflow-server/artifacts",
+    host: Annotated[str, typer.Option(help="interface to bind (0.0.0.0 for the team's network)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 5000,
+    workers: Annotated[int, typer.Option(help="server worker processes")] = 2,
+):
+    """Start a shared MLflow tracking server (database store + artifact root); point users at it with
+    MLFLOW_TRACKING_URI=http://HOST:PORT."""
+    from crlm.tracking_server import exec_server
+
+    console.print(f"tracking server on http://{host}:{port} (store {backend_store_uri}, artifacts "
+                  f"{artifacts_destination}); users: export MLFLOW_TRACKING_URI=http://{host}:{port}")
+    exec_server(backend_store_uri, artifacts_destination, host, port, workers)
 
 
 @app.command()

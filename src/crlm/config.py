@@ -67,6 +67,22 @@ class Selection(Strict):
     noise_floor_resamples: int = Field(100, ge=10, le=2000)
 
 
+class ClusterSpec(Strict):
+    """Where the job's parallel work runs (``crlm.parallel``; ``docs/SCALE_OUT.md``). No address: joblib's
+    local processes (``n_jobs``); ``local:N``: a Dask LocalCluster of N workers; else a Dask scheduler address."""
+
+    address: str | None = None
+    memory_per_worker: str | None = None  # local:N only, e.g. "2GiB" (Dask's default: the machine's share)
+
+    @field_validator("address")
+    @classmethod
+    def known_form(cls, v: str | None) -> str | None:
+        from crlm.parallel import parse_cluster
+
+        parse_cluster(v)  # ValueError names the value and the accepted forms
+        return v.strip() if v else None
+
+
 class JobConfig(Strict):
     job: str = Field(description="job name, e.g. tcia-os")
     cohort: CohortSpec
@@ -88,6 +104,7 @@ class JobConfig(Strict):
     interval_refit_preprocessing: bool = True  # False: faster serving, see crlm.bootstrap_curves
     seed: int = 0
     n_jobs: int = Field(2, ge=1, le=64)
+    cluster: ClusterSpec = ClusterSpec()
     experiment: str | None = None  # default crlm-<cohort>-<endpoint>
     registered_model: str | None = None  # default crlm-<cohort>-<endpoint>
     export_dir: Path | None = None  # default models/<registered_model>

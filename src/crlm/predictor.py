@@ -385,11 +385,12 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
                     postoperative: bool = False, n_interval_models: int = 50, seed: int = 0,
                     endpoint_label: str | None = None, metadata: dict | None = None,
                     preprocess_params: dict | None = None, interval_method: str = "centred",
-                    interval_refit_preprocessing: bool = True) -> Predictor:
+                    interval_refit_preprocessing: bool = True, n_jobs: int = 1) -> Predictor:
     """Build the champion Predictor from a cohort and a chosen model (see the module docstring).
 
     ``preprocess_params``: feature-step parameters (a centre's extra fields, plain imputation; see
-    ``BenchmarkSpec.preprocess_params``), kept out of ``params`` (the model's hyperparameters)."""
+    ``BenchmarkSpec.preprocess_params``), kept out of ``params`` (the model's hyperparameters). The bootstrap
+    replicates run on the job's parallel backend (``crlm.parallel``; ``n_jobs`` local processes by default)."""
     params = dict(params or {})
     pipeline_params = params | (preprocess_params or {})
     ep = get_endpoint(endpoint)
@@ -428,7 +429,7 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
     kernel = SurvivalKernel([base], positive, Z.head(25))
     replicates = BootstrapCurves.fit(model, X, y, oof, positive, recalibrate=bool(improves),
                                      n_boot=n_interval_models, seed=seed + 1, method=interval_method,
-                                     refit_preprocessing=interval_refit_preprocessing)
+                                     refit_preprocessing=interval_refit_preprocessing, n_jobs=n_jobs)
     explainer = (ScoreExplainer(model, Z, ep.name) if is_score_model(model_name)
                  else Explainer(model, Z, ep.name, seed=seed))
     risk = np.asarray(base.predict(Z), dtype=float)

@@ -1,16 +1,15 @@
 """A training job: cohort -> nested benchmark -> tracked runs -> champion Predictor -> registry and export.
 
 Order matters for safety: everything that can fail (loading, benchmarking, building the Predictors, logging)
-happens first; registering the model versions and moving the ``champion`` / ``challenger`` aliases is the
-very last step, so a failed or interrupted job leaves the registry as it was. The benchmark's results are
-written first (``crlm.results_store``: a finished MLflow run and files), so a later failure loses none of them.
+happens first; publishing (registering the versions, switching the served bundle, moving the ``champion`` /
+``challenger`` aliases, in that order: ``crlm.publish``) is the very last step, so a failed job leaves the
+registry and the bundle as they were, and a killed one leaves a state the next job's ``recover`` finishes or
+undoes. The whole job runs on one parallel backend (``crlm.parallel``: local processes or a Dask cluster).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from crlm import tracking
+from crlm import parallel, publish, tracking
 from crlm.cohort import Cohort, load_cohort
 from crlm.cohort.base import predictors_frame
 from crlm.config import JobConfig
@@ -101,6 +100,41 @@ def reference_label(reference: str) -> str:
 
 
 def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[str], None] = print) -> JobOutcome:
+    """Run a training job on its parallel backend (``config.cluster``), after repairing what a killed job left.
+
+    Parameters
+    ----------
+    config : JobConfig
+        The validated job.
+    progress : callable, optional
+        ``progress(stage, done, total)``; the stage names the backend and its workers (``models [dask 4 workers]``).
+    log : callable
+        One line of text per message.
+
+    Returns
+    -------
+    JobOutcome
+    """
+    tracking.setup(config.experiment_name)
+    tracking.mark_killed_runs(config.experiment_name, log)
+    publish.recover(config.model_name, export_target(config), log)
+    with parallel.backend(config.cluster.address, config.n_jobs, config.cluster.memory_per_worker) as backend:
+        dashboard = f"; Dask dashboard {backend.client.dashboard_link}" if backend.client is not None else ""
+        log(f"parallel backend: {backend.label()} ({backend.address}{dashboard})")
+
+        def staged(stage: str, done: int, total: int) -> None:
+            if progress:
+                progress(f"{stage} [{backend.label()}]", done, total)
+
+        return _run_job(config, staged, log)
+
+
+def export_target(config: JobConfig) -> Path:
+    """The served bundle's path (a link to the current versioned bundle): ``models/<registered name>``."""
+    return Path(config.export_dir or project_root() / "models" / config.model_name)
+
+
+def _run_job(config: JobConfig, progress: Progress | None, log: Callable[[str], None]) -> JobOutcome:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     cohort = load_job_cohort(config)  # strict validation failure raises here: nothing is logged or registered
@@ -109,7 +143,8 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
     spec = benchmark_spec(config)
     with mlflow.start_run(run_name=f"{config.job}") as parent, FailureRecorder() as failure:
         mlflow.set_tags({"crlm_role": "job", "crlm_job": config.job, "crlm_cohort": cohort.name,
-                         "crlm_endpoint": config.endpoint})
+                         "crlm_endpoint": config.endpoint, "crlm_published": "false"} | publish.owner())
+        mlflow.log_params(parallel.active().params())
         mlflow.log_params(tracking.flat_params("", json.loads(config.model_dump_json())))
         mlflow.log_dict(json.loads(config.model_dump_json()), "config/job.json")
         mlflow.log_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False), "config/job.yaml")
@@ -123,6 +158,8 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
         t0 = time.perf_counter()
         result = run_benchmark(cohort, spec, progress=progress)
         timings["benchmark"] = time.perf_counter() - t0
+        timings |= {f"benchmark_{k}": v for k, v in result.timings.items()}
+        publish.checkpoint("benchmark")
         for note in result.notes:
             log(f"note: {note}")
         # Results first: a failure from here on leaves the benchmark in MLflow and on disk.
@@ -132,6 +169,7 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
         decision = decide_champion(result, config)
         champion, runner_up, rule = decision.champion, decision.runner_up, f"{decision.rule}. Verdict: {decision.verdict}"
         log(f"champion: {champion} (runner-up: {runner_up}); {decision.verdict}")
+        mlflow.set_tag("mlflow.runName", f"{config.job} · job · champion {champion}")
         mlflow.log_text(pd.DataFrame(decision.candidates).to_csv(index=False), "leaderboard/champion_decision.csv")
 
         t0 = time.perf_counter()
@@ -145,21 +183,29 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
         _log_job_artifacts(result, champion, rule)
         timings["tracking"] = time.perf_counter() - t0
         mlflow.set_tags({"crlm_champion": champion, "crlm_selection_rule": rule[:5000]})
-        mlflow.log_metrics({f"timing_{k}_seconds": v for k, v in timings.items()})
+        mlflow.log_metrics({f"timing_{k}_seconds": v for k, v in timings.items()})  # before anything can fail
+        publish.checkpoint("tracking")
 
-        # Last: the registry. Only now do the new versions and aliases appear.
+        # Last: the registry and the served bundle (crlm.publish: versions, bundle, link switch, aliases).
         name = config.model_name
         tags = {"cohort": cohort.name, "endpoint": config.endpoint, "job": config.job,
                 "parent_run_id": parent.info.run_id}
-        champion_version = tracking.register(model_infos[champion].model_uri, name, tags | {"model": champion})
-        challenger_version = (tracking.register(model_infos[runner_up].model_uri, name, tags | {"model": runner_up})
-                              if runner_up else None)
-        tracking.set_aliases(name, champion_version, challenger_version)
         predictor = predictors[champion]
-        predictor.metadata |= {"registered_name": name, "version": champion_version, "alias": "champion"}
-        export_dir = _export(predictor, card, config)
-        mlflow.set_tag("crlm_export_dir", str(export_dir))
-    timings["total"] = time.perf_counter() - started
+
+        def write_bundle(directory: Path, version: str) -> None:
+            predictor.metadata |= {"registered_name": name, "version": version, "alias": "champion"}
+            _write_bundle(predictor, card, directory)
+
+        t0 = time.perf_counter()
+        published = publish.publish(name, [(m, model_infos[m].model_uri) for m in (champion, runner_up) if m], tags,
+                                    write_bundle, export_target(config))
+        timings["publish"] = time.perf_counter() - t0
+        champion_version, challenger_version = published.champion_version, published.challenger_version
+        export_dir = published.bundle
+        mlflow.set_tags({"crlm_export_dir": str(export_dir), "crlm_published": "true",
+                         "crlm_champion_version": champion_version})
+        timings["total"] = time.perf_counter() - started
+        mlflow.log_metrics({f"timing_{k}_seconds": timings[k] for k in ("publish", "total")})
     return JobOutcome(config, result, champion, runner_up, rule, predictor, name, champion_version,
                       challenger_version, parent.info.run_id, export_dir, uri, timings)
 
@@ -200,7 +246,7 @@ def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config
                            n_interval_models=config.n_interval_models, seed=config.seed,
                            interval_refit_preprocessing=config.interval_refit_preprocessing,
                            endpoint_label=config.endpoint, metadata=meta,
-                           preprocess_params=spec.preprocess_params())
+                           preprocess_params=spec.preprocess_params(), n_jobs=config.n_jobs)
 
 
 def _log_model_runs(result, config, champion, predictors, rule, progress):
@@ -208,12 +254,15 @@ def _log_model_runs(result, config, champion, predictors, rule, progress):
     from crlm.model_card import build_model_card
 
     model_infos, card = {}, None
+    job_run_id = mlflow.active_run().info.run_id
     reference = result.spec.reference
     models = list(result.oof)
     for i, model in enumerate(models):
-        with mlflow.start_run(run_name=model, nested=True):
+        with mlflow.start_run(run_name=tracking.model_run_name(config.job, model, result), nested=True) as run:
             mlflow.set_tags({"crlm_role": "model", "crlm_model": model, "crlm_job": config.job,
-                             "crlm_kind": model_kind(model), "crlm_is_champion": str(model == champion)})
+                             "crlm_kind": model_kind(model), "crlm_is_champion": str(model == champion),
+                             "crlm_job_run_id": job_run_id,
+                             "mlflow.note.content": tracking.model_run_note(model, result)} | publish.owner())
             params = result.chosen_params[result.chosen_params.model == model].drop(
                 columns=["model", "fold", "seconds"]).dropna(axis=1, how="all")
             for col in params.columns:
@@ -251,6 +300,7 @@ def _log_model_runs(result, config, champion, predictors, rule, progress):
                 model_infos[model] = tracking.log_predictor(predictor, example)
                 if model == champion:
                     card = (md, html)
+        tracking.show_at_top_level(run.info.run_id)
         if progress:
             progress("tracking", i + 1, len(models))
     return model_infos, card
@@ -282,20 +332,9 @@ def _log_fig(fig, path: str) -> None:
     plt.close(fig)
 
 
-def _export(predictor: Predictor, card, config: JobConfig) -> Path:
-    """Write the champion bundle for serving (atomically: a half-written bundle never replaces a good one)."""
-    return export_bundle(predictor, card, Path(config.export_dir or project_root() / "models" / config.model_name))
-
-
-def export_bundle(predictor: Predictor, card, target: Path) -> Path:
-    """Write a Predictor bundle (and its model card: (markdown, html)) to ``target``, atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    predictor.save(staging)
+def _write_bundle(predictor: Predictor, card, directory: Path) -> None:
+    """The champion bundle for serving (``crlm.publish`` writes it beside the served one, then switches)."""
+    predictor.save(directory)
     if card:
-        (staging / "model_card.md").write_text(card[0])
-        (staging / "model_card.html").write_text(card[1])
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
-    return target
+        (directory / "model_card.md").write_text(card[0])
+        (directory / "model_card.html").write_text(card[1])

@@ -44,6 +44,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
 
+from crlm import parallel
 from crlm.cohort.base import Cohort, predictors_frame
 from crlm.evaluation import references
 from crlm.evaluation.intervals import bootstrap_indices, centred_interval, holm
@@ -206,6 +207,7 @@ def _default_factory(name, blocks, postoperative, columns, seed):
                       random_state=seed)
 
 
+@parallel.isolated
 def _fold_task(name, fold, train, test, X, y, grid, spec, blocks, factory):
     started = time.perf_counter()
     seed = spec.seed + fold
@@ -338,6 +340,7 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
     notes = ref_notes + notes + coverage_notes
     y = population.y(spec.endpoint)
     X = predictors_frame(population.data)
+    parallel.scatter(X, y)  # on a cluster: sent to the workers once, not with every fit
     horizons = usable_horizons(y, y, spec.horizons)
     grid = _grid(y, horizons)
     splitter = RepeatedStratifiedKFold(n_splits=spec.outer_splits, n_repeats=spec.outer_repeats,
@@ -406,13 +409,13 @@ def _cross_validate(names, folds, X, y, grid, spec, blocks, factory, progress, s
         if progress:
             progress(stage, done, len(tasks))
 
+    # One call, results in submission order as they arrive (progress); the backend is the job's (crlm.parallel).
     results = []
-    for chunk in _chunks(tasks, max(1, spec.n_jobs) * 4):
-        out = Parallel(n_jobs=spec.n_jobs)(delayed(_fold_task)(name, k, train, test, X, y, grid, spec, blocks,
-                                                               factory) for name, k, train, test in chunk)
-        for r in out:
-            report(r)
-        results += out
+    out = Parallel(n_jobs=spec.n_jobs, return_as="generator")(
+        delayed(_fold_task)(name, k, train, test, X, y, grid, spec, blocks, factory) for name, k, train, test in tasks)
+    for r in out:
+        report(r)
+        results.append(r)
     n, repeats = len(y), spec.outer_repeats
     oof = {}
     for name in names:
@@ -427,11 +430,6 @@ def _cross_validate(names, folds, X, y, grid, spec, blocks, factory, progress, s
     params = pd.DataFrame([{"model": name, "fold": k, "seconds": sec, **p}
                            for name, k, _, _, _, p, sec in results])
     return oof, params
-
-
-def _chunks(items, size):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 def _oracle_oof(population: Cohort, spec: BenchmarkSpec, grid) -> OOF:
