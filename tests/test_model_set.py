@@ -2,58 +2,30 @@
 the default pair (a real-patient model before a simulated one), per-model required and extra fields, the
 demonstration label, response scenarios and conditional survival through /predict.
 
-The set: the serving tests' simulated coxnet pair and a "centre" pair (ridge Cox, a non-simulated cohort
-description, trained without largest_metastasis_cm and the response fields, with a centre's own field
-``tmb_mut_mb``). It is swapped into the running app's store (one ASGI app per process)."""
+The set (``serving_fixtures.build_model_set``): the serving tests' simulated coxnet pair and a "centre" pair
+(ridge Cox, a non-simulated cohort description, trained without largest_metastasis_cm and the response fields,
+with a centre's own field ``tmb_mut_mb``). It is swapped into the running app's store (one ASGI app per process)."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
-import numpy as np
 import pytest
 
 from crlm.cohort_kind import DEMONSTRATION_LABEL
-from crlm.schema import Field
 from crlm.serving.model_set import default_pair
 from crlm.serving.settings import ModelConfig, SettingsError
 from crlm.serving.store import ModelStore
 
 pytest_plugins = ["serving_fixtures"]
 
-TMB = Field("tmb_mut_mb", "float", "genomic", "preoperative", "Tumour mutational burden", "mut/Mb", 0, 500)
-DROPPED = ("largest_metastasis_cm", "recist_response", "tumour_size_change_percent", "progression_before_surgery")
 PATIENT = {"age_years": 66, "n_liver_metastases": 2, "sex": "male", "primary_node_positive": True,
            "cea_ng_ml": 12.0}
 
 
-def centre_cohort():
-    from crlm.cohort.simulate import simulate_cohort
-
-    cohort = simulate_cohort(300, seed=21)
-    data = cohort.data.drop(columns=list(DROPPED))
-    data["tmb_mut_mb"] = np.random.default_rng(3).lognormal(1.5, 0.5, len(data))
-    # described as a centre's real export: the label follows the description, not how the rows were made
-    return dataclasses.replace(cohort, data=data, name="centre-x", source="Centre X export 2025",
-                               licence="internal use", truth=None, extra_fields=(TMB,))
-
-
 @pytest.fixture(scope="module")
-def set_dir(models_dir, tmp_path_factory):
-    from crlm.predictor import train_predictor
-
-    target = tmp_path_factory.mktemp("model-set")
-    for name in ("crlm-sim-os", "crlm-sim-rfs"):
-        shutil.copytree(models_dir / name, target / name)
-    cohort = centre_cohort()
-    for endpoint in ("os", "rfs"):
-        predictor = train_predictor(cohort, endpoint=endpoint, model_name="coxph", n_interval_models=5, seed=0,
-                                    blocks=("clinical", "genomic"),
-                                    preprocess_params={"preprocess__extra_fields": (TMB,)})
-        predictor.save(target / f"centre-{endpoint}")
-    (target / "not-a-model").mkdir()  # ignored: no predictor.joblib
-    return target
+def set_dir(model_set_dir):
+    return model_set_dir
 
 
 @pytest.fixture(scope="module")
