@@ -69,6 +69,10 @@ def load_model_set(config: ModelConfig, load_entry: Callable[[str, ModelConfig, 
                    ) -> ModelSet:
     """Every entry of ``config`` loaded and checked (``load_entry(entry, config, slot)``)."""
     entries, must = model_entries(config)
+    if not entries:
+        where = (f"no registered model has the alias @{config.alias} in the tracking store"
+                 if config.source == "registry" else f"no bundle (predictor.joblib) in {config.models_dir}")
+        raise ValueError(f"no model to serve: {where} (train one, or set CRLM_MODELS)")
     slots = {name: ep for ep, name in config.names.items() if name}
     models: dict[str, LoadedModel] = {}
     refused: dict[str, str] = {}
