@@ -298,8 +298,9 @@ function renderScenarios(answer) {
   box.hidden = !sc;
   if (!sc) return;
   const usable = ["os", "rfs"].filter((ep) => sc[ep].available);
-  $("scenario-label").textContent = ["os", "rfs"].map((ep) => sc[ep].available ? `${ep.toUpperCase()}: ${sc[ep].label}`
-    : `${ep.toUpperCase()}: no scenarios (${sc[ep].reason}).`).join(" ");
+  const sameLabel = usable.length === 2 && sc.os.label === sc.rfs.label;  // one cohort: say it once
+  $("scenario-label").textContent = sameLabel ? sc.os.label : ["os", "rfs"].map((ep) => sc[ep].available
+    ? `${ep.toUpperCase()}: ${sc[ep].label}` : `${ep.toUpperCase()}: no scenarios (${sc[ep].reason}).`).join(" ");
   const horizons = answer.os.horizons.map((h) => h.months);
   const head = el("tr", {}, el("th", { scope: "col", text: "Response" }), el("th", { scope: "col", text: "Training patients" }));
   for (const ep of usable) for (const h of horizons) head.append(el("th", { scope: "col", text: `${ep.toUpperCase()} ${horizonLabel(h)}` }));
