@@ -32,6 +32,55 @@ def train_models(directory: Path, n: int = 400, seed: int = 5, n_interval_models
     return directory
 
 
+CENTRE_DROPPED = ("largest_metastasis_cm", "recist_response", "tumour_size_change_percent",
+                  "progression_before_surgery")
+
+
+def tmb_field():
+    from crlm.schema import Field
+
+    return Field("tmb_mut_mb", "float", "genomic", "preoperative", "Tumour mutational burden", "mut/Mb", 0, 500)
+
+
+def centre_cohort():
+    """A centre's export: no largest_metastasis_cm and no response fields, its own field ``tmb_mut_mb``, and
+    described as a real cohort (the label follows the description, not how the rows were made)."""
+    import dataclasses
+
+    import numpy as np
+
+    from crlm.cohort.simulate import simulate_cohort
+
+    cohort = simulate_cohort(300, seed=21)
+    data = cohort.data.drop(columns=list(CENTRE_DROPPED))
+    data["tmb_mut_mb"] = np.random.default_rng(3).lognormal(1.5, 0.5, len(data))
+    return dataclasses.replace(cohort, data=data, name="centre-x", source="Centre X export 2025",
+                               licence="internal use", truth=None, extra_fields=(tmb_field(),))
+
+
+def build_model_set(directory: Path, models_dir: Path) -> Path:
+    """The served set of the model-set tests: the simulated coxnet pair and a centre's ridge-Cox pair."""
+    import shutil
+
+    from crlm.predictor import train_predictor
+
+    for name in ("crlm-sim-os", "crlm-sim-rfs"):
+        shutil.copytree(models_dir / name, directory / name)
+    cohort = centre_cohort()
+    for endpoint in ("os", "rfs"):
+        predictor = train_predictor(cohort, endpoint=endpoint, model_name="coxph", n_interval_models=5, seed=0,
+                                    blocks=("clinical", "genomic"),
+                                    preprocess_params={"preprocess__extra_fields": (tmb_field(),)})
+        predictor.save(directory / f"centre-{endpoint}")
+    (directory / "not-a-model").mkdir()  # ignored: no predictor.joblib
+    return directory
+
+
+@pytest.fixture(scope="session")
+def model_set_dir(models_dir, tmp_path_factory) -> Path:
+    return build_model_set(tmp_path_factory.mktemp("model-set"), models_dir)
+
+
 def clean_record(row: dict) -> dict:
     """A cohort row as an API client would send it: input fields only, no missing values, ints as ints."""
     import pandas as pd

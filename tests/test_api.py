@@ -384,9 +384,9 @@ def test_model_store_readiness_is_honest():
 
     gate = threading.Event()
 
-    def slow_loader(endpoint, config):
+    def slow_loader(entry, config, slot):
         gate.wait(10)
-        raise FileNotFoundError(f"no bundle for {endpoint}")
+        raise FileNotFoundError(f"no bundle for {slot}")
 
     config = ModelConfig("bundle", {"os": "a", "rfs": "b"}, project_root() / "nowhere")
     store = ModelStore(config, loader=slow_loader).start()
@@ -423,8 +423,8 @@ def test_default_workers(monkeypatch):
 
 def test_model_config_from_env(tmp_path):
     cfg = ModelConfig.from_env({"CRLM_MODELS_DIR": str(tmp_path)})
-    assert cfg.source == "bundle" and cfg.models_dir == tmp_path and cfg.names == {"os": "crlm-sim-os",
-                                                                                   "rfs": "crlm-sim-rfs"}
+    assert cfg.source == "bundle" and cfg.models_dir == tmp_path and cfg.names == {"os": None, "rfs": None}
+    assert cfg.entries == ()  # every bundle of the directory; the default pair chosen from them
     cfg = ModelConfig.from_env({"MLFLOW_TRACKING_URI": "sqlite:///x.db", "CRLM_OS_MODEL": "m-os"})
     assert cfg.source == "registry" and cfg.names["os"] == "m-os" and cfg.alias == "champion"
 

@@ -125,3 +125,121 @@ def test_form_enforces_ranges_and_shows_server_errors(page, live_server):
     page.wait_for_selector("body[data-state='done']", timeout=30_000)
     assert page.inner_text("#os-12 .pct").endswith("%")
     assert page.foreign == []
+
+
+# ---------------------------------------------------------------------------------------------- issue 13
+
+@pytest.fixture(scope="module")
+def set_server(model_set_dir, tmp_path_factory):
+    """A real server on the model set: the simulated pair and a centre's (real-described) pair."""
+    from serving_fixtures import LiveServer
+
+    server = LiveServer(model_set_dir, workers=1, log_path=tmp_path_factory.mktemp("set-server") / "bentoml.log")
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def set_page(browser, set_server):
+    context = browser.new_context(viewport={"width": 1360, "height": 1000})
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda msg: page.console_errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda err: page.console_errors.append(str(err)))
+    page.on("response", lambda r: page.console_errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    yield page
+    context.close()
+
+
+def submit_and_wait(page):
+    page.click("#submit")
+    page.wait_for_selector("body[data-state='done']", timeout=30_000)
+
+
+def assert_cell(page, selector, x):
+    assert page.inner_text(f"{selector} .pct") == f"{100 * x['survival']:.1f}%"
+    assert page.inner_text(f"{selector} .ci") == f"({100 * x['lower']:.1f}\u2013{100 * x['upper']:.1f})"
+
+
+def test_models_scenarios_conditional_and_print(set_page, set_server):
+    from crlm.cohort_kind import DEMONSTRATION_LABEL
+
+    page, url = set_page, set_server.url
+    page.goto(f"{url}/ui/")
+    page.wait_for_selector("body[data-state='ready']")
+    # the real-patient pair is the default; its form does not ask for largest_metastasis_cm, offers the centre's field
+    assert page.input_value("#model-os") == "centre-os" and page.input_value("#model-rfs") == "centre-rfs"
+    assert page.locator(".field[data-field='largest_metastasis_cm'] .req").count() == 0
+    assert page.locator(".field[data-field='age_years'] .req").count() == 1
+    assert page.locator("#f-tmb_mut_mb").count() == 1
+    assert "centre-x" in page.inner_text("#model-cohorts") and "300 patients" in page.inner_text("#model-cohorts")
+    patient = {"age_years": 58.0, "n_liver_metastases": 3, "tmb_mut_mb": 6.5, "sex": "female"}
+    page.fill("#f-age_years", "58")
+    page.fill("#f-n_liver_metastases", "3")
+    page.fill("#f-tmb_mut_mb", "6.5")
+    page.select_option("#f-sex", "female")
+    page.fill("#f-event_free_at_months", "24")
+    page.check("#f-scenarios")
+    submit_and_wait(page)
+    api = httpx.post(f"{url}/predict", json={"patient": patient, "event_free_at_months": 24, "scenarios": True},
+                     timeout=60).json()
+    for ep in ("os", "rfs"):
+        for h in api[ep]["horizons"]:
+            assert_cell(page, f"#{ep}-{h['months']:g}", h)
+        for h in api["conditional"][ep]["horizons"]:
+            if h["available"]:
+                assert_cell(page, f"#cond-{ep}-{h['months_from_now']:g}", h)
+        assert page.locator(f"#conditional-chart polyline[data-series='cond-{ep}']").count() == 1
+        assert "centre-x" in page.inner_text(f"#answer-model-{ep}")
+        assert DEMONSTRATION_LABEL not in page.inner_text(f"#answer-model-{ep}")
+    assert "no scenarios" in page.inner_text("#scenario-label")  # the centre's models do not use the response
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "calculator-real-conditional.png"), full_page=True)
+
+    # the simulated pair: labelled, asks for largest_metastasis_cm, and has response scenarios
+    page.select_option("#model-os", "crlm-sim-os")
+    page.select_option("#model-rfs", "crlm-sim-rfs")
+    page.wait_for_selector("#f-tmb_mut_mb", state="detached")  # no model of the pair declares it
+    assert page.locator(".field[data-field='largest_metastasis_cm'] .req").count() == 1
+    assert page.input_value("#f-age_years") == "58"  # what was typed is kept
+    sim_patient = {"age_years": 58.0, "n_liver_metastases": 3, "sex": "female", "largest_metastasis_cm": 4.0,
+                   "neoadjuvant_chemotherapy": True, "recist_response": "PD"}
+    page.fill("#f-largest_metastasis_cm", "4")
+    page.select_option("#f-neoadjuvant_chemotherapy", "true")
+    page.select_option("#f-recist_response", "PD")
+    page.fill("#f-event_free_at_months", "")
+    submit_and_wait(page)
+    models = {"os": "crlm-sim-os", "rfs": "crlm-sim-rfs"}
+    api = httpx.post(f"{url}/predict", json={"patient": sim_patient, "scenarios": True, "models": models},
+                     timeout=60).json()
+    assert DEMONSTRATION_LABEL in page.inner_text("#answer-model-os")
+    assert DEMONSTRATION_LABEL in page.inner_text("#answered-by")
+    assert page.is_hidden("#conditional-box")
+    for ep in ("os", "rfs"):
+        sc = api["scenarios"][ep]
+        assert sc["available"]
+        for item in sc["scenarios"]:
+            if not item["available"]:
+                continue
+            for h in item["horizons"]:
+                assert_cell(page, f"#scn-{ep}-{item['key']}-{h['months']:g}", h)
+        n_curves = sum(s["available"] for s in sc["scenarios"])
+        assert page.locator(f"#scenario-chart-{ep} polyline").count() == n_curves >= 4
+    assert "not the effect of a treatment" in page.inner_text("#scenario-label")
+    assert page.locator("#scenario-rows tr").count() == 5
+    page.screenshot(path=str(ARTIFACTS / "calculator-simulated-scenarios.png"), full_page=True)
+
+    # the print layout: inputs, curves, tables, scores, contributions, models and cohorts, the date
+    page.emulate_media(media="print")
+    assert page.is_hidden("#patient-form") and page.is_hidden("#model-picker")
+    assert page.is_visible("#print-header") and page.is_visible("#chart") and page.is_visible("#scores-table")
+    assert page.is_visible("#contrib-os") and page.is_visible("#scenario-table")
+    printed = page.inner_text("#print-header")
+    assert "Printed 20" in printed and "crlm-sim-os" in printed and DEMONSTRATION_LABEL in printed
+    assert "Largest metastasis" in printed or "largest metastasis" in printed.lower()
+    page.screenshot(path=str(ARTIFACTS / "calculator-print.png"), full_page=True)
+    page.pdf(path=str(ARTIFACTS / "calculator-print.pdf"))
+    assert (ARTIFACTS / "calculator-print.pdf").stat().st_size > 10_000
+    assert page.console_errors == []

@@ -216,7 +216,7 @@ def test_two_workers_on_a_new_tracking_store_create_it_once(models_dir, tmp_path
             time.sleep(0.3)
         assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 503  # no champion registered
         info = httpx.get(f"{server.url}/model_info", timeout=10).json()
-        assert info["state"] == "failed" and "crlm-sim-os" in info["error"]
+        assert info["state"] == "failed" and "no registered model has the alias @champion" in info["error"]
     finally:
         server.stop()
     log = server.log_tail(10**6)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from sksurv.nonparametric import kaplan_meier_estimator
 
+from crlm.cohort_kind import DEMONSTRATION_LABEL, is_simulated
 from crlm.evaluation.benchmark import ORACLE, BenchmarkResult
 from crlm.evaluation.plots import model_label
 from crlm.literature_prior import prior_card_lines
@@ -94,7 +95,7 @@ def _boot_p(p: float, n_boot: int) -> str:
 def _cohort_kind(res: BenchmarkResult) -> str:
     pop = res.population
     text = " ".join([pop.name, pop.source, pop.licence]).lower()
-    if pop.truth is not None or "simulat" in text or "synthetic" in text:
+    if pop.truth is not None or is_simulated(text):
         return "simulated"
     return "tcia" if "tcia" in text else "other"
 
@@ -226,7 +227,7 @@ class _Card:
                  f"cohort and benchmarked against {against}. Generated from the predictor's metadata "
                  f"(created {self.meta.get('created_at', MISSING_TEXT)}) and the benchmark results.", ""]
         if self.kind == "simulated":
-            lines += ["> **Synthetic data.** This model was trained and evaluated on a simulated cohort (no "
+            lines += [f"> **{DEMONSTRATION_LABEL.capitalize()}.** This model was trained and evaluated on a simulated cohort (no "
                       "real patients). It demonstrates the software; it is not a clinical model.", ""]
         return "\n".join(lines + headline_lines(self.meta))
 

@@ -11,6 +11,7 @@ This module imports nothing of ours.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -291,15 +292,19 @@ def pandera_schema():
     return pa.DataFrameSchema(columns, strict=False, name="crlm-cohort")
 
 
-def patient_model():
+def patient_model(required: Iterable[str] | None = None, extra_fields: Iterable[Field] = ()):
     """The pydantic model of one patient, for the API: unknown fields, wrong types and out-of-range values
     are refused with the field's name and the rule. Strict types: no string is read as a number, no number
-    or string as a yes/no; the one conversion is JSON's own, an integer for a decimal field (``60`` for 60.0)."""
+    or string as a yes/no; the one conversion is JSON's own, an integer for a decimal field (``60`` for 60.0).
+
+    ``required``: the fields a patient must give (default: the schema's ``required_for_prediction``; a served
+    model needs only those it uses); ``extra_fields``: a centre's own fields accepted beside the schema's."""
     from pydantic import ConfigDict, create_model
     from pydantic import Field as PydField
 
     definitions = {}
-    for f in input_fields():
+    must = None if required is None else set(required)
+    for f in (*input_fields(), *extra_fields):
         if f.block == "id":
             annotation: object = str | None
             definitions[f.name] = (annotation, PydField(None, description=f.description, max_length=64,
@@ -319,7 +324,7 @@ def patient_model():
         if f.maximum is not None:
             constraints["le"] = f.maximum
         description = f.description + (f" Unit: {f.unit}." if f.unit else "")
-        if f.required_for_prediction:
+        if f.required_for_prediction if must is None else f.name in must:
             definitions[f.name] = (annotation, PydField(..., description=description, **constraints))
         else:
             definitions[f.name] = (annotation | None, PydField(None, description=description, **constraints))

@@ -24,6 +24,7 @@ from crlm.serving.settings import (
     MAX_BATCH,
     OPEN_PATHS,
     OPEN_PREFIXES,
+    REQUIRED_BODY_KEY,
     ServiceSettings,
 )
 
@@ -56,11 +57,10 @@ def check_body(path: str, body: bytes) -> dict:
                            [problem("(unknown key)" if _unsafe(k) else k,
                                     f"not a key of this request; the body is "
                                     f"{{{', '.join(repr(a) for a in allowed)}: ...}}") for k in unknown])
-    missing = [k for k in allowed if doc.get(k) is None]
-    if missing:
-        what = "patient fields" if allowed == ("patient",) else f"1 to {MAX_BATCH} patient objects"
-        raise RequestError(422, f"the body must be {{{', '.join(repr(a) for a in allowed)}: ...}}",
-                           [problem(k, f"required: {what}") for k in missing])
+    key = REQUIRED_BODY_KEY[path]
+    if doc.get(key) is None:
+        what = "patient fields" if key == "patient" else f"1 to {MAX_BATCH} patient objects"
+        raise RequestError(422, f"the body must be {{{key!r}: ...}}", [problem(key, f"required: {what}")])
     return doc
 
 

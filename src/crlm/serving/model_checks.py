@@ -1,5 +1,5 @@
 """Checks of a loaded model against the slot it fills: its endpoint, the patient schema it was trained on and
-the versions of the libraries its pickle needs. A model that fails one is refused with the reason."""
+the versions of the libraries its pickle needs (a centre's own fields count when the model declares them). A model that fails one is refused with the reason."""
 
 from __future__ import annotations
 
@@ -47,9 +47,9 @@ def check_slot(endpoint: str, predictor, source: str) -> None:
     if canonical != {endpoint}:
         raise ModelRefused(f"{source}: a model of {'/'.join(sorted(canonical))} cannot fill the {endpoint} slot "
                            f"(check CRLM_{endpoint.upper()}_MODEL and the bundle directory)")
-    extra = {f["name"] for f in meta.get("extra_fields") or []}  # a centre's own fields, declared in its mapping
+    declared_extra = {d.get("name") for d in meta.get("extra_fields") or []}  # a centre's own, with their rules
     unknown = sorted(f for f in getattr(predictor, "fields_used", [])
-                     if f not in schema.FIELDS_BY_NAME and f not in extra)
+                     if f not in schema.FIELDS_BY_NAME and f not in declared_extra)
     if unknown:
         raise ModelRefused(f"{source}: trained on field(s) this schema does not have ({', '.join(unknown)}): it "
                            "was built with another version of crlm.schema")

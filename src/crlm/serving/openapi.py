@@ -47,8 +47,13 @@ def _get(summary: str, responses: dict, tag: str = "Service APIs") -> dict:
 EXTRA_PATHS = {
     "/model_info": _get("model_info: which models answer, how they were built, their cards",
                         {"200": _json("the models' cards"), "503": _UNAVAILABLE, "401": _KEYED}),
+    "/models": _get("models: every served model (endpoint, cohort, fields it needs, metrics with intervals)",
+                    {"200": _json("the served models, the default pair and the models left out"),
+                     "503": _UNAVAILABLE, "401": _KEYED}),
     "/schema/patient": _get("schema_patient: the patient fields (units, ranges, categories, rules)",
-                            {"200": _json("the field catalogue and the patient's JSON schema")}),
+                            {"200": _json("the field catalogue and the patient's JSON schema"),
+                             "422": {"description": "os or rfs names no served model of that endpoint",
+                                     "content": {"application/json": {"schema": ERROR}}}}),
     "/ui": _get("ui: the web calculator (redirects to /ui/)", {"307": {"description": "redirect to /ui/"}}),
     "/ui/": _get("ui_page: the web calculator page", {"200": {"description": "the page",
                                                              "content": {"text/html": {"schema": {"type": "string"}}}}}),
@@ -76,7 +81,32 @@ def schema_of(value, depth: int = 1) -> dict:
     return {"type": kind, "nullable": True} if kind else {"nullable": True}
 
 
-def complete_openapi(base: dict, example: dict | None = None) -> dict:
+def _query(name: str, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "string"}}
+
+
+EXTRA_PATHS["/schema/patient"]["get"]["parameters"] = [_query("os", "an OS model's name (GET /models)"),
+                                                       _query("rfs", "an RFS model's name (GET /models)")]
+
+
+def _restrict_options(paths: dict, choices: dict) -> None:
+    """The served document names the loaded models and the curves' end, so a body it accepts is answered."""
+    for route in ("/predict", "/predict_batch"):
+        props = (paths.get(route, {}).get("post", {}).get("requestBody", {}).get("content", {})
+                 .get("application/json", {}).get("schema", {}).get("properties", {}))
+        for ep in ("os", "rfs"):
+            if "models" in props and choices.get(ep):
+                props["models"].setdefault("properties", {})[ep] = {"type": "string", "enum": list(choices[ep])}
+        if "event_free_at_months" in props and choices.get("event_free_max") is not None:
+            props["event_free_at_months"].update({"maximum": choices["event_free_max"], "exclusiveMaximum": True})
+    for ep in ("os", "rfs"):
+        for param in paths["/schema/patient"]["get"]["parameters"]:
+            if param["name"] == ep and choices.get(ep):
+                param["schema"] = {"type": "string", "enum": list(choices[ep])}
+
+
+def complete_openapi(base: dict, example: dict | None = None, choices: dict | None = None) -> dict:
     """``base`` (BentoML's document) with every status of the API routes, the key-protected routes' 401, and
     the routes BentoML does not document.
 
@@ -86,6 +116,9 @@ def complete_openapi(base: dict, example: dict | None = None) -> dict:
         ``Service.openapi_spec.asdict()``.
     example : dict, optional
         One /predict answer of the loaded models: the endpoint answer and the score are described from it.
+    choices : dict, optional
+        The served model names per endpoint (``os``, ``rfs``) and ``event_free_max`` (the earliest end of the
+        served models' curves): the request's ``models`` and ``event_free_at_months`` are restricted to them.
 
     Returns
     -------
@@ -104,6 +137,8 @@ def complete_openapi(base: dict, example: dict | None = None) -> dict:
             body["required"] = True
     for path, item in EXTRA_PATHS.items():
         paths.setdefault(path, copy.deepcopy(item))
+    if choices:
+        _restrict_options(paths, choices)
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas["RequestError"] = ERROR_SCHEMA
     if example is not None:

@@ -55,24 +55,31 @@ def patient_openapi_schema() -> dict:
                            "GET /schema/patient lists units, ranges and categories."}
 
 
-def field_spec(f: schema.Field, used_by_models: set[str] | None = None) -> dict:
-    """One field as the web form and API clients need it."""
+def field_spec(f: schema.Field, used_by_models: set[str] | None = None, required: set[str] | None = None,
+               extra: bool = False) -> dict:
+    """One field as the web form and API clients need it (``required``: the chosen models' required fields,
+    default the schema's; ``extra``: a centre's own field, declared by its model)."""
     return {
         "name": f.name, "label": f.label, "kind": f.kind, "unit": f.unit, "minimum": f.minimum,
         "maximum": f.maximum, "step": 1 if f.kind == "int" else None, "categories": list(f.categories or []),
-        "required": f.required_for_prediction, "block": f.block, "timing": f.timing,
+        "required": f.required_for_prediction if required is None else f.name in required, "block": f.block, "timing": f.timing,
         "description": f.description, "rule": f.rule, "derived_from": list(f.derived_from),
         "used_by_models": None if used_by_models is None else f.name in used_by_models,
-        "used_by_scores": f.name in score_inputs(),
+        "used_by_scores": f.name in score_inputs(), "extra": extra,
     }
 
 
-def schema_document(used_by_models: set[str] | None = None) -> dict:
-    """``GET /schema/patient``: the catalogue's input fields and the JSON schema of the request's patient."""
+def schema_document(used_by_models: set[str] | None = None, engine=None) -> dict:
+    """``GET /schema/patient``: the catalogue's input fields and the JSON schema of the request's patient; with
+    ``engine`` (a served OS/RFS pair), that pair's: its required fields, its centre's own fields, its models."""
+    required = None if engine is None else set(engine.required)
+    extras = () if engine is None else engine.extra_fields
     return {
-        "fields": [field_spec(f, used_by_models) for f in form_fields()],
+        "fields": [field_spec(f, used_by_models, required) for f in form_fields()]
+        + [field_spec(f, used_by_models, required, extra=True) for f in extras],
         "blocks": ["clinical", "genomic", "response", "operative", "score", "id"],
-        "json_schema": patient_model().model_json_schema(),
+        "models": None if engine is None else {ep: m.ref["name"] for ep, m in engine.models.items()},
+        "json_schema": (patient_model() if engine is None else engine.patient_model).model_json_schema(),
         "max_batch": MAX_BATCH,
         "disclaimer": DISCLAIMER,
     }

@@ -48,7 +48,10 @@ class TrainingCohort(_Open):
 
 
 class ModelRef(_Open):
+    name: str
     endpoint: str
+    label: str | None = Field(None, description='"demonstration: trained on simulated patients" for a model of a '
+                                                "simulated cohort", json_schema_extra={"nullable": True})
     registered_name: str | None
     version: str | None
     alias: str | None
@@ -64,7 +67,14 @@ class PredictResponse(_Open):
     scores: dict[str, Score]
     warnings: list[str]
     models: dict[str, ModelRef]
+    notices: list[str] = Field(description="the models' labels (a simulated cohort's model is a demonstration)")
     disclaimer: str
+    conditional: dict[str, dict] | None = Field(
+        None, description='with "event_free_at_months": per endpoint, the answer given event-free then '
+                          "(Predictor.conditional)", json_schema_extra={"nullable": True})
+    scenarios: dict[str, dict] | None = Field(
+        None, description='with "scenarios": true: per endpoint, the answers under each response to preoperative '
+                          "chemotherapy (associational; Predictor.scenarios)", json_schema_extra={"nullable": True})
 
 
 class BatchItem(_Open):

@@ -8,7 +8,7 @@ Optional API key: CRLM_API_KEY (header ``X-API-Key`` or ``Authorization: Bearer`
 in the other modules of ``crlm.serving``; this one only wires them to BentoML (API methods never call each
 other, pitfall P12).
 
-Routes: POST /predict, /predict_batch, /scores; GET /model_info, /schema/patient, /ui/ (the calculator);
+Routes: POST /predict, /predict_batch, /scores; GET /models, /model_info, /schema/patient, /ui/ (the calculator);
 BentoML's /livez, /readyz, /metrics, /docs.json and Swagger UI at /.
 """
 
@@ -34,7 +34,7 @@ from starlette.staticfiles import StaticFiles  # noqa: E402
 from crlm.serving import bentoml_fixes, responses  # noqa: E402
 from crlm.serving.batching import MicroBatcher  # noqa: E402
 from crlm.serving.engine import batch_answer, scores_answer  # noqa: E402
-from crlm.serving.errors import RequestError  # noqa: E402
+from crlm.serving.errors import RequestError, problem  # noqa: E402
 from crlm.serving.guard import PARSED_BODY, GuardMiddleware, check_body  # noqa: E402
 from crlm.serving.openapi import complete_openapi  # noqa: E402
 from crlm.serving.readiness import WorkerReadiness  # noqa: E402
@@ -72,12 +72,33 @@ class _ParsedBody(bentoml.IODescriptor):
         return cls.model_construct(**doc)
 
 
+ModelsChoice = Annotated[Any, WithJsonSchema({
+    "type": "object", "additionalProperties": False, "nullable": True,
+    "properties": {"os": {"type": "string"}, "rfs": {"type": "string"}},
+    "description": "the OS and RFS model by name (GET /models), each optional; absent: the default pair"})]
+Scenarios = Annotated[Any, WithJsonSchema({
+    "type": "boolean", "nullable": True,
+    "description": "true: the answers under each response to preoperative chemotherapy (associational)"})]
+EventFree = Annotated[Any, WithJsonSchema({
+    "type": "number", "minimum": 0, "nullable": True,
+    "description": "s: the patient is event-free (OS: alive) s months after resection: the conditional answer"})]
+
+
 class PredictInput(_ParsedBody):
     patient: PatientBody  # required: the guard refuses a body without it (422)
+    models: ModelsChoice = None
+    scenarios: Scenarios = None
+    event_free_at_months: EventFree = None
 
 
 class BatchInput(_ParsedBody):
     patients: PatientsBody
+    models: ModelsChoice = None
+    event_free_at_months: EventFree = None
+
+
+class ScoresInput(_ParsedBody):
+    patient: PatientBody
 
 
 # The page only talks to this server: the CSP makes the browser refuse anything else.
@@ -91,10 +112,25 @@ def _instance() -> CRLMService | None:
     return bentoml.get_current_service()
 
 
-async def schema_patient(_: Request) -> Response:
+async def schema_patient(request: Request) -> Response:
+    """The field catalogue; ``?os=<name>&rfs=<name>``: that pair's (default: the default pair's)."""
     svc = _instance()
-    engine = svc.store.engine if svc is not None else None
-    return JSONResponse(schema_document(engine.fields_used if engine else None))
+    model_set = svc.store.model_set if svc is not None else None
+    if model_set is None:
+        return JSONResponse(schema_document())
+    choice = {ep: request.query_params[ep] for ep in ("os", "rfs") if ep in request.query_params}
+    try:
+        engine = model_set.choose(choice or None)
+    except RequestError as err:
+        return err.response()
+    return JSONResponse(schema_document(engine.fields_used, engine))
+
+
+async def models_catalogue(_: Request) -> Response:
+    svc = _instance()
+    if svc is None or svc.store.model_set is None:
+        return JSONResponse(svc.store.info() if svc else {"state": "starting"}, status_code=503)
+    return JSONResponse({"state": "ready", **svc.store.model_set.catalogue()})
 
 
 async def model_info(_: Request) -> Response:
@@ -124,20 +160,26 @@ class _PageFiles(StaticFiles):
 
 async def openapi_document(_: Request) -> Response:
     svc = _instance()
-    engine = svc.store.engine if svc is not None else None
-    return JSONResponse(service_openapi(engine.example if engine else None))
+    model_set = svc.store.model_set if svc is not None else None
+    if model_set is None:
+        return JSONResponse(service_openapi())
+    choices = {ep: model_set.names(ep) for ep in ("os", "rfs")}
+    choices["event_free_max"] = min(m.predictor.curve_times[-1] for m in model_set.models.values())
+    return JSONResponse(service_openapi(model_set.default_engine.example, choices))
 
 
-def service_openapi(example: dict | None = None) -> dict:
+def service_openapi(example: dict | None = None, choices: dict | None = None) -> dict:
     """The complete OpenAPI document (``/docs.json``): BentoML's plus every status and mounted route, the
-    answers described from ``example`` (the loaded models' warm-up answer) when there is one."""
-    return complete_openapi(CRLMService.openapi_spec.asdict(), example)
+    answers described from ``example`` (the loaded models' warm-up answer) and the request's model names and
+    event-free months restricted to ``choices`` (the served models) when they are loaded."""
+    return complete_openapi(CRLMService.openapi_spec.asdict(), example, choices)
 
 
 pages = Starlette(routes=[
     Route("/docs.json", openapi_document, methods=["GET"]),
     Route("/schema/patient", schema_patient, methods=["GET"]),
     Route("/model_info", model_info, methods=["GET"]),
+    Route("/models", models_catalogue, methods=["GET"]),
     Route("/ui", lambda _: RedirectResponse("/ui/", status_code=307), methods=["GET"]),
     Route("/ui/", ui_index, methods=["GET"]),
     Route("/ui/config.json", ui_config, methods=["GET"]),
@@ -188,16 +230,36 @@ class CRLMService:
     def __is_ready__(self) -> bool:
         return self.store.ready and self.readiness.all_ready()
 
-    def _answer_many(self, patients: list[dict]) -> list[dict]:
-        return self.store.require_engine().answer(patients)
+    def _answer_many(self, items: list[tuple]) -> list[dict]:
+        """(engine, event-free months, patient) items merged by the batcher: one call per engine and s."""
+        groups: dict[tuple, list[int]] = {}
+        for i, (engine, s, _) in enumerate(items):
+            groups.setdefault((id(engine), s), []).append(i)
+        out: list = [None] * len(items)
+        for where in groups.values():
+            engine, s, _ = items[where[0]]
+            for i, answer in zip(where, engine.answer([items[i][2] for i in where], s), strict=True):
+                out[i] = answer
+        return out
 
     @bentoml.api(route="/predict", input_spec=PredictInput)
-    async def predict(self, patient: PatientBody = None) -> responses.PredictResponse:
-        """OS and RFS at 12/36/60 months with 95% confidence intervals of the estimate, curves, risk groups, contributions, scores."""
+    async def predict(self, patient: PatientBody = None, models: ModelsChoice = None, scenarios: Scenarios = None,
+                      event_free_at_months: EventFree = None) -> responses.PredictResponse:
+        """OS and RFS at 12/36/60 months with 95% confidence intervals of the estimate, curves, risk groups, contributions, scores; the
+        models by name (``models``), the response scenarios (``scenarios``), the conditional answer given
+        event-free at s months (``event_free_at_months``)."""
         try:
-            clean = require_patient(patient)
-            self.store.require_engine()
-            answer = await self.batcher.submit(clean)
+            if patient is None:
+                require_patient(None)
+            engine = self.store.require_model_set().choose(models)
+            clean = engine.require_patient(patient)
+            s = engine.event_free_months(event_free_at_months)
+            if scenarios is not None and not isinstance(scenarios, bool):
+                raise RequestError(422, "scenarios must be true or false",
+                                   [problem("scenarios", "true or false", "not a boolean")])
+            answer = await self.batcher.submit((engine, s, clean))
+            if scenarios:
+                answer = {**answer, "scenarios": await anyio.to_thread.run_sync(engine.scenarios, clean)}
             return json_response(answer)
         except RequestError as err:
             return err.response()
@@ -205,19 +267,21 @@ class CRLMService:
             return _server_error("predict", err)
 
     @bentoml.api(route="/predict_batch", input_spec=BatchInput)
-    async def predict_batch(self, patients: PatientsBody = None) -> responses.BatchResponse:
+    async def predict_batch(self, patients: PatientsBody = None, models: ModelsChoice = None,
+                            event_free_at_months: EventFree = None) -> responses.BatchResponse:
         """Up to 1,000 patients: each gets the /predict answer or its own error entry (field and rule)."""
         try:
             raw = require_patient_list(patients)
-            engine = self.store.require_engine()
-            answer = await anyio.to_thread.run_sync(batch_answer, engine, raw, limiter=self._batch_limiter)
+            engine = self.store.require_model_set().choose(models)
+            s = engine.event_free_months(event_free_at_months)
+            answer = await anyio.to_thread.run_sync(batch_answer, engine, raw, s, limiter=self._batch_limiter)
             return json_response(answer)
         except RequestError as err:
             return err.response()
         except Exception as err:
             return _server_error("predict_batch", err)
 
-    @bentoml.api(route="/scores", input_spec=PredictInput)
+    @bentoml.api(route="/scores", input_spec=ScoresInput)
     def scores(self, patient: PatientBody = None) -> responses.ScoresResponse:
         """Fong, GAME, m-CS, TBS (zone) and Nordlinger alone (no model needed)."""
         try:

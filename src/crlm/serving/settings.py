@@ -28,14 +28,17 @@ DEFAULT_REQUEST_TIMEOUT_S = 60
 DISCLAIMER = ("Research prototype: not for clinical use without local validation. Predictions are associations "
               "learned from the training cohort, not treatment effects.")
 # Top-level keys of each JSON API body (anything else is refused with the key's name).
-BODY_KEYS = {"/predict": ("patient",), "/predict_batch": ("patients",), "/scores": ("patient",)}
+BODY_KEYS = {"/predict": ("patient", "models", "scenarios", "event_free_at_months"),
+             "/predict_batch": ("patients", "models", "event_free_at_months"), "/scores": ("patient",)}
+# The one key each body must have (the others are options).
+REQUIRED_BODY_KEY = {"/predict": "patient", "/predict_batch": "patients", "/scores": "patient"}
 # Paths reachable without the API key: probes, API documentation and the calculator's static files (the page
 # holds no data; its calls to the API carry the key). /metrics needs the key when one is set.
 OPEN_PATHS = frozenset({"/", "/livez", "/healthz", "/readyz", "/docs.json", "/schema.json", "/schema/patient",
                         "/ui"})
 OPEN_PREFIXES = ("/ui/", "/static_content/")
 # Every path the service answers (anything else is a 404, labelled "/(other)" in the metrics and access log).
-KNOWN_PATHS = OPEN_PATHS | set(BODY_KEYS) | {"/metrics", "/model_info"}
+KNOWN_PATHS = OPEN_PATHS | set(BODY_KEYS) | {"/metrics", "/model_info", "/models"}
 KNOWN_PREFIXES = (*OPEN_PREFIXES, "/assets/")
 
 
@@ -56,27 +59,39 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Where the Predictors come from (read from the environment by ``from_env``)."""
+    """Which models are served and which pair answers by default (read from the environment by ``from_env``).
+
+    ``entries`` (``CRLM_MODELS``, a comma list): registered names, ``models:/`` URIs or bundle directories;
+    empty: every ``@alias`` of the tracking store (registry) or every bundle in ``models_dir``. ``names``: the
+    default model per endpoint (``CRLM_OS_MODEL`` / ``CRLM_RFS_MODEL``); None: chosen from the served set (a
+    real-patient model before a simulated one; ``crlm.serving.model_set.default_pair``).
+    """
 
     source: str  # "registry" or "bundle"
-    names: dict[str, str]  # endpoint -> registered model name (also the bundle directory's name)
+    names: dict[str, str | None]  # endpoint -> default registered model name (also the bundle directory's name)
     models_dir: Path
     alias: str = DEFAULT_ALIAS
+    entries: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ModelConfig:
         env = os.environ if env is None else env
-        names = {"os": env.get("CRLM_OS_MODEL") or "crlm-sim-os", "rfs": env.get("CRLM_RFS_MODEL") or "crlm-sim-rfs"}
+        names = {"os": env.get("CRLM_OS_MODEL") or None, "rfs": env.get("CRLM_RFS_MODEL") or None}
         models_dir = Path(env.get("CRLM_MODELS_DIR") or project_root() / "models")
         source = env.get("CRLM_MODEL_SOURCE") or "auto"
         if source == "auto":
             source = "registry" if env.get("MLFLOW_TRACKING_URI") else "bundle"
         if source not in ("registry", "bundle"):
             raise SettingsError(f"CRLM_MODEL_SOURCE={source!r}: must be auto, registry or bundle")
-        if names["os"] == names["rfs"]:
+        if names["os"] is not None and names["os"] == names["rfs"]:
             raise SettingsError(f"CRLM_OS_MODEL and CRLM_RFS_MODEL are both {names['os']!r}: each endpoint "
                                 "needs its own model")
-        return cls(source, names, models_dir, env.get("CRLM_MODEL_ALIAS") or DEFAULT_ALIAS)
+        raw = env.get("CRLM_MODELS") or ""
+        entries = tuple(e.strip() for e in raw.split(",") if e.strip())
+        if raw.strip() and not entries:
+            raise SettingsError(f"CRLM_MODELS={raw!r}: a comma list of registered names, models:/ URIs or bundle "
+                                "directories")
+        return cls(source, names, models_dir, env.get("CRLM_MODEL_ALIAS") or DEFAULT_ALIAS, entries)
 
 
 @dataclass(frozen=True)

@@ -14,20 +14,27 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from crlm import schema
+from crlm.cohort_kind import DEMONSTRATION_LABEL, is_simulated
 from crlm.serving.engine import Engine, LoadedModel
 from crlm.serving.errors import RequestError
 from crlm.serving.model_checks import check_slot
-from crlm.serving.settings import DISCLAIMER, ENDPOINTS, ModelConfig
+from crlm.serving.model_set import ModelSet, load_model_set
+from crlm.serving.settings import DISCLAIMER, ModelConfig
 
 logger = logging.getLogger("crlm.serving")
 
 
 def model_ref(endpoint: str, predictor, *, registered_name: str, version: str | None, alias: str | None,
               source: str) -> dict:
-    """Which model answers an endpoint: its name, version, alias, source and training cohort."""
+    """Which model answers an endpoint: its served name, version, alias, source and training cohort (real or
+    simulated: a simulated cohort's model carries ``DEMONSTRATION_LABEL`` wherever its numbers appear)."""
     meta = dict(getattr(predictor, "metadata", {}) or {})
+    simulated = is_simulated(meta.get("cohort"), meta.get("cohort_source"), meta.get("licence"))
     return {
+        "name": registered_name,
         "endpoint": endpoint,
+        "label": DEMONSTRATION_LABEL if simulated else None,
         "registered_name": meta.get("registered_name") or registered_name,
         "version": None if version is None else str(version),
         "alias": alias,
@@ -35,7 +42,7 @@ def model_ref(endpoint: str, predictor, *, registered_name: str, version: str | 
         "model_name": meta.get("model_name"),
         "created_at": meta.get("created_at"),
         "training_cohort": {
-            "name": meta.get("cohort"), "source": meta.get("cohort_source"), "patients": meta.get("patients"),
+            "kind": "simulated" if simulated else "real", "name": meta.get("cohort"), "source": meta.get("cohort_source"), "patients": meta.get("patients"),
             "events": meta.get("events"), "licence": meta.get("licence"), "citation": meta.get("citation"),
         },
     }
@@ -80,55 +87,80 @@ def _read(what: str, load: Callable[[], object]):
                                "corrupted: export or register the model again") from None
 
 
-def load_model(endpoint: str, config: ModelConfig) -> LoadedModel:
-    """One endpoint's Predictor from the registry alias or the exported bundle, checked against its slot."""
-    name = config.names[endpoint]
-    if config.source == "registry":
+def _endpoint_of(predictor, fallback: str | None) -> str:
+    declared = getattr(predictor, "endpoint", None) or (getattr(predictor, "metadata", {}) or {}).get("endpoint")
+    try:
+        return schema.endpoint(str(declared)).name if declared is not None else fallback or "unknown"
+    except ValueError:
+        return str(declared)
+
+
+def load_entry(entry: str, config: ModelConfig, slot: str | None = None) -> LoadedModel:
+    """One model of the served set: a registered name (at ``config.alias``), a ``models:/`` URI or a bundle
+    directory (a path, or a name in ``config.models_dir``), checked against ``slot`` (default: its own
+    endpoint)."""
+    if entry.startswith("models:/") or (config.source == "registry" and "/" not in entry):
         import mlflow
         from mlflow import MlflowClient
 
-        uri = f"models:/{name}@{config.alias}"
-        with tracking_store_lock():
-            version = MlflowClient().get_model_version_by_alias(name, config.alias).version
+        uri = entry if entry.startswith("models:/") else f"models:/{entry}@{config.alias}"
+        name, _, pin = uri.removeprefix("models:/").partition("@")
+        alias = pin or None
+        if alias is None:
+            name, _, version = name.partition("/")
+        else:
+            with tracking_store_lock():
+                version = MlflowClient().get_model_version_by_alias(name, alias).version
         predictor = _read(f"the model {uri} (version {version})",
                           lambda: mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor)
+        endpoint = slot or _endpoint_of(predictor, None)
         check_slot(endpoint, predictor, uri)
-        return LoadedModel(predictor, model_ref(endpoint, predictor, registered_name=name, version=version,
-                                                alias=config.alias, source=uri))
+        return LoadedModel(predictor, model_ref(endpoint, predictor, registered_name=name, version=version or None,
+                                                alias=alias, source=uri))
     from crlm.predictor import Predictor
 
-    path = config.models_dir / name
+    path = Path(entry) if "/" in entry else config.models_dir / entry
     predictor = _read(f"{path / 'predictor.joblib'}", lambda: Predictor.load(path))
+    endpoint = slot or _endpoint_of(predictor, None)
     check_slot(endpoint, predictor, f"bundle {path}")
     meta = predictor.metadata or {}
     card = path / "model_card.md"
     if not meta.get("model_card") and card.exists():  # the exported bundle may keep the card beside it
         predictor.metadata = {**meta, "model_card": card.read_text()}
     # A bundle exported by a training job records the registry version and alias it was registered under.
-    return LoadedModel(predictor, model_ref(endpoint, predictor, registered_name=name, version=meta.get("version"),
-                                            alias=meta.get("alias"), source=f"bundle {path}"))
+    return LoadedModel(predictor, model_ref(endpoint, predictor, registered_name=path.name,
+                                            version=meta.get("version"), alias=meta.get("alias"),
+                                            source=f"bundle {path}"))
+
+
+def load_model(endpoint: str, config: ModelConfig) -> LoadedModel:
+    """One endpoint's named model (``config.names``) from the registry alias or the exported bundle, checked
+    against its slot."""
+    return load_entry(config.names[endpoint], config, endpoint)
 
 
 class ModelStore:
-    """The OS and RFS models, loaded once in a background thread; ``ready`` only when both are.
+    """The served models (``crlm.serving.model_set``), loaded once in a background thread; ``ready`` only when
+    every model the operator named and a default OS and RFS model are.
 
     Parameters
     ----------
     config : ModelConfig, optional
         Where the models come from (default: the environment, read when loading starts).
     loader : callable
-        ``(endpoint, config) -> LoadedModel``.
+        ``(entry, config, slot) -> LoadedModel`` (``load_entry``).
     on_ready : callable, optional
-        Called once both models are loaded (the worker's readiness marker).
+        Called once the models are loaded (the worker's readiness marker).
     """
 
     def __init__(self, config: ModelConfig | None = None,
-                 loader: Callable[[str, ModelConfig], LoadedModel] = load_model,
+                 loader: Callable[[str, ModelConfig, str | None], LoadedModel] = load_entry,
                  on_ready: Callable[[], None] | None = None):
         self.config = config
         self.loader = loader
         self.on_ready = on_ready
-        self.models: dict[str, LoadedModel] = {}
+        self.models: dict[str, LoadedModel] = {}  # endpoint -> the default pair's model
+        self.model_set: ModelSet | None = None
         self.state = "loading"
         self.error: str | None = None
         self.engine: Engine | None = None
@@ -149,19 +181,21 @@ class ModelStore:
         try:
             config = self.config or ModelConfig.from_env()
             self.config = config
-            models = {ep: self.loader(ep, config) for ep in ENDPOINTS}
-            engine = Engine(models)
-            engine.warm_up()
+            model_set = load_model_set(config, self.loader)
+            model_set.warm_up()
+            engine = model_set.default_engine
+            models = engine.models
             # Everything loaded so far lives as long as the process: move it out of the cyclic garbage
             # collector's generations, so full collections stop scanning millions of model and library
             # objects (they stalled requests for ~100 ms every few hundred requests).
             gc.collect()
             gc.freeze()
-            self.models, self.engine, self.state = models, engine, "ready"
+            self.models, self.engine, self.model_set, self.state = models, engine, model_set, "ready"
             if self.on_ready is not None:
                 self.on_ready()
-            logger.info("models ready in %.1f s: %s", time.perf_counter() - started,
-                        ", ".join(f"{m.ref['registered_name']} ({m.ref['source']})" for m in models.values()))
+            logger.info("models ready in %.1f s: %s; default %s", time.perf_counter() - started,
+                        ", ".join(f"{name} ({m.ref['source']})" for name, m in model_set.models.items()),
+                        model_set.defaults)
         except Exception as err:  # readiness stays false and the reason is reported by /model_info
             self.state, self.error = "failed", f"{type(err).__name__}: {err}"
             logger.error("model loading failed: %s", self.error)
@@ -175,6 +209,10 @@ class ModelStore:
     def wait(self, timeout: float | None = None) -> bool:
         self._done.wait(timeout)
         return self.ready
+
+    def require_model_set(self) -> ModelSet:
+        self.require_engine()
+        return self.model_set
 
     def require_engine(self) -> Engine:
         if self.engine is None:

@@ -5,9 +5,10 @@ No value of the request is ever echoed in an error (the errors reach clients and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from crlm import schema
 from crlm.serving.errors import RequestError, json_type, problem
@@ -15,9 +16,9 @@ from crlm.serving.request_models import patient_model
 from crlm.serving.settings import MAX_BATCH
 
 
-def rule_for(field_name: str, error_type: str) -> str:
-    """The schema's rule for a field, as a refusal states it."""
-    f = schema.FIELDS_BY_NAME.get(field_name)
+def rule_for(field_name: str, error_type: str, catalogue: Mapping[str, schema.Field] | None = None) -> str:
+    """The schema's rule for a field (or a centre's own field, in ``catalogue``), as a refusal states it."""
+    f = (catalogue or schema.FIELDS_BY_NAME).get(field_name)
     if error_type == "extra_forbidden" or f is None:
         return "not a patient field (GET /schema/patient lists the fields)"
     if error_type == "missing":
@@ -27,28 +28,34 @@ def rule_for(field_name: str, error_type: str) -> str:
     return f.rule
 
 
-def validate_patient(obj: Any) -> tuple[dict | None, list[dict]]:
-    """(clean record without nulls, []) for a valid patient; (None, problems) otherwise. No values echoed."""
+def validate_patient(obj: Any, model: type[BaseModel] | None = None,
+                     catalogue: Mapping[str, schema.Field] | None = None) -> tuple[dict | None, list[dict]]:
+    """(clean record without nulls, []) for a valid patient; (None, problems) otherwise. No values echoed.
+
+    ``model``: the pydantic patient model (default: the schema's, for the clinical scores; a served model pair
+    has its own: ``Engine.patient_model``); ``catalogue``: its fields by name (for the rules)."""
     if not isinstance(obj, dict):
         return None, [problem("patient", "a JSON object of patient fields (GET /schema/patient)",
                               f"expected an object, got {json_type(obj)}")]
     try:
-        model = patient_model().model_validate(obj)
+        valid = (model or patient_model()).model_validate(obj)
     except ValidationError as err:
         problems = []
         for e in err.errors(include_url=False, include_input=False, include_context=False):
             name = str(e["loc"][0]) if e["loc"] else "patient"
-            problems.append(problem(name, rule_for(name, e["type"]), e["msg"]))
+            problems.append(problem(name, rule_for(name, e["type"], catalogue), e["msg"]))
         return None, problems
-    return model.model_dump(exclude_none=True), []
+    return valid.model_dump(exclude_none=True), []
 
 
-def require_patient(obj: Any) -> dict:
-    """The clean patient, or a 422 naming the fields and their rules."""
+def require_patient(obj: Any, model: type[BaseModel] | None = None,
+                    catalogue: Mapping[str, schema.Field] | None = None) -> dict:
+    """The clean patient, or a 422 naming the fields and their rules (``model``, ``catalogue``: as for
+    ``validate_patient``)."""
     if obj is None:
         raise RequestError(422, "the body must be {\"patient\": {...}}",
                            [problem("patient", "required: a JSON object of patient fields")])
-    clean, problems = validate_patient(obj)
+    clean, problems = validate_patient(obj, model, catalogue)
     if clean is None:
         raise RequestError(422, "invalid patient", problems)
     return clean

@@ -20,7 +20,8 @@ const EXAMPLE = {
 };
 const SVG_NS = "http://www.w3.org/2000/svg";
 
-const state = { fields: [], labels: {}, apiKeyRequired: false, lastAnswer: null };
+const state = { fields: [], labels: {}, apiKeyRequired: false, lastAnswer: null, models: [], defaults: {} };
+const SCENARIO_COLORS = ["#1f5f8b", "#2e7d5b", "#8a6d1d", "#a23b3b", "#6b3fa0"];
 
 function $(id) { return document.getElementById(id); }
 
@@ -107,6 +108,7 @@ function fieldRow(f) {
 }
 
 function buildForm(doc) {
+  const kept = state.fields.length ? collectPatient() : {};  // a model change keeps what was typed
   state.labels = Object.fromEntries(doc.fields.map((f) => [f.name, f.label]));
   state.fields = doc.fields.filter((f) => BLOCKS.some(([b]) => b === f.block));
   const host = $("fieldsets");
@@ -125,6 +127,10 @@ function buildForm(doc) {
       fields.forEach((f) => box.append(fieldRow(f)));
       host.append(box);
     }
+  }
+  for (const [name, v] of Object.entries(kept)) {
+    const node = $("f-" + name);
+    if (node) node.value = String(v);
   }
 }
 
@@ -194,18 +200,17 @@ function renderSurvival(answer) {
     el("td", { id: "rfs-group", class: "group-" + rfs.risk_group, text: rfs.risk_group })));
 }
 
-function renderChart(answer) {
+/* Curves with their 95% bands in one inline SVG. series: [{key, curve, color, name}]; marks: vertical lines. */
+function drawCurves(series, marks, ariaLabel) {
   const W = 640, H = 320, m = { l: 48, r: 14, t: 12, b: 40 };
-  const series = [["os", answer.os, "#1f5f8b", "Overall survival"], ["rfs", answer.rfs, "#b5651d", "Recurrence-free survival"]];
-  const xmax = Math.max(...series.map(([, a]) => a.curve.months[a.curve.months.length - 1]));
+  const xmax = Math.max(...series.map((s) => s.curve.months[s.curve.months.length - 1]));
   const x = (t) => m.l + (t / xmax) * (W - m.l - m.r);
-  const y = (s) => m.t + (1 - s) * (H - m.t - m.b);
-  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Predicted survival curves" });
-
-  for (let s = 0; s <= 1.0001; s += 0.25) {
-    root.append(svg("line", { x1: m.l, x2: W - m.r, y1: y(s), y2: y(s), stroke: "#e1e6ea" }));
-    const label = svg("text", { x: m.l - 6, y: y(s) + 4, "text-anchor": "end", "font-size": 11, fill: "#5b6773" });
-    label.textContent = `${Math.round(s * 100)}%`;
+  const y = (v) => m.t + (1 - v) * (H - m.t - m.b);
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": ariaLabel });
+  for (let v = 0; v <= 1.0001; v += 0.25) {
+    root.append(svg("line", { x1: m.l, x2: W - m.r, y1: y(v), y2: y(v), stroke: "#e1e6ea" }));
+    const label = svg("text", { x: m.l - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#5b6773" });
+    label.textContent = `${Math.round(v * 100)}%`;
     root.append(label);
   }
   for (let t = 0; t <= xmax + 1e-9; t += 12) {
@@ -217,24 +222,144 @@ function renderChart(answer) {
   const xlabel = svg("text", { x: (m.l + W - m.r) / 2, y: H - 4, "text-anchor": "middle", "font-size": 12, fill: "#1d2733" });
   xlabel.textContent = "Months after liver resection";
   root.append(xlabel);
-  for (const h of answer.os.horizons) {
-    root.append(svg("line", { x1: x(h.months), x2: x(h.months), y1: m.t, y2: H - m.b, stroke: "#b8c1ca", "stroke-dasharray": "3 3" }));
+  for (const t of marks) {
+    root.append(svg("line", { x1: x(t), x2: x(t), y1: m.t, y2: H - m.b, stroke: "#b8c1ca", "stroke-dasharray": "3 3" }));
   }
   root.append(svg("line", { x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b, stroke: "#8d98a3" }));
   root.append(svg("line", { x1: m.l, x2: m.l, y1: m.t, y2: H - m.b, stroke: "#8d98a3" }));
-
-  const legend = $("legend");
-  legend.replaceChildren();
-  for (const [key, a, color, name] of series) {
-    const c = a.curve;
+  for (const s of series) {
+    const c = s.curve;
     const upper = c.months.map((t, i) => `${x(t).toFixed(1)},${y(c.upper[i]).toFixed(1)}`);
     const lower = c.months.map((t, i) => `${x(t).toFixed(1)},${y(c.lower[i]).toFixed(1)}`).reverse();
-    root.append(svg("polygon", { points: upper.concat(lower).join(" "), fill: color, "fill-opacity": 0.14, stroke: "none", "data-series": key + "-band" }));
+    root.append(svg("polygon", { points: upper.concat(lower).join(" "), fill: s.color, "fill-opacity": series.length > 2 ? 0.07 : 0.14, stroke: "none", "data-series": s.key + "-band" }));
     const line = c.months.map((t, i) => `${x(t).toFixed(1)},${y(c.survival[i]).toFixed(1)}`).join(" ");
-    root.append(svg("polyline", { points: line, fill: "none", stroke: color, "stroke-width": 2.2, "data-series": key }));
-    legend.append(el("span", {}, el("span", { class: "swatch " + key }), name + " (shaded: 95% CI of the estimate)"));
+    root.append(svg("polyline", { points: line, fill: "none", stroke: s.color, "stroke-width": 2.2, "data-series": s.key }));
   }
-  $("chart").replaceChildren(root);
+  return root;
+}
+
+function legendFor(series) {
+  return el("div", { class: "legend" }, ...series.map((s) => {
+    const swatch = el("span", { class: "swatch" });
+    swatch.style.background = s.color;  // CSSOM: the CSP allows no inline style attribute
+    return el("span", {}, swatch, s.name);
+  }));
+}
+
+function renderChart(answer) {
+  const series = [{ key: "os", curve: answer.os.curve, color: "#1f5f8b", name: "Overall survival" },
+    { key: "rfs", curve: answer.rfs.curve, color: "#b5651d", name: "Recurrence-free survival" }];
+  $("chart").replaceChildren(drawCurves(series, answer.os.horizons.map((h) => h.months), "Predicted survival curves"));
+  const legend = $("legend");
+  legend.replaceChildren();
+  for (const s of series) {
+    legend.append(el("span", {}, el("span", { class: "swatch " + s.key }), s.name + " (shaded: 95% CI of the estimate)"));
+  }
+}
+
+function cell(id, x) {
+  if (!x || x.available === false) return el("td", { id, class: "muted small", text: (x && x.reason) || "\u2014" });
+  return el("td", { class: "num", id, "data-survival": x.survival },
+    el("span", { class: "pct", text: pct(x.survival) }), el("span", { class: "ci", text: ci(x.lower, x.upper) }));
+}
+
+function renderConditional(answer) {
+  const box = $("conditional-box");
+  const cond = answer.conditional;
+  box.hidden = !cond;
+  if (!cond) return;
+  const s = cond.os.event_free_at_months;
+  $("conditional-title").textContent = `Given event-free ${s} months after resection`;
+  $("conditional-caption").textContent = `OS: ${cond.os.condition}; RFS: ${cond.rfs.condition}. ` +
+    "Survival from now on (95% interval).";
+  const body = $("conditional-rows");
+  body.replaceChildren();
+  const rows = (cond.os.horizons || cond.rfs.horizons || []);
+  rows.forEach((h, j) => {
+    const months = h.months_from_now;
+    const tr = el("tr", {}, el("th", { scope: "row", text: `${horizonLabel(months)} more (at ${months + s} months)` }));
+    for (const key of ["os", "rfs"]) {
+      const c = cond[key];
+      tr.append(c.available ? cell(`cond-${key}-${months}`, c.horizons[j]) : cell(`cond-${key}-${months}`, c));
+    }
+    body.append(tr);
+  });
+  const series = [];
+  if (cond.os.available) series.push({ key: "cond-os", curve: cond.os.curve, color: "#1f5f8b", name: "Overall survival, given alive" });
+  if (cond.rfs.available) series.push({ key: "cond-rfs", curve: cond.rfs.curve, color: "#b5651d", name: "Recurrence-free survival, given recurrence-free" });
+  const host = $("conditional-chart");
+  host.replaceChildren();
+  if (series.length) host.append(drawCurves(series, [s], "Conditional survival curves"), legendFor(series));
+}
+
+function renderScenarios(answer) {
+  const box = $("scenario-box");
+  const sc = answer.scenarios;
+  box.hidden = !sc;
+  if (!sc) return;
+  const usable = ["os", "rfs"].filter((ep) => sc[ep].available);
+  const sameLabel = usable.length === 2 && sc.os.label === sc.rfs.label;  // one cohort: say it once
+  $("scenario-label").textContent = sameLabel ? sc.os.label : ["os", "rfs"].map((ep) => sc[ep].available
+    ? `${ep.toUpperCase()}: ${sc[ep].label}` : `${ep.toUpperCase()}: no scenarios (${sc[ep].reason}).`).join(" ");
+  const horizons = answer.os.horizons.map((h) => h.months);
+  const head = el("tr", {}, el("th", { scope: "col", text: "Response" }), el("th", { scope: "col", text: "Training patients" }));
+  for (const ep of usable) for (const h of horizons) head.append(el("th", { scope: "col", text: `${ep.toUpperCase()} ${horizonLabel(h)}` }));
+  $("scenario-head").replaceChildren(head);
+  const body = $("scenario-rows");
+  body.replaceChildren();
+  const base = sc[usable[0]] || { scenarios: [] };
+  const notes = [...(sc.os.notes || []), ...(sc.rfs.notes || [])];
+  base.scenarios.forEach((item, i) => {
+    const tr = el("tr", { id: "scenario-" + item.key }, el("th", { scope: "row", text: item.label }),
+      el("td", { class: "num", text: item.training_patients === null || item.training_patients === undefined ? "\u2014" : String(item.training_patients) }));
+    for (const ep of usable) {
+      const s = sc[ep].scenarios[i];
+      horizons.forEach((h, j) => tr.append(s.available ? cell(`scn-${ep}-${item.key}-${h}`, s.horizons[j])
+        : cell(`scn-${ep}-${item.key}-${h}`, s)));
+      for (const n of s.notes || []) notes.push(`${item.label} (${ep.toUpperCase()}): ${n}`);
+    }
+    body.append(tr);
+  });
+  $("scenario-notes").textContent = [...new Set(notes)].join(" ");
+  for (const ep of ["os", "rfs"]) {
+    const host = $("scenario-chart-" + ep);
+    host.replaceChildren();
+    if (!sc[ep].available) { host.append(el("p", { class: "muted small", text: sc[ep].reason })); continue; }
+    const series = sc[ep].scenarios.filter((s) => s.available).map((s, i) => ({
+      key: `scn-${ep}-${s.key}`, curve: s.curve, color: SCENARIO_COLORS[i % SCENARIO_COLORS.length], name: s.label }));
+    host.append(drawCurves(series, horizons, `${ep.toUpperCase()} by response`), legendFor(series));
+  }
+}
+
+function cohortText(ref) {
+  const c = ref.training_cohort || {};
+  const size = c.patients ? `${c.patients} patients${c.events ? `, ${c.events} events` : ""}` : "size not recorded";
+  return `${c.name || "unknown cohort"} (${c.kind || "?"}; ${size})`;
+}
+
+function renderAnswerModels(answer) {
+  const host = $("answer-models");
+  host.replaceChildren();
+  for (const ep of ["os", "rfs"]) {
+    const ref = answer.models[ep];
+    const line = el("p", { class: "answer-model", id: "answer-model-" + ep },
+      el("strong", { text: ep === "os" ? "Overall survival" : "Recurrence-free survival" }),
+      `: ${ref.name}${ref.version ? " v" + ref.version : ""}, trained on ${cohortText(ref)}`);
+    if (ref.label) line.append(" ", el("span", { class: "demo-badge", text: ref.label }));
+    host.append(line);
+  }
+}
+
+function renderPrint(answer, patient) {
+  $("print-meta").textContent = `Printed ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC. ` +
+    ["os", "rfs"].map((ep) => `${ep.toUpperCase()} model ${answer.models[ep].name}, trained on ` +
+      cohortText(answer.models[ep]) + (answer.models[ep].label ? ` \u2014 ${answer.models[ep].label}` : "")).join("; ") +
+    ". " + (answer.disclaimer || "");
+  const body = $("print-inputs").querySelector("tbody");
+  body.replaceChildren(...Object.entries(patient).map(([k, v]) => el("tr", {},
+    el("th", { scope: "row", text: state.labels[k] || nice(k) }), el("td", { text: String(v) }))));
+  if (answer.conditional) body.append(el("tr", {}, el("th", { scope: "row", text: "Already event-free for" }),
+    el("td", { text: `${answer.conditional.os.event_free_at_months} months` })));
 }
 
 function renderScores(scores) {
@@ -278,17 +403,22 @@ function renderWarnings(warnings) {
   $("warning-count").textContent = String(warnings.length);
 }
 
-function renderAnswer(answer) {
+function renderAnswer(answer, patient) {
   state.lastAnswer = answer;
+  renderAnswerModels(answer);
   renderSurvival(answer);
   renderChart(answer);
+  renderConditional(answer);
+  renderScenarios(answer);
+  renderPrint(answer, patient || {});
   renderScores(answer.scores);
   renderContributions(answer);
   renderWarnings(answer.warnings || []);
   const refs = Object.values(answer.models || {});
   $("answered-by").textContent = "Answered by " + refs.map((r) =>
-    `${r.registered_name}${r.version ? " v" + r.version : ""}${r.alias ? " @" + r.alias : ""}`).join(" and ") +
-    ". " + (answer.disclaimer || "");
+    `${r.name}${r.version ? " v" + r.version : ""}${r.alias ? " @" + r.alias : ""}`).join(" and ") +
+    ". " + (answer.notices || []).join(". ") + (answer.notices && answer.notices.length ? ". " : "") +
+    (answer.disclaimer || "");
   $("results-empty").hidden = true;
   $("results-body").hidden = false;
 }
@@ -309,10 +439,15 @@ async function submit(event) {
   button.disabled = true;
   document.body.dataset.state = "busy";
   try {
-    const resp = await fetch("/predict", { method: "POST", headers: headers(), body: JSON.stringify({ patient: collectPatient() }) });
+    const patient = collectPatient();
+    const request = { patient, models: chosenModels() };
+    const s = $("f-event_free_at_months").value;
+    if (s !== "") request.event_free_at_months = Number(s);
+    if ($("f-scenarios").checked) request.scenarios = true;
+    const resp = await fetch("/predict", { method: "POST", headers: headers(), body: JSON.stringify(request) });
     const body = await resp.json().catch(() => ({ error: `HTTP ${resp.status}` }));
     if (resp.ok) {
-      renderAnswer(body);
+      renderAnswer(body, patient);
       document.body.dataset.state = "done";
     } else {
       if (resp.status === 401) $("api-key-row").hidden = false;
@@ -327,12 +462,56 @@ async function submit(event) {
   }
 }
 
-async function loadModelInfo(attempt = 0) {
-  const resp = await fetch("/model_info", { headers: headers() });
+function chosenModels() {
+  return { os: $("model-os").value || undefined, rfs: $("model-rfs").value || undefined };
+}
+
+function modelOption(m) {
+  const c = m.training_cohort || {};
+  const size = c.patients ? `, ${c.patients} patients` : "";
+  const text = `${m.name} (${m.model_name || "model"}; ${c.name || "cohort"}${size})` +
+    (m.label ? ` \u2014 ${m.label}` : "") + (m.default ? " [default]" : "");
+  return el("option", { value: m.name, text, selected: m.default });
+}
+
+function describeChoice() {
+  const chosen = chosenModels();
+  const parts = [], cohorts = [];
+  for (const ep of ["os", "rfs"]) {
+    const m = state.models.find((x) => x.name === chosen[ep]);
+    if (!m) continue;
+    const c = m.training_cohort || {};
+    parts.push(`${ep.toUpperCase()} ${m.name}${m.version ? " v" + m.version : ""} (${m.model_name || "model"})`);
+    cohorts.push(`${ep.toUpperCase()}: ${c.name || "unknown cohort"}, ${c.kind || "?"}` +
+      `${c.patients ? `, ${c.patients} patients, ${c.events} events` : ""}${c.source ? ` (${c.source}` +
+      `${c.licence ? `; ${c.licence}` : ""})` : ""}${m.label ? ` \u2014 ${m.label}` : ""}`);
+  }
+  $("model-line").textContent = "Models: " + parts.join(" \u00b7 ") + " \u2014 trained on " + cohorts.join("; ");
+  $("model-cohorts").textContent = cohorts.join(". ");
+  $("cohort-line").textContent = "Training cohorts: " + cohorts.join("; ") +
+    ". Not for clinical use without local validation.";
+  const method = state.models.filter((m) => Object.values(chosen).includes(m.name)).map((m) => m.explainer).find(Boolean);
+  if (method) $("contrib-method").textContent = `Contributions: ${method}. Red raises the risk, green lowers it.`;
+}
+
+let schemaRequest = 0;
+
+async function loadSchema() {
+  const chosen = chosenModels();
+  const query = Object.entries(chosen).filter(([, v]) => v).map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join("&");
+  const mine = ++schemaRequest;
+  const doc = await fetch("/schema/patient" + (query ? "?" + query : "")).then((r) => r.json());
+  if (mine !== schemaRequest) return;  // the models were changed again meanwhile: the later answer builds the form
+  buildForm(doc);
+  describeChoice();
+}
+
+async function loadModels(attempt = 0) {
+  const resp = await fetch("/models", { headers: headers() });
   if (resp.status === 503 && attempt < 60) {
     $("model-line").textContent = "The models are loading\u2026";
-    setTimeout(() => loadModelInfo(attempt + 1), 1000);
-    return;
+    await new Promise((r) => setTimeout(r, 1000));
+    return loadModels(attempt + 1);
   }
   if (resp.status === 401) {
     $("api-key-row").hidden = false;
@@ -341,18 +520,14 @@ async function loadModelInfo(attempt = 0) {
   }
   if (!resp.ok) { $("model-line").textContent = `Model information unavailable (HTTP ${resp.status}).`; return; }
   const info = await resp.json();
-  const models = Object.values(info.models || {});
-  $("model-line").textContent = "Models: " + models.map((m) =>
-    `${(m.endpoint || "").toUpperCase()} ${m.registered_name}${m.version ? " v" + m.version : ""} (${m.model_name || "model"})`).join(" \u00b7 ");
-  const cohorts = [...new Set(models.map((m) => {
-    const c = m.training_cohort || {};
-    return `${c.name || "unknown cohort"}${c.patients ? `, ${c.patients} patients` : ""}${c.source ? ` (${c.source})` : ""}`;
-  }))];
-  $("cohort-line").textContent = "Training cohort: " + cohorts.join("; ") +
-    ". Not for clinical use without local validation.";
-  $("model-line").textContent += " \u2014 trained on " + cohorts.join("; ");
-  const method = models.map((m) => m.explainer).find(Boolean);
-  if (method) $("contrib-method").textContent = `Contributions: ${method}. Red raises the risk, green lowers it.`;
+  const explainers = await fetch("/model_info", { headers: headers() }).then((r) => r.ok ? r.json() : {}).catch(() => ({}));
+  state.models = info.models.map((m) => ({ ...m, explainer: Object.values(explainers.models || {})
+    .filter((x) => x.registered_name === m.registered_name).map((x) => x.explainer)[0] }));
+  state.defaults = info.defaults;
+  for (const ep of ["os", "rfs"]) {
+    $("model-" + ep).replaceChildren(...state.models.filter((m) => m.endpoint === ep).map(modelOption));
+  }
+  await loadSchema();
 }
 
 async function init() {
@@ -364,9 +539,16 @@ async function init() {
   $("patient-form").addEventListener("submit", submit);
   $("example").addEventListener("click", fillExample);
   $("patient-form").addEventListener("reset", () => { clearErrors(); });
-  $("api-key").addEventListener("change", () => loadModelInfo().catch(() => {}));
+  $("api-key").addEventListener("change", () => loadModels().catch(() => {}));
+  $("model-os").addEventListener("change", () => loadSchema().catch(() => {}));
+  $("model-rfs").addEventListener("change", () => loadSchema().catch(() => {}));
+  $("print").addEventListener("click", () => window.print());
+  try {
+    await loadModels();
+  } catch (err) {
+    $("model-line").textContent = "Model information unavailable.";
+  }
   document.body.dataset.state = "ready";
-  loadModelInfo().catch(() => { $("model-line").textContent = "Model information unavailable."; });
 }
 
 document.addEventListener("DOMContentLoaded", init);
