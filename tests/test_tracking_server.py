@@ -77,6 +77,8 @@ def test_train_compare_and_load_the_champion_through_the_server(server, tmp_path
     loaded = load_model("os", ModelConfig("registry", {"os": NAME}, tmp_path / "models", "champion"))
     champion = client.get_model_version_by_alias(NAME, "champion")
     assert loaded.predictor.model_name == champion.tags["model"]
-    answer = loaded.predictor.predict_frame(pd.DataFrame([{"age_years": 61.0, "n_liver_metastases": 2.0}]))
+    patient = {"age_years": 61.0, "n_liver_metastases": 2.0, "largest_metastasis_cm": 3.0, "cea_ng_ml": 12.0,
+               "primary_node_positive": True, "disease_free_interval_months": 8.0}  # every Fong factor: the
+    answer = loaded.predictor.predict_frame(pd.DataFrame([patient]))  # champion may be the Fong score itself
     assert 0 < answer["surv_36"][0] < answer["surv_12"][0] < 1
     assert tracking.champion_version(NAME) == str(champion.version)

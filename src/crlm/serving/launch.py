@@ -23,8 +23,9 @@ def serve_env(models_dir: str | Path | None = None, api_key: str | None = None, 
     """The environment of the served process (no usage tracking: the service never calls home)."""
     env = dict(os.environ if base is None else base)
     env["BENTOML_DO_NOT_TRACK"] = "True"
-    if models_dir is not None:
+    if models_dir is not None:  # bundles named by directory: not a tracking store the caller may have set
         env["CRLM_MODELS_DIR"] = str(Path(models_dir).resolve())
+        env.setdefault("CRLM_MODEL_SOURCE", "bundle")
     if api_key:
         env["CRLM_API_KEY"] = api_key
     if workers:
