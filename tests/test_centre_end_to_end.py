@@ -9,14 +9,15 @@ CRLM_HOME: the tracking store, models and results must land in the workspace.
 """
 
 import shutil
-import time
 from pathlib import Path
 
+import httpx
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from crlm.cli import app
+from serving_fixtures import LiveServer
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -94,28 +95,24 @@ def test_train_evaluate_recalibrate_serve(workspace):
     versions = client.search_model_versions("name='crlm-centre-b-os'")
     assert versions and versions[0].tags["source_model"] == "crlm-centre-a-os"
 
-    # serve: the service on the centre's bundles (the recalibrated OS model, centre A's RFS model)
-    from starlette.testclient import TestClient
-
+    # serve: a real `bentoml serve` on the centre's bundles (the recalibrated OS model, centre A's RFS model)
     mp = pytest.MonkeyPatch()
-    mp.setenv("CRLM_MODELS_DIR", str(workspace / "models"))
     mp.setenv("CRLM_MODEL_SOURCE", "bundle")
     mp.setenv("CRLM_OS_MODEL", "crlm-centre-b-os")
     mp.setenv("CRLM_RFS_MODEL", "crlm-centre-a-rfs")
     mp.delenv("CRLM_API_KEY", raising=False)
     try:
-        from crlm.serving.service import CRLMService
-
-        with TestClient(app=CRLMService.to_asgi()) as client_http:
-            deadline = time.monotonic() + 120
-            while client_http.get("/readyz").status_code != 200:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-            resp = client_http.post("/predict", json={"patient": {"age_years": 64, "n_liver_metastases": 3,
-                                                                  "largest_metastasis_cm": 4.5}})
+        server = LiveServer(workspace / "models", workers=1, log_path=workspace / "serve.log", cwd=workspace)
+        try:
+            server.wait_ready(timeout=180)
+            resp = httpx.post(f"{server.url}/predict", timeout=60,
+                              json={"patient": {"age_years": 64, "n_liver_metastases": 3,
+                                                "largest_metastasis_cm": 4.5}})
             assert resp.status_code == 200, resp.text
             body = resp.json()
             assert body["os"]["horizons"][0]["months"] == 12
             assert any("tmb_mut_mb" in w for w in body["os"]["warnings"])  # not sent: imputed, and said so
+        finally:
+            server.stop()
     finally:
         mp.undo()
