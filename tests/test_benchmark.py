@@ -8,7 +8,9 @@ from sklearn.base import BaseEstimator
 from crlm.cohort.base import Cohort, predictors_frame
 from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation import plots
-from crlm.evaluation.benchmark import BenchmarkSpec, _ceiling_seed, run_benchmark
+from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
+from crlm.evaluation.leaderboard_html import leaderboard_html
+from crlm.evaluation.reference_rows import ceiling_seed
 from crlm.models import make_model
 
 SMALL = dict(outer_repeats=1, outer_splits=2, inner_splits=2, n_boot=30, ablation_models=0, ceiling_n=2000)
@@ -160,16 +162,16 @@ def test_ceiling_works_in_every_plot(sim_result):
                plots.time_dependent_auc_plot(res, models=["ceiling", "score:fong"]), plots.forest_plot(res)]
     for fig in figures:
         plots.plt.close(fig)
-    assert ">ceiling<" in plots.leaderboard_html(res)
+    assert ">ceiling<" in leaderboard_html(res)
 
 
 def test_ceiling_can_be_switched_off_and_never_trains_on_the_evaluated_seed():
     cohort = simulate_cohort(200, seed=1)
     res = run_benchmark(cohort, BenchmarkSpec(models=("coxph",), baselines=(), ceiling=False, **SMALL))
     assert "oracle" in res.oof and "ceiling" not in res.oof and "ceiling" not in res.timings
-    assert _ceiling_seed(cohort, BenchmarkSpec(seed=0)) == 10**6
+    assert ceiling_seed(cohort, BenchmarkSpec(seed=0)) == 10**6
     same = simulate_cohort(50, seed=10**6 + 7)  # a cohort simulated with the ceiling's own seed
-    assert _ceiling_seed(same, BenchmarkSpec(seed=7)) == 10**6 + 8
+    assert ceiling_seed(same, BenchmarkSpec(seed=7)) == 10**6 + 8
 
 
 def test_every_metric_row_has_its_estimate_inside_its_interval(sim_result):

@@ -11,6 +11,7 @@ from matplotlib.text import Annotation
 from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation import plots
 from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
+from crlm.evaluation.leaderboard_html import leaderboard_html
 from crlm.scores import compute_score
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -172,7 +173,7 @@ def test_importance_plot(tmp_path, close):
 
 
 def test_leaderboard_html(res):
-    page = plots.leaderboard_html(res)
+    page = leaderboard_html(res)
     for model in res.oof:
         assert f">{model}<" in page
     assert "bootstrap" in page and "paired for deltas" in page

@@ -21,6 +21,7 @@ import numpy as np
 
 from crlm.evaluation import decision_curves, plots
 from crlm.evaluation.benchmark import BenchmarkResult
+from crlm.evaluation.leaderboard_html import leaderboard_html
 
 
 @dataclass
@@ -38,7 +39,7 @@ def benchmark_tables(result: BenchmarkResult) -> dict[str, str]:
         "leaderboard/score_coverage.csv": result.score_coverage.to_csv(index=False),
         "leaderboard/notes.txt": "\n".join(result.notes) + "\n",
         "leaderboard/timings.json": json.dumps(result.timings, indent=2),
-        "leaderboard/leaderboard.html": plots.leaderboard_html(result),
+        "leaderboard/leaderboard.html": leaderboard_html(result),
     }
     if len(result.ablation):
         tables["ablation/ablation.csv"] = result.ablation.to_csv(index=False)

@@ -33,7 +33,6 @@ saw an evaluated patient) and go through exactly the same evaluation, bootstrap 
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from crlm.evaluation.metrics import (
     usable_horizons,
 )
 from crlm.evaluation.oof import OOF, bootstrap_oof, evaluate_oof
+from crlm.evaluation.reference_rows import CEILING, ORACLE, ceiling_oof, oracle_oof
 from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family, set_endpoint
 from crlm.models.zoo import SCORE_PREFIX
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint
@@ -60,11 +60,6 @@ from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint
 LEARNED_MODELS = ("coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft", "cox_prior", "literature_cox", "fong_plus",
                   "ensemble")
 SCORE_BASELINES = ("score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger", "score:konopke")
-ORACLE = "oracle"
-CEILING = "ceiling"
-CEILING_MODEL = "xgb_cox"
-CEILING_PARAMS = {"model__n_estimators": 400, "model__max_depth": 3}
-CEILING_SEED_OFFSET = 10**6  # the ceiling's training cohort: simulate_cohort(ceiling_n, CEILING_SEED_OFFSET + seed)
 # Metrics with bootstrap intervals (the others are point estimates from the full evaluation); the first
 # group also gets paired differences against the reference.
 BOOTSTRAP_METRICS = ("harrell_c", "uno_c", "mean_auc", "ibs", "ipa_ibs")
@@ -353,10 +348,10 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
     oof, params = _cross_validate(names, folds, X, y, grid, spec, spec.blocks, factory, progress, "models")
     timings["fit_and_predict"] = time.perf_counter() - started
     if population.truth is not None:
-        oof[ORACLE] = _oracle_oof(population, spec, grid)
+        oof[ORACLE] = oracle_oof(population, spec, grid)
         if spec.ceiling:
             t0 = time.perf_counter()
-            oof[CEILING], note = _ceiling_oof(cohort, X, spec, grid)
+            oof[CEILING], note = ceiling_oof(cohort, X, spec, grid)
             notes.append(note)
             timings["ceiling"] = time.perf_counter() - t0
 
@@ -430,41 +425,6 @@ def _cross_validate(names, folds, X, y, grid, spec, blocks, factory, progress, s
     params = pd.DataFrame([{"model": name, "fold": k, "seconds": sec, **p}
                            for name, k, _, _, _, p, sec in results])
     return oof, params
-
-
-def _oracle_oof(population: Cohort, spec: BenchmarkSpec, grid) -> OOF:
-    truth = population.truth
-    risk = np.asarray(truth.risk(spec.endpoint), dtype=float)
-    surv = np.asarray(truth.survival(spec.endpoint, grid), dtype=float)
-    reps = spec.outer_repeats
-    return OOF(np.tile(risk, (reps, 1)), np.tile(surv, (reps, 1, 1)), np.ones(len(risk), dtype=bool))
-
-
-def _ceiling_seed(cohort: Cohort, spec: BenchmarkSpec) -> int:
-    """The ceiling's training seed, never the evaluated cohort's own (read from the simulator's source text)."""
-    seed = CEILING_SEED_OFFSET + spec.seed
-    match = re.search(r"crlm simulator n=\d+ seed=(-?\d+)", cohort.source or "")
-    return seed + 1 if match and int(match.group(1)) == seed else seed
-
-
-def _ceiling_oof(cohort: Cohort, X: pd.DataFrame, spec: BenchmarkSpec, grid) -> tuple[OOF, str]:
-    """The observed-information ceiling: xgb_cox fitted on an independent simulated cohort of ``ceiling_n``."""
-    from crlm.cohort.simulate import simulate_cohort  # the simulator is needed only here
-
-    seed = _ceiling_seed(cohort, spec)
-    train = simulate_cohort(spec.ceiling_n, seed).with_outcome(spec.endpoint)
-    X_train = predictors_frame(train.data)[list(X.columns)]  # only what the evaluated cohort records
-    model = make_model(CEILING_MODEL, blocks=tuple(spec.blocks), postoperative=spec.postoperative,
-                       columns_present=list(X.columns), random_state=seed, **CEILING_PARAMS)
-    model.fit(X_train, train.y(spec.endpoint))
-    risk = np.asarray(model.predict(X), dtype=float)
-    surv = np.asarray(model.predict_survival(X, grid), dtype=float)
-    reps = spec.outer_repeats
-    oof = OOF(np.tile(risk, (reps, 1)), np.tile(surv, (reps, 1, 1)), np.ones(len(risk), dtype=bool))
-    params = ", ".join(f"{k.removeprefix('model__')}={v}" for k, v in CEILING_PARAMS.items())
-    note = (f"{CEILING}: {CEILING_MODEL} ({params}) fitted on {len(train)} independent simulated patients "
-            f"(seed {seed}) from the recorded fields only; the best a model can do with this information")
-    return oof, note
 
 
 def _ablation(points, boots, folds, X, y, grid, horizons, spec, factory, progress, indices) -> pd.DataFrame:
