@@ -27,7 +27,7 @@ def train_models(directory: Path, n: int = 400, seed: int = 5, n_interval_models
     for endpoint in ("os", "rfs"):
         name = f"crlm-sim-{endpoint}"
         predictor = train_predictor(cohort, endpoint=endpoint, model_name="coxnet", n_interval_models=n_interval_models,
-                                    seed=0, metadata={"registered_name": name, "model_card": MODEL_CARD})
+                                    seed=0, metadata={"model_card": MODEL_CARD})
         predictor.save(directory / name)
     return directory
 

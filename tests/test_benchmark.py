@@ -9,9 +9,9 @@ from crlm.cohort.base import Cohort, predictors_frame
 from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation import plots
 from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
-from crlm.evaluation.leaderboard_html import leaderboard_html
 from crlm.evaluation.reference_rows import ceiling_seed
 from crlm.models import make_model
+from crlm.reporting.leaderboard import leaderboard_html
 
 SMALL = dict(outer_repeats=1, outer_splits=2, inner_splits=2, n_boot=30, ablation_models=0, ceiling_n=2000)
 

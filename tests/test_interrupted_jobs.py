@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 
 from crlm import publish, tracking
 from crlm.cohort.simulate import simulate_cohort
+from crlm.model_metadata import Registration
 from crlm.predictor import Predictor
 
 NAME = "crlm-killtest-os"
@@ -60,7 +61,7 @@ def _run(context, config_path, uri, stage=None) -> int:
 
 
 def _served_version(target) -> str:
-    return str(Predictor.load(target).metadata["version"])
+    return str(Registration.read(target).version)
 
 
 def test_a_job_killed_at_any_stage_leaves_the_previous_champion_served_and_everything_agreeing(job):

@@ -11,7 +11,7 @@ from matplotlib.text import Annotation
 from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation import plots
 from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
-from crlm.evaluation.leaderboard_html import leaderboard_html
+from crlm.reporting.leaderboard import leaderboard_html
 from crlm.scores import compute_score
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,6 +1,7 @@
 """Training jobs: config refusal before work, tracked runs, registry aliases, failure safety, batch scoring."""
 
 import json
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from crlm import training
 from crlm.cli import app
 from crlm.config import ConfigError, load_config
+from crlm.model_metadata import REGISTRATION_FILE, ModelMetadata, Registration
 from crlm.training import run_job
 
 runner = CliRunner()
@@ -146,3 +148,20 @@ def test_batch_predict_and_compare(first_job, tmp_path, data_dir):
     assert len(scores) == 4 and "surv_36_upper" in scores and "5 rows set aside" in result.output
     compare = runner.invoke(app, ["compare", "--experiment", "crlm-simtest-os"])
     assert compare.exit_code == 0 and "coxnet" in compare.output
+
+
+def test_registry_version_and_bundle_carry_the_same_metadata(first_job):
+    """The registry's copy of the champion and the served bundle hold one document (``crlm.model_metadata``);
+    the registry identity lives beside it in ``registration.json``."""
+    out = first_job
+    bundle = json.loads((out.export_dir / "metadata.json").read_text())
+    uri = f"models:/{out.registered_name}/{out.champion_version}"
+    registry_dir = mlflow.artifacts.download_artifacts(uri)
+    registry = json.loads(next(Path(registry_dir).rglob("metadata.json")).read_text())
+    assert registry == bundle
+    loaded = mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor.metadata
+    assert isinstance(loaded, ModelMetadata) and json.loads(loaded.to_json()) == bundle
+    assert bundle["model_name"] == out.champion and bundle["model_card"]
+    assert not {"registered_name", "version", "alias"} & set(bundle)
+    assert (out.export_dir / REGISTRATION_FILE).exists()
+    assert Registration.read(out.export_dir) == Registration(out.registered_name, out.champion_version, "champion")

@@ -31,6 +31,7 @@ from crlm.cohort.base import Cohort
 from crlm.evaluation.calibration import calibration_in_the_large, ici
 from crlm.evaluation.metrics import harrell_c, usable_horizons
 from crlm.external import ModelSource, ici_noise_floor, predict_survival
+from crlm.model_metadata import LEGACY_REGISTRATION_KEYS, ModelMetadata, Registration
 from crlm.predictor import Predictor
 from crlm.recalibration import Recalibrator
 
@@ -64,6 +65,7 @@ class CentreRecalibration:
     n: int
     events: int
     folds: int
+    registered_name: str = ""  # the centre's model in the registry, ``crlm-<centre>-<endpoint>``
 
 
 def _method(method: str, events: int) -> str:
@@ -132,28 +134,27 @@ def recalibrate_for_centre(predictor: Predictor, cohort: Cohort, centre: str, so
         new.replicates = copy.copy(predictor.replicates)
         new.replicates.recalibrators = [ChainedRecalibrator(r, centre_map)
                                         for r in predictor.replicates.recalibrators]
-    new.metadata = dict(predictor.metadata)
     name = f"crlm-{centre}-{predictor.endpoint}"
-    new.metadata |= {
-        "registered_name": name, "version": None, "alias": None, "cohort": f"{predictor.metadata.get('cohort')} "
-        f"(recalibrated for {centre})", "recalibrated_for": centre, "recalibration_cohort": cohort.name,
-        "recalibration_cohort_patients": len(y), "recalibration_cohort_events": events,
-        "recalibration_method": chosen, "source_model": source.name, "source_version": source.version,
-        "source_uri": source.uri,
-        "recalibration_held_out": held_out.to_dict(orient="records"),
-        "recalibration_centre": (f"{chosen.replace('_', ' and ')} refitted per time on {len(y)} patients of "
-                                 f"{centre} ({events} events), after the source model's own calibration; the "
-                                 "risk ranking is the source model's"),
-    }
-    new.metadata.pop("model_card", None)
+    source_document = {k: v for k, v in predictor.metadata.to_dict().items()
+                       if k not in LEGACY_REGISTRATION_KEYS}  # an old source bundle's own registry identity
+    new.metadata = ModelMetadata.from_dict(source_document).replace(
+        cohort=f"{predictor.metadata.cohort} (recalibrated for {centre})", recalibrated_for=centre,
+        recalibration_cohort=cohort.name, recalibration_cohort_patients=len(y), recalibration_cohort_events=events,
+        recalibration_method=chosen, source_model=source.name, source_version=source.version,
+        source_uri=source.uri, recalibration_held_out=held_out.to_dict(orient="records"),
+        recalibration_centre=(f"{chosen.replace('_', ' and ')} refitted per time on {len(y)} patients of "
+                              f"{centre} ({events} events), after the source model's own calibration; the "
+                              "risk ranking is the source model's"),
+        model_card=None)
     c_after = harrell_c(y, predict_survival(new, population.data)[0])  # the served risk score, recomputed
-    return CentreRecalibration(new, chosen, held_out, harrell_c(y, risk), c_after, improved, len(y), events, folds)
+    return CentreRecalibration(new, chosen, held_out, harrell_c(y, risk), c_after, improved, len(y), events, folds,
+                               name)
 
 
 def model_card(rec: CentreRecalibration) -> str:
     """A model card of the recalibrated model: what was refitted, why, and how it was judged."""
     m = rec.predictor.metadata
-    lines = [f"# Model card: {m['registered_name']} (recalibrated for {m['recalibrated_for']})", "",
+    lines = [f"# Model card: {rec.registered_name} (recalibrated for {m['recalibrated_for']})", "",
              f"Source model: `{m.get('source_model')}` version {m.get('source_version')} ({m.get('source_uri')}), "
              f"a {m.get('model_name')} model of {m.get('endpoint_description', m.get('endpoint'))} trained on "
              f"{m.get('patients')} patients of {str(m.get('cohort')).split(' (recalibrated')[0]}.", "",
@@ -188,11 +189,11 @@ def register(rec: CentreRecalibration, cohort: Cohort) -> tuple[str, str]:
     import mlflow
 
     from crlm import tracking
-    from crlm.model_card import markdown_to_html
     from crlm.paths import project_root
+    from crlm.reporting.card_markdown import markdown_to_html
 
     predictor, meta = rec.predictor, rec.predictor.metadata
-    name = meta["registered_name"]
+    name = rec.registered_name
     tracking.setup(name)
     card = model_card(rec)
     with mlflow.start_run(run_name=f"recalibrate {meta.get('source_model')} v{meta.get('source_version')} for "
@@ -204,7 +205,7 @@ def register(rec: CentreRecalibration, cohort: Cohort) -> tuple[str, str]:
                             for k in ("ici_before", "ici_after", "ici_noise_floor", "oe_before", "oe_after")}
                            | {"harrell_c_before": rec.c_before, "harrell_c_after": rec.c_after})
         mlflow.log_text(card, "model_card/model_card.md")
-        predictor.metadata["model_card"] = card
+        predictor.metadata = predictor.metadata.replace(model_card=card)  # the registry's copy and the bundle's
         info = tracking.log_predictor(predictor, tracking.input_example(cohort.data))
         version = tracking.register(info.model_uri, name, {
             "source_model": str(meta.get("source_model")), "source_version": str(meta.get("source_version")),
@@ -212,17 +213,20 @@ def register(rec: CentreRecalibration, cohort: Cohort) -> tuple[str, str]:
             "method": rec.method})
         if rec.improved:
             tracking.set_aliases(name, version, None)
-    predictor.metadata |= {"version": version, "alias": "champion" if rec.improved else None}
-    export_bundle(predictor, (card, markdown_to_html(card, f"Model card: {name}")), project_root() / "models" / name)
+    export_bundle(predictor, (card, markdown_to_html(card, f"Model card: {name}")), project_root() / "models" / name,
+                  Registration(name, version, "champion" if rec.improved else None))
     return name, version
 
 
-def export_bundle(predictor, card, target: Path) -> Path:
-    """Write a Predictor bundle (and its model card: (markdown, html)) beside ``target``, then swap it in: the
-    old bundle is moved aside before the new one takes its name, so a reader never finds half a bundle."""
+def export_bundle(predictor, card, target: Path, registration: Registration | None = None) -> Path:
+    """Write a Predictor bundle (its model card: (markdown, html), and its ``registration.json`` when registered)
+    beside ``target``, then swap it in: the old bundle is moved aside before the new one takes its name, so a
+    reader never finds half a bundle."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     predictor.save(staging)
+    if registration is not None:
+        registration.write(staging)
     if card:
         (staging / "model_card.md").write_text(card[0])
         (staging / "model_card.html").write_text(card[1])

@@ -205,7 +205,8 @@ def train(
                           "(tcp://host:8786); overrides the config's cluster.address")] = None,
 ):
     """Run a training job: nested benchmark, MLflow runs, champion Predictor, registry alias, export."""
-    from crlm.config import ConfigError, load_config
+    from crlm.config import ConfigError, load_config  # commands import their modules when run (start-up time)
+    from crlm.reporting.leaderboard import text_columns
 
     overrides = ({"n_jobs": n_jobs} if n_jobs else {}) | ({"cluster": {"address": cluster}} if cluster else {})
     try:
@@ -215,12 +216,10 @@ def train(
         raise typer.Exit(2) from None
     outcome = run_training(job)
     board = outcome.result.leaderboard()
-    columns = ["model", "kind", "n", "harrell_c", "harrell_c_ci", "uno_c", "uno_c_ci", "ibs", "ipa_ibs", "ici_36",
-               "delta_c_vs_ref", "delta_c_ci"]
+    columns = text_columns(outcome.result, board)
     reference = outcome.result.spec.reference
     versus = f"delta C vs {reference}, paired" if reference else "no reference: IPA is the gain over Kaplan–Meier"
-    print_frame(board[[c for c in columns if c in board]],
-                title=f"{job.job}: leaderboard (95% bootstrap CIs; {versus})")
+    print_frame(board[columns], title=f"{job.job}: leaderboard (95% bootstrap CIs; {versus})")
 
 
 def run_training(job):

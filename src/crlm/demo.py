@@ -23,6 +23,8 @@ def run_demo(console: Console, fast: bool = False) -> None:
     from crlm.config import load_config
     from crlm.evaluation.baselines import score_agreement, score_concordance
     from crlm.paths import checkout_root, project_root
+    from crlm.reporting.formatting import headline_horizon
+    from crlm.reporting.leaderboard import text_columns
     from crlm.tracking import tracking_uri
 
     started = time.perf_counter()
@@ -50,23 +52,23 @@ def run_demo(console: Console, fast: bool = False) -> None:
         config = load_config(configs / f"{job}.yaml", FAST if fast else None)
         outcome = run_training(config)
         board = outcome.result.leaderboard()
-        cols = [c for c in ("model", "kind", "n", "harrell_c", "harrell_c_ci", "uno_c", "uno_c_ci", "ibs", "ici_36",
-                            "delta_c_vs_ref", "delta_c_ci") if c in board]
+        cols = text_columns(outcome.result, board)
         print_frame(board[cols], title=f"{job}: leaderboard (95% bootstrap CIs; delta C vs {config.reference}, "
                                        "paired on the same patients)")
         if len(outcome.result.ablation):
             print_frame(outcome.result.ablation, title=f"{job}: feature-block ablation")
         meta = outcome.predictor.metadata
-        console.print(f"{job}: champion decision: {meta.get('champion_verdict', outcome.champion)}")
-        head = meta.get("headline") or {}
+        console.print(f"{job}: champion decision: {meta.champion_verdict or outcome.champion}")
+        head = meta.headline or {}
         if "harrell_c" in head:
             console.print(f"{job}: headline of the shipped model, {head['label']} ({head['n_boot']} refits): "
                           f"Harrell C {head['harrell_c']['corrected']:.3f} (apparent {head['harrell_c']['apparent']:.3f})")
-        calib = meta.get("calibration", {}).get("36", {})
+        at = headline_horizon(meta.horizons or outcome.result.horizons)
+        calib = (meta.calibration or {}).get(f"{at:g}", {})
         if calib:
-            console.print(f"{job}: champion ICI at 36 months {calib['ici_before']:.3f} before recalibration, "
+            console.print(f"{job}: champion ICI at {at:g} months {calib['ici_before']:.3f} before recalibration, "
                           f"{calib['ici_after']:.3f} after (both on the same held-out halves); recalibration "
-                          f"{'applied' if meta.get('recalibration_applied') else 'not applied'}")
+                          f"{'applied' if meta.recalibration_applied else 'not applied'}")
         outcomes.append(outcome)
 
     console.rule("[bold]4. Where to look")

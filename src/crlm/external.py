@@ -34,6 +34,7 @@ from crlm.evaluation.calibration import calibration_slope, ici
 from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
 from crlm.evaluation.metrics import usable_horizons
 from crlm.evaluation.oof import OOF, bootstrap_oof, evaluate_oof
+from crlm.model_metadata import Registration
 from crlm.models import final_estimator, make_model
 from crlm.models.zoo import RECORDED_PREFIX
 from crlm.predictor import Predictor
@@ -103,8 +104,8 @@ def load_model(model: str) -> tuple[Predictor, ModelSource]:
         predictor = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}").unwrap_python_model().predictor
         return predictor, ModelSource(model, name, str(version.version), version.run_id)
     predictor = Predictor.load(Path(model))
-    meta = predictor.metadata
-    return predictor, ModelSource(str(model), meta.get("registered_name"), meta.get("version"), None)
+    registration = Registration.read(Path(model), predictor.metadata)
+    return predictor, ModelSource(str(model), registration.registered_name, registration.version, None)
 
 
 def field_differences(predictor: Predictor, data: pd.DataFrame) -> list[str]:

@@ -21,7 +21,6 @@ patient whose score cannot be computed gets a ``ValueError`` naming the missing 
 from __future__ import annotations
 
 import functools
-import json
 import platform
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from crlm.cohort.base import CanonicalColumns, Cohort, canonical_columns, predic
 from crlm.conditional import conditional_answers
 from crlm.evaluation.metrics import usable_horizons
 from crlm.explain import EVENT_WORDS, Explainer, field_of
+from crlm.model_metadata import ModelMetadata
 from crlm.models import final_estimator, is_score_model, make_model
 from crlm.recalibration import Recalibrator, cross_fitted_ici
 from crlm.scenarios import response_profile, response_scenarios
@@ -79,8 +79,17 @@ class Predictor:
     risk_cuts: tuple[float, float]
     training_ranges: dict
     fields_used: list[str]
-    metadata: dict = field(default_factory=dict)
+    metadata: ModelMetadata = field(default_factory=ModelMetadata)  # the contract (crlm.model_metadata)
     replicates: BootstrapCurves | None = None  # the confidence interval's bootstrap replicates
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "metadata":  # always the typed document, whatever a caller (or an old bundle) hands over
+            value = ModelMetadata.coerce(value)
+        super().__setattr__(name, value)
+
+    def __setstate__(self, state: dict) -> None:
+        # bundles pickled before ModelMetadata hold a plain dict
+        self.__dict__.update(state | {"metadata": ModelMetadata.coerce(state.get("metadata"))})
 
     # ------------------------------------------------------------------ prediction
 
@@ -289,7 +298,7 @@ class Predictor:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         joblib.dump(self, directory / "predictor.joblib", compress=3)
-        (directory / "metadata.json").write_text(json.dumps(self.metadata, indent=2, default=str))
+        (directory / "metadata.json").write_text(self.metadata.to_json())
         return directory
 
     @classmethod
@@ -438,7 +447,8 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
         "model_name": model_name, "params": params, "endpoint": ep.name,
         "endpoint_label": endpoint_label or ep.name, "endpoint_description": ep.description,
         "event": EVENT_WORDS.get(ep.name, "event"), "cohort": cohort.name, "cohort_source": cohort.source,
-        "licence": cohort.licence, "citation": cohort.citation, "patients": int(len(y)),
+        "licence": cohort.licence, "citation": cohort.citation, "caveats": list(cohort.caveats),
+        "simulated": cohort.truth is not None, "patients": int(len(y)),
         "events": int(y["event"].sum()), "max_follow_up_months": float(y["time"].max()),
         "horizons": list(horizons), "feature_blocks": list(blocks), "postoperative": postoperative,
         "fields_used": fields_used, "response_profile": response_profile(population.data),
@@ -468,6 +478,7 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
         recalibrator=recalibrator, explainer=explainer, replicates=replicates,
         risk_cuts=(float(np.quantile(risk, 1 / 3)), float(np.quantile(risk, 2 / 3))),
         training_ranges=_training_ranges(population.data, fields_used, cohort.extra_fields), fields_used=fields_used,
-        metadata=meta)
-    predictor.metadata.update(predictor.input_metadata())
+        metadata=None)
+    # built once: the training facts, the job's own (``metadata``: champion decision, headline, ...) and the inputs
+    predictor.metadata = ModelMetadata(**(meta | predictor.input_metadata()))
     return predictor

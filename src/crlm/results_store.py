@@ -21,7 +21,7 @@ import numpy as np
 
 from crlm.evaluation import decision_curves, plots
 from crlm.evaluation.benchmark import BenchmarkResult
-from crlm.evaluation.leaderboard_html import leaderboard_html
+from crlm.reporting.leaderboard import leaderboard_html
 
 
 @dataclass

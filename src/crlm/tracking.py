@@ -21,6 +21,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from crlm.paths import project_root
 from crlm.predictor import Predictor, package_versions
+from crlm.reporting.formatting import headline_horizon, horizon_key
 from crlm.schema import FIELDS_BY_NAME, input_fields
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -110,7 +111,7 @@ def headline_metrics(rows: pd.DataFrame, model: str, comparisons: pd.DataFrame |
                     "2_delta_C_vs_reference_ci_high": d.ci_high}
     horizons = sorted(rows.loc[rows.metric == "ici", "horizon"].dropna())
     if horizons:
-        h = 36.0 if 36.0 in horizons else horizons[-1]
+        h = headline_horizon(horizons)
         out[f"3_ICI_{h:g}"] = pick("ici", h).estimate
     ibs = pick("ibs")
     if ibs is not None:
@@ -164,9 +165,10 @@ def model_run_note(model: str, result) -> str:
     lines = [f"**{model}** ({row['kind']}), n = {row['n']} patients, nested cross-validation "
              f"({result.spec.outer_repeats}x{result.spec.outer_splits}-fold outer); intervals: 95% percentile "
              f"bootstrap over patients ({result.spec.n_boot} resamples).", ""]
+    at = headline_horizon(result.horizons)
     for key, label in (("harrell_c", "Harrell's C"), ("uno_c", "Uno's C"), ("delta_c_vs_ref",
-                       f"ΔC vs {result.spec.reference} (paired)"), ("ici_36", "ICI at 36 months"),
-                       ("ibs", "Integrated Brier score")):
+                       f"ΔC vs {result.spec.reference} (paired)"), (horizon_key("ici", result.horizons),
+                       f"ICI at {at:g} months"), ("ibs", "Integrated Brier score")):
         if key in row.index and np.isfinite(row[key]):
             ci = row.get(f"{key}_ci", "") if key != "delta_c_vs_ref" else row.get("delta_c_ci", "")
             lines.append(f"- {label}: {row[key]:.3f} {ci}".rstrip())
@@ -234,7 +236,7 @@ def log_predictor(predictor: Predictor, example: pd.DataFrame) -> mlflow.models.
         bundle = predictor.save(Path(tmp) / "predictor")
         return mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_CODE), artifacts={"predictor": str(bundle)},
-            signature=input_signature(predictor.metadata.get("extra_fields")), input_example=example,
+            signature=input_signature(predictor.metadata.extra_fields), input_example=example,
             pip_requirements=requirements(),
             code_paths=[str(Path(__file__).parent)])
 

@@ -30,6 +30,7 @@ from crlm.evaluation import plots
 from crlm.evaluation.benchmark import BenchmarkResult, BenchmarkSpec, fit_model, model_kind, run_benchmark
 from crlm.evaluation.metrics import harrell_c
 from crlm.evaluation.optimism import optimism_corrected
+from crlm.model_metadata import Registration
 from crlm.models import is_score_model
 from crlm.paths import project_root
 from crlm.predictor import Predictor, train_predictor
@@ -193,8 +194,8 @@ def _run_job(config: JobConfig, progress: Progress | None, log: Callable[[str], 
         predictor = predictors[champion]
 
         def write_bundle(directory: Path, version: str) -> None:
-            predictor.metadata |= {"registered_name": name, "version": version, "alias": "champion"}
-            _write_bundle(predictor, card, directory)
+            # the registry identity beside the document, not in it: the registry's copy was logged before it
+            _write_bundle(predictor, card, directory, Registration(name, version, "champion"))
 
         t0 = time.perf_counter()
         published = publish.publish(name, [(m, model_infos[m].model_uri) for m in (champion, runner_up) if m], tags,
@@ -251,7 +252,7 @@ def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config
 
 def _log_model_runs(result, config, champion, predictors, rule, progress):
     from crlm.evaluation.subgroups import subgroup_performance
-    from crlm.model_card import build_model_card
+    from crlm.reporting.model_card import build_model_card
 
     model_infos, card = {}, None
     job_run_id = mlflow.active_run().info.run_id
@@ -288,13 +289,13 @@ def _log_model_runs(result, config, champion, predictors, rule, progress):
                                             registered_name=config.model_name, version=None, selection_rule=rule)
                 mlflow.log_text(md, "model_card/model_card.md")
                 mlflow.log_text(html, "model_card/model_card.html")
-                predictor.metadata["model_card"] = md
-                mlflow.log_dict({k: v for k, v in predictor.metadata.items() if k != "model_card"},
+                predictor.metadata = predictor.metadata.replace(model_card=md)  # before the registry's copy is logged
+                mlflow.log_dict({k: v for k, v in predictor.metadata.to_dict().items() if k != "model_card"},
                                 "predictor/metadata.json")
-                head = predictor.metadata.get("headline") or {}
+                head = predictor.metadata.headline or {}
                 mlflow.log_metrics({f"headline_optimism_corrected_{k}": v["corrected"] for k, v in head.items()
                                     if isinstance(v, dict) and np.isfinite(v["corrected"])})
-                calibration = predictor.metadata.get("calibration", {})
+                calibration = predictor.metadata.calibration or {}
                 mlflow.log_metrics({f"recal_{k}_{h}": v for h, d in calibration.items() for k, v in d.items()})
                 example = tracking.input_example(result.population.data)
                 model_infos[model] = tracking.log_predictor(predictor, example)
@@ -332,9 +333,11 @@ def _log_fig(fig, path: str) -> None:
     plt.close(fig)
 
 
-def _write_bundle(predictor: Predictor, card, directory: Path) -> None:
-    """The champion bundle for serving (``crlm.publish`` writes it beside the served one, then switches)."""
+def _write_bundle(predictor: Predictor, card, directory: Path, registration: Registration) -> None:
+    """The champion bundle for serving (``crlm.publish`` writes it beside the served one, then switches): the
+    Predictor and its ``metadata.json`` (the registry version's very document), ``registration.json``, the card."""
     predictor.save(directory)
+    registration.write(directory)
     if card:
         (directory / "model_card.md").write_text(card[0])
         (directory / "model_card.html").write_text(card[1])

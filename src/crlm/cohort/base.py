@@ -89,6 +89,7 @@ class Cohort:
     report: ValidationReport = field(default_factory=ValidationReport)
     truth: SimulationTruth | None = None  # only for simulated cohorts: the generating model's answers
     extra_fields: tuple[Field, ...] = ()  # a centre's own fields and recorded scores, declared by its mapping
+    caveats: tuple[str, ...] = ()  # the dataset's limitations in words, declared by its mapping (or the simulator)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -118,7 +119,7 @@ class Cohort:
             mask_or_index)
         truth = self.truth.subset(idx) if self.truth is not None else None
         return Cohort(self.data.iloc[idx].reset_index(drop=True), self.name, self.source, self.licence,
-                      self.citation, self.report, truth, self.extra_fields)
+                      self.citation, self.report, truth, self.extra_fields, self.caveats)
 
     @property
     def recorded_scores(self) -> list[Field]:

@@ -86,6 +86,7 @@ class Mapping(BaseModel):
     source: str = ""
     licence: str = ""
     citation: str = ""
+    caveats: list[str] = []  # the dataset's limitations, printed by the model card (Markdown, one bullet each)
     encoding: str | None = None
     missing_values: list[Any] = []
     join: list[JoinSpec] = []
@@ -264,7 +265,7 @@ def load_cohort(path: str | Path, mapping: str | Path | Mapping | None = None, *
     return Cohort(data=data, name=name or (mapping.name if mapping else path.stem),
                   source=(mapping.source if mapping and mapping.source else str(path)),
                   licence=mapping.licence if mapping else "", citation=mapping.citation if mapping else "",
-                  report=report, extra_fields=own)
+                  report=report, extra_fields=own, caveats=tuple(mapping.caveats) if mapping else ())
 
 
 def _replace_missing(df: pd.DataFrame, codes: list[Any]) -> pd.DataFrame:

@@ -41,6 +41,12 @@ ACCRUAL_MONTHS = 168.0  # patients enter uniformly over 14 years ...
 CLOSING_MONTHS = 180.0  # ... and are followed to a common closing date 15 years after the first entry
 LOSS_PER_YEAR = 0.03  # random loss to follow-up (exponential)
 OPERATIVE_WINDOW_MONTHS = 3.0  # perioperative (90-day) deaths fall uniformly in this window
+SIMULATED_CAVEATS = (  # the simulated cohort's limitations, printed by the model card (as a mapping's caveats)
+    "**Synthetic data:** the cohort is simulated from published effect sizes; the figures describe the method on "
+    "synthetic data and say nothing about real patients.",
+    f"**Simulated follow-up:** accrual is uniform over {ACCRUAL_MONTHS / 12:g} years with a common closing date "
+    f"(the end of follow-up) {CLOSING_MONTHS / 12:g} years after the first entry.",
+)
 COUPLING = 0.75  # probability that recurrence and cancer death share one uniform (one disease course)
 RAS_RESPONSE_FACTOR = 0.4  # in RAS mutants the response log-HRs (SD, PD, pCR) are multiplied by this
 
@@ -449,4 +455,4 @@ def simulate_cohort(n: int, seed: int) -> Cohort:
     }
     df = to_canonical(pd.DataFrame(data))
     return Cohort(df, name="simulated", source=f"crlm simulator n={n} seed={seed}",
-                  licence="synthetic, no real patients", truth=truth)
+                  licence="synthetic, no real patients", truth=truth, caveats=SIMULATED_CAVEATS)

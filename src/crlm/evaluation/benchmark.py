@@ -55,6 +55,7 @@ from crlm.evaluation.oof import OOF, bootstrap_oof, evaluate_oof
 from crlm.evaluation.reference_rows import CEILING, ORACLE, ceiling_oof, oracle_oof
 from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family, set_endpoint
 from crlm.models.zoo import SCORE_PREFIX
+from crlm.reporting.formatting import format_interval, headline_horizon
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint
 
 LEARNED_MODELS = ("coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft", "cox_prior", "literature_cox", "fong_plus",
@@ -117,33 +118,58 @@ class BenchmarkResult:
     notes: list[str] = field(default_factory=list)
     score_coverage: pd.DataFrame = field(default_factory=pd.DataFrame)  # crlm.scores.score_coverage
 
-    def estimate(self, model: str, metric: str, horizon: float | None = None) -> float:
+    def metric_row(self, model: str, metric: str, horizon: float | None = None) -> pd.Series | None:
+        """The one lookup of a metric: its row of ``metrics`` (estimate, ci_low, ci_high, n, interval), or None.
+
+        Parameters
+        ----------
+        model, metric : str
+        horizon : float, optional
+            Months, for per-horizon metrics (``auc``, ``ici``, ``oe``, ``slope``); None for summary metrics.
+
+        Returns
+        -------
+        pandas.Series or None
+            None when the benchmark did not evaluate it (never a made-up value).
+        """
         m = self.metrics
+        if m.empty:
+            return None
         sel = (m.model == model) & (m.metric == metric)
-        sel &= m.horizon.isna() if horizon is None else (m.horizon == horizon)
-        return float(m.loc[sel, "estimate"].iloc[0])
+        sel &= m.horizon.isna() if horizon is None else np.isclose(m.horizon.astype(float), float(horizon))
+        return m[sel].iloc[0] if sel.any() else None
+
+    def estimate(self, model: str, metric: str, horizon: float | None = None) -> float:
+        """The point estimate of ``metric_row`` (NaN when not evaluated)."""
+        row = self.metric_row(model, metric, horizon)
+        return float("nan") if row is None else float(row.estimate)
+
+    def comparison(self, model: str, metric: str = "harrell_c") -> pd.Series | None:
+        """The paired difference of ``model`` against the reference (a row of ``comparisons``), or None."""
+        comp = self.comparisons
+        if comp.empty:
+            return None
+        sel = (comp.model == model) & (comp.metric == metric)
+        return comp[sel].iloc[0] if sel.any() else None
 
     def leaderboard(self) -> pd.DataFrame:
-        """One row per model: the headline metrics with 95% intervals and the paired delta C vs reference."""
-        h36 = 36.0 if 36.0 in self.horizons else self.horizons[-1]
+        """One row per model: the headline metrics with 95% intervals and the paired delta C vs reference
+        (per-horizon columns at the headline horizon, ``crlm.reporting.formatting.headline_horizon``)."""
+        h = headline_horizon(self.horizons)
         rows = []
         for model in self.oof:
             row = {"model": model, "kind": model_kind(model), "n": int(self.oof[model].valid.sum())}
             for metric, horizon in [("harrell_c", None), ("uno_c", None), ("mean_auc", None), ("ibs", None),
-                                    ("ipa_ibs", None), ("ici", h36), ("oe", h36)]:
-                sel = (self.metrics.model == model) & (self.metrics.metric == metric)
-                sel &= self.metrics.horizon.isna() if horizon is None else self.metrics.horizon == horizon
-                if sel.any():
-                    r = self.metrics[sel].iloc[0]
-                    name = metric if horizon is None else f"{metric}_{int(horizon)}"
+                                    ("ipa_ibs", None), ("ici", h), ("oe", h)]:
+                r = self.metric_row(model, metric, horizon)
+                if r is not None:
+                    name = metric if horizon is None else f"{metric}_{horizon:g}"
                     row[name] = r.estimate
-                    row[f"{name}_ci"] = _fmt_ci(r.ci_low, r.ci_high)
-            comp = self.comparisons
-            sel = (comp.model == model) & (comp.metric == "harrell_c")
-            if sel.any():
-                r = comp[sel].iloc[0]
+                    row[f"{name}_ci"] = format_interval(r.ci_low, r.ci_high, enclose="[]")
+            r = self.comparison(model, "harrell_c")
+            if r is not None:
                 row["delta_c_vs_ref"] = r.delta
-                row["delta_c_ci"] = _fmt_ci(r.ci_low, r.ci_high)
+                row["delta_c_ci"] = format_interval(r.ci_low, r.ci_high, enclose="[]")
                 row["p_value"] = r.p_value
                 row["p_holm"] = r.p_holm
                 row["n_vs_ref"] = int(r.n)
@@ -152,10 +178,6 @@ class BenchmarkResult:
             rows.append(row)
         board = pd.DataFrame(rows)
         return board.sort_values("uno_c", ascending=False, na_position="last").reset_index(drop=True)
-
-
-def _fmt_ci(low: float, high: float) -> str:
-    return "" if np.isnan(low) else f"[{low:.3f}, {high:.3f}]"
 
 
 def model_kind(model: str) -> str:
@@ -455,7 +477,7 @@ def _ablation(points, boots, folds, X, y, grid, horizons, spec, factory, progres
                 row[metric] = point[metric]
                 if boot is not None:
                     low, high = centred_interval(boot[metric], point[metric])
-                    row[f"{metric}_ci"] = _fmt_ci(low, high)
+                    row[f"{metric}_ci"] = format_interval(low, high, enclose="[]")
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -1,4 +1,4 @@
-"""Figures for a ``BenchmarkResult`` (the HTML leaderboard: ``crlm.evaluation.leaderboard_html``).
+"""Figures for a ``BenchmarkResult`` (the HTML leaderboard: ``crlm.reporting.leaderboard``).
 
 Every figure function returns a ``matplotlib.figure.Figure``; the caller logs it (``mlflow.log_figure``) and
 closes it. The Agg backend is selected here so that figures render on headless machines. Everything shown is
@@ -23,6 +23,7 @@ from sksurv.nonparametric import kaplan_meier_estimator  # noqa: E402
 
 from crlm.evaluation.benchmark import HIGHER_IS_BETTER, ORACLE, BenchmarkResult  # noqa: E402
 from crlm.evaluation.calibration import binned_calibration, ici  # noqa: E402
+from crlm.reporting.formatting import METRIC_LABELS, format_estimate, format_p  # noqa: E402
 from crlm.scores import SCORES, compute_score  # noqa: E402
 
 # Okabe–Ito: distinguishable with colour-vision deficiency and in greyscale print.
@@ -48,8 +49,6 @@ _ENDPOINT_TEXT = {  # (survival label, event wording)
     "rfs": ("Recurrence-free survival", "recurrence or death"),
     "liver_rfs": ("Liver recurrence-free survival", "liver recurrence or death"),
 }
-METRIC_LABELS = {"harrell_c": "Harrell's C", "uno_c": "Uno's C", "mean_auc": "mean time-dependent AUC",
-                 "ibs": "integrated Brier score", "ipa_ibs": "IPA (integrated)"}
 SCORE_PREFIX = "score:"
 
 
@@ -67,7 +66,8 @@ def model_label(model: str) -> str:
     return _LEARNED_LABELS.get(model, model)
 
 
-def _endpoint_text(res: BenchmarkResult) -> tuple[str, str]:
+def endpoint_text(res: BenchmarkResult) -> tuple[str, str]:
+    """(survival label, event wording) of the benchmark's endpoint, e.g. ("Overall survival", "death")."""
     return _ENDPOINT_TEXT.get(res.spec.endpoint, (res.spec.endpoint.upper(), "event"))
 
 
@@ -85,20 +85,9 @@ def _horizon_index(res: BenchmarkResult, horizon: float) -> int:
     return int(hit[0])
 
 
-def _metric_row(res: BenchmarkResult, model: str, metric: str, horizon: float | None = None):
-    m = res.metrics
-    sel = (m.model == model) & (m.metric == metric)
-    sel &= m.horizon.isna() if horizon is None else np.isclose(m.horizon.astype(float), float(horizon))
-    return m[sel].iloc[0] if sel.any() else None
-
-
-def _fmt_estimate(row, digits: int = 3) -> str:
-    if row is None or pd.isna(row.estimate):
-        return "n/a"
-    text = f"{row.estimate:.{digits}f}"
-    if pd.notna(row.ci_low):
-        text += f" ({row.ci_low:.{digits}f}–{row.ci_high:.{digits}f})"
-    return text
+def _estimate_text(row) -> str:
+    """A metric row of ``BenchmarkResult.metric_row`` as ``estimate (low, high)``; n/a when not evaluated."""
+    return "n/a" if row is None else format_estimate(row.estimate, row.ci_low, row.ci_high)
 
 
 def _km(time, event):
@@ -115,10 +104,6 @@ def _km_at(time, event, t: float) -> tuple[float, float, float]:
     x, s, ci = _km(time, event)
     i = np.searchsorted(x, t, side="right") - 1
     return float(s[i]), float(ci[0, i]), float(ci[1, i])
-
-
-def _format_p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 # ------------------------------------------------------------------------------------------- calibration
@@ -174,7 +159,7 @@ def calibration_plot(res: BenchmarkResult, model: str, horizon: float = 36.0, *,
     binned, what = _calibration_groups(y, f, risk, horizon, groups, unit)
     obs_low, obs_high = binned.observed_low.to_numpy(), binned.observed_high.to_numpy()
 
-    _, event_word = _endpoint_text(res)
+    _, event_word = endpoint_text(res)
     label = model_label(model)
     reps = oof.survival.shape[0]
     how = f"repeat {repeat}" if repeat is not None else "1 repeat" if reps == 1 else f"mean of {reps} repeats"
@@ -200,11 +185,11 @@ def calibration_plot(res: BenchmarkResult, model: str, horizon: float = 36.0, *,
         ax.legend(loc="upper left")
         ax.tick_params(labelbottom=False)
 
-        rows = [("ICI", _metric_row(res, model, "ici", horizon)), ("E90", _metric_row(res, model, "e90", horizon)),
-                ("O/E", _metric_row(res, model, "oe", horizon)),
-                ("Slope", _metric_row(res, model, "slope", horizon))]
+        rows = [("ICI", res.metric_row(model, "ici", horizon)), ("E90", res.metric_row(model, "e90", horizon)),
+                ("O/E", res.metric_row(model, "oe", horizon)),
+                ("Slope", res.metric_row(model, "slope", horizon))]
         n_events = int((y["event"] & (y["time"] <= horizon)).sum())
-        box = "\n".join(["Benchmark metrics (95% CI)"] + [f"{k}: {_fmt_estimate(r)}" for k, r in rows]
+        box = "\n".join(["Benchmark metrics (95% CI)"] + [f"{k}: {_estimate_text(r)}" for k, r in rows]
                         + [f"n = {len(y)}, {n_events} events by {horizon:g} mo"])
         ax.text(0.98, 0.03, box, transform=ax.transAxes, ha="right", va="bottom", multialignment="left",
                 fontsize=7.5, family="DejaVu Sans Mono",
@@ -285,7 +270,7 @@ def _km_panel(ax, res: BenchmarkResult, groups: pd.Series, order: Sequence[str],
     if len(present) > 1:
         indicator = groups[mask].to_numpy().astype(str)
         _, p = compare_survival(y[mask], indicator)
-        ax.text(0.98, 0.97, f"Log-rank {_format_p(p)}", transform=ax.transAxes, ha="right", va="top",
+        ax.text(0.98, 0.97, f"Log-rank {format_p(p)}", transform=ax.transAxes, ha="right", va="top",
                 fontsize=8)
     excluded = int((~mask).sum())
     if excluded:
@@ -312,7 +297,7 @@ def km_by_risk_group(res: BenchmarkResult, model: str, reference: str = "score:f
     """
     tertiles, t_order = _risk_tertiles(res, model)
     ref_groups, r_order, ranges = _score_groups(res, reference)
-    surv_label, _ = _endpoint_text(res)
+    surv_label, _ = endpoint_text(res)
     with plt.rc_context(_STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(12.0, 5.6), sharey=True, layout="constrained")
         _km_panel(axes[0], res, tertiles, t_order, {g: f"{g.capitalize()} risk" for g in t_order}, max_time,
@@ -370,14 +355,6 @@ def time_dependent_auc_plot(res: BenchmarkResult, models: Sequence[str] | None =
     return fig
 
 
-def _format_boot_p(p: float, n_boot: int) -> str:
-    """A bootstrap p-value cannot resolve below ~2 / n_boot: show it as a bound rather than 0."""
-    if pd.isna(p):
-        return "–"
-    floor = 2.0 / max(n_boot, 1)
-    return f"<{floor:.2g}" if p < floor else f"{p:.2f}"
-
-
 def forest_plot(res: BenchmarkResult, metric: str = "harrell_c") -> Figure:
     """Paired difference of each model vs the reference (``res.comparisons``) with 95% bootstrap intervals.
 
@@ -408,7 +385,7 @@ def forest_plot(res: BenchmarkResult, metric: str = "harrell_c") -> Figure:
         ax.text(1.02, len(comp) - 0.45, f"{'delta [95% CI]':<24}{'p Holm':>7}{'n':>6}", va="bottom", color="#404040", **mono)
         for i, row in comp.iterrows():
             ci = f"{row.delta:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
-            ax.text(1.02, i, f"{ci:<24}{_format_boot_p(row.p_holm, res.spec.n_boot):>7}{int(row.n):>6}",
+            ax.text(1.02, i, f"{ci:<24}{format_p(row.p_holm, res.spec.n_boot, missing='–'):>7}{int(row.n):>6}",
                     va="center", **mono)
         lo, hi = np.nanmin(np.r_[comp.ci_low, 0]), np.nanmax(np.r_[comp.ci_high, 0])
         pad = 0.08 * (hi - lo or 0.1)

@@ -26,6 +26,7 @@ from crlm.evaluation.calibration import calibration_in_the_large
 from crlm.evaluation.intervals import bootstrap_indices, centred_interval
 from crlm.evaluation.metrics import harrell_c
 from crlm.evaluation.weighted import resample_weights, weighted_harrell_c, weighted_oe
+from crlm.reporting.formatting import headline_horizon
 from crlm.scores import SCORES, compute_score
 
 MIN_PATIENTS = 20
@@ -116,7 +117,7 @@ def subgroup_performance(res: BenchmarkResult, model: str, n_boot: int = 100, se
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
     oof = res.oof[model]
     y = res.y
-    horizon = 36.0 if 36.0 in res.horizons else float(res.horizons[-1])
+    horizon = headline_horizon(res.horizons)
     col = np.flatnonzero(np.isclose(res.grid, horizon))
     if not len(col):
         raise ValueError(f"horizon {horizon:g} is not on the benchmark's prediction grid")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crlm import schema
+from crlm.model_metadata import ModelMetadata
 from crlm.serving.errors import RequestError, json_type, problem
 from crlm.serving.request_models import form_fields, score_inputs
 from crlm.serving.settings import DISCLAIMER, ENDPOINTS, SERVED_SCORES
@@ -160,27 +161,26 @@ class Engine:
 
 def model_card(model: LoadedModel) -> dict:
     """``GET /model_info`` for one endpoint: which model, how it was built, its card."""
-    meta = dict(getattr(model.predictor, "metadata", {}) or {})
-    metrics = meta.get("metrics")
+    meta = ModelMetadata.coerce(getattr(model.predictor, "metadata", None))
     return {
         **model.ref,
         "endpoint_label": getattr(model.predictor, "endpoint_label", None),
-        "horizons_months": meta.get("horizons"),
-        "headline": meta.get("headline"),  # optimism-corrected performance of this (shipped) model
-        "champion_decision": meta.get("champion_verdict"),
-        "metrics": metrics,
+        "horizons_months": meta.horizons,
+        "headline": meta.headline,  # optimism-corrected performance of this (shipped) model
+        "champion_decision": meta.champion_verdict,
+        "metrics": meta.metrics,
         "metrics_kind": "nested cross-validation (out-of-fold): the comparison between models",
-        "calibration": meta.get("calibration"),
-        "recalibration": meta.get("recalibration"),
-        "interval": meta.get("interval"),
-        "interval_method": meta.get("interval_method"),
-        "explainer": meta.get("explainer"),
-        "risk_groups": meta.get("risk_groups"),
-        "feature_blocks": meta.get("feature_blocks"),
-        "postoperative": meta.get("postoperative"),
-        "fields_used": meta.get("fields_used"),
-        "model_card": meta.get("model_card"),
-        "metadata": meta,
+        "calibration": meta.calibration,
+        "recalibration": meta.recalibration,
+        "interval": meta.interval,
+        "interval_method": meta.interval_method,
+        "explainer": meta.explainer,
+        "risk_groups": meta.risk_groups,
+        "feature_blocks": meta.feature_blocks,
+        "postoperative": meta.postoperative,
+        "fields_used": meta.fields_used,
+        "model_card": meta.model_card,
+        "metadata": meta.to_dict(),
     }
 
 

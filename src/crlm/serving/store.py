@@ -16,6 +16,7 @@ from pathlib import Path
 
 from crlm import schema
 from crlm.cohort_kind import DEMONSTRATION_LABEL, is_simulated
+from crlm.model_metadata import ModelMetadata, Registration
 from crlm.serving.engine import Engine, LoadedModel
 from crlm.serving.errors import RequestError
 from crlm.serving.model_checks import check_slot
@@ -26,16 +27,19 @@ logger = logging.getLogger("crlm.serving")
 
 
 def model_ref(endpoint: str, predictor, *, registered_name: str, version: str | None, alias: str | None,
-              source: str) -> dict:
+              source: str, published_as: str | None = None) -> dict:
     """Which model answers an endpoint: its served name, version, alias, source and training cohort (real or
-    simulated: a simulated cohort's model carries ``DEMONSTRATION_LABEL`` wherever its numbers appear)."""
-    meta = dict(getattr(predictor, "metadata", {}) or {})
-    simulated = is_simulated(meta.get("cohort"), meta.get("cohort_source"), meta.get("licence"))
+    simulated: a simulated cohort's model carries ``DEMONSTRATION_LABEL`` wherever its numbers appear);
+    ``published_as``: a bundle's registered name when it differs from its directory's."""
+    meta = ModelMetadata.coerce(getattr(predictor, "metadata", None))
+    # the cohort says whether it was simulated; a bundle from before that field is judged by its description
+    simulated = meta.simulated if meta.simulated is not None else is_simulated(meta.cohort, meta.cohort_source,
+                                                                                meta.licence)
     return {
         "name": registered_name,
         "endpoint": endpoint,
         "label": DEMONSTRATION_LABEL if simulated else None,
-        "registered_name": meta.get("registered_name") or registered_name,
+        "registered_name": published_as or registered_name,
         "version": None if version is None else str(version),
         "alias": alias,
         "source": source,
@@ -123,14 +127,14 @@ def load_entry(entry: str, config: ModelConfig, slot: str | None = None) -> Load
     predictor = _read(f"{path / 'predictor.joblib'}", lambda: Predictor.load(path))
     endpoint = slot or _endpoint_of(predictor, None)
     check_slot(endpoint, predictor, f"bundle {path}")
-    meta = predictor.metadata or {}
     card = path / "model_card.md"
-    if not meta.get("model_card") and card.exists():  # the exported bundle may keep the card beside it
-        predictor.metadata = {**meta, "model_card": card.read_text()}
-    # A bundle exported by a training job records the registry version and alias it was registered under.
+    if not predictor.metadata.model_card and card.exists():  # the exported bundle may keep the card beside it
+        predictor.metadata = predictor.metadata.replace(model_card=card.read_text())
+    # A bundle exported by a training job records the registry name, version and alias it was published under.
+    registration = Registration.read(path, predictor.metadata)
     return LoadedModel(predictor, model_ref(endpoint, predictor, registered_name=path.name,
-                                            version=meta.get("version"), alias=meta.get("alias"),
-                                            source=f"bundle {path}"))
+                                            version=registration.version, alias=registration.alias,
+                                            source=f"bundle {path}", published_as=registration.registered_name))
 
 
 def load_model(endpoint: str, config: ModelConfig) -> LoadedModel:

@@ -1,4 +1,5 @@
-"""The HTML leaderboard of a ``BenchmarkResult``: one self-contained page (inline CSS, no external requests)."""
+"""The leaderboard of a ``BenchmarkResult`` (``BenchmarkResult.leaderboard()``, the one table) as text columns
+for the terminal and as one self-contained HTML page (inline CSS, no external requests)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from crlm.evaluation.benchmark import ORACLE, BenchmarkResult
-from crlm.evaluation.plots import _endpoint_text, _format_boot_p, _metric_row, model_label
+from crlm.evaluation.plots import endpoint_text, model_label
+from crlm.reporting.formatting import format_interval, format_p, headline_horizon, horizon_key
 
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1a1a1a;margin:24px;max-width:1200px}
@@ -28,9 +30,27 @@ _LEADERBOARD_COLUMNS = [  # (metric, at the calibration horizon, header)
 ]
 
 
-def _interval(low, high) -> str:
-    # "low, high" rather than "low-high", which is ambiguous for negative bounds
-    return "" if pd.isna(low) else f"{low:.3f}, {high:.3f}"
+TEXT_COLUMNS = ("model", "kind", "n", "harrell_c", "harrell_c_ci", "uno_c", "uno_c_ci", "ibs", "ipa_ibs", "ici",
+                "delta_c_vs_ref", "delta_c_ci")  # ``ici``: at the headline horizon
+
+
+def text_columns(res: BenchmarkResult, board: pd.DataFrame | None = None) -> list[str]:
+    """The leaderboard's columns printed by ``crlm train`` and ``crlm demo`` (those the board has), the ICI at
+    the headline horizon (``crlm.reporting.formatting.headline_horizon``).
+
+    Parameters
+    ----------
+    res : BenchmarkResult
+    board : pandas.DataFrame, optional
+        ``res.leaderboard()`` when already computed.
+
+    Returns
+    -------
+    list of str
+    """
+    board = res.leaderboard() if board is None else board
+    names = [horizon_key(c, res.horizons) if c == "ici" else c for c in TEXT_COLUMNS]
+    return [c for c in names if c in board]
 
 
 def _cell(value, ci: str = "", css: str = "") -> str:
@@ -63,31 +83,30 @@ def leaderboard_html(res: BenchmarkResult) -> str:
     """
     spec = res.spec
     board = res.leaderboard()
-    h_cal = 36.0 if 36.0 in res.horizons else res.horizons[-1]
+    h_cal = headline_horizon(res.horizons)
     hk = f"{h_cal:g}"
-    tau_row = _metric_row(res, board.model.iloc[0], "uno_tau") if len(board) else None
+    tau_row = res.metric_row(board.model.iloc[0], "uno_tau") if len(board) else None
     tau = f"{tau_row.estimate:g} months" if tau_row is not None else "the last horizon"
-    surv_label, event_word = _endpoint_text(res)
+    surv_label, event_word = endpoint_text(res)
     esc = html.escape
 
     headers = ["<th class='name'>Model</th>", "<th class='name'>Kind</th>", "<th>n</th>"]
     headers += [f"<th>{h}{f' {hk} mo' if at_h else ''}</th>" for _, at_h, h in _LEADERBOARD_COLUMNS]
     headers += [f"<th>Δ Harrell C vs {esc(model_label(spec.reference))}</th>", "<th>p</th>"]
-    comp = res.comparisons
     rows = []
     for _, r in board.iterrows():
         cls = "reference" if r.model == spec.reference else "oracle" if r.model == ORACLE else ""
         cells = [f"<td class='name'>{esc(model_label(r.model))}<br><span class='ci'>{esc(r.model)}</span></td>",
                  f"<td class='name'>{esc(str(r.kind))}</td>", f"<td>{int(r.n)}</td>"]
         for metric, at_h, _ in _LEADERBOARD_COLUMNS:
-            m = _metric_row(res, r.model, metric, h_cal if at_h else None)
-            cells.append(_cell(None) if m is None else _cell(m.estimate, _interval(m.ci_low, m.ci_high)))
-        sel = (comp.model == r.model) & (comp.metric == "harrell_c")
-        if sel.any():
-            c = comp[sel].iloc[0]
-            cells += [_cell(c.delta, _interval(c.ci_low, c.ci_high),
+            m = res.metric_row(r.model, metric, h_cal if at_h else None)
+            cells.append(_cell(None) if m is None else
+                         _cell(m.estimate, format_interval(m.ci_low, m.ci_high, enclose="")))
+        c = res.comparison(r.model, "harrell_c")
+        if c is not None:
+            cells += [_cell(c.delta, format_interval(c.ci_low, c.ci_high, enclose=""),
                             "better" if bool(c.get("better_than_reference", False)) else ""),
-                      f"<td>{esc(_format_boot_p(c.get('p_holm', c.p_value), spec.n_boot))}</td>"]
+                      f"<td>{esc(format_p(c.get('p_holm', c.p_value), spec.n_boot, missing='–'))}</td>"]
         else:
             cells += ["<td>reference</td>" if r.model == spec.reference else "<td>–</td>", "<td>–</td>"]
         rows.append(f"<tr class='{cls}'>" + "".join(cells) + "</tr>")
