@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 
-from crlm.cohort.simulate import simulate_cohort
+from crlm import paths
+from crlm.cohort.loader import read_mapping
+from crlm.cohort.simulate import SIMULATED_CAVEATS, simulate_cohort
+from crlm.cohort_kind import DEMONSTRATION_LABEL
 from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
 from crlm.evaluation.calibration import calibration_in_the_large
 from crlm.evaluation.intervals import bootstrap_indices
@@ -16,7 +20,9 @@ from crlm.evaluation.metrics import harrell_c
 from crlm.evaluation.subgroups import TOO_FEW, subgroup_performance
 from crlm.evaluation.weighted import resample_weights, weighted_harrell_c, weighted_oe
 from crlm.predictor import train_predictor
+from crlm.reporting.formatting import format_estimate, format_number
 from crlm.reporting.model_card import SECTION_TITLES, build_model_card
+from crlm.schema import FIELDS_BY_NAME
 
 RULE = "highest Uno's C among learned models"
 
@@ -119,34 +125,72 @@ def test_groupings_follow_the_cohort(run):
 # ------------------------------------------------------------------------------------------- the card
 
 
+def _table_rows(md: str, first_cell: str) -> list[list[str]]:
+    """The cells of every Markdown table row whose first cell is ``first_cell``."""
+    rows = [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in md.splitlines()
+            if line.startswith("| ")]
+    return [r for r in rows if r[0] == first_cell]
+
+
+def _parse_estimate(text: str) -> tuple[float, float, float]:
+    """``0.712 (0.680, 0.745)`` -> the three numbers."""
+    match = re.fullmatch(r"(-?\d+\.\d+) \((-?\d+\.\d+), (-?\d+\.\d+)\)", text)
+    assert match, text
+    return tuple(float(g) for g in match.groups())
+
+
 def test_card_sections_and_numbers(run, card):
     res, predictor, sg = run
     md, _ = card
-    for number, title in enumerate(SECTION_TITLES, start=1):
-        assert f"## {number}. {title}" in md
+    headings = re.findall(r"^## (\d+)\. (.+)$", md, flags=re.M)
+    assert [int(n) for n, _ in headings] == list(range(1, len(headings) + 1))  # numbered in order, none twice
+    assert [t for _, t in headings] == list(SECTION_TITLES)
     assert md.startswith("# Model card: crlm-simulated-os (version 7)")
-    c = res.metrics[(res.metrics.model == "coxph") & (res.metrics.metric == "harrell_c")].iloc[0]
-    assert f"| Harrell's C | {c.estimate:.3f} ({c.ci_low:.3f}, {c.ci_high:.3f}) |" in md
-    assert f"| {len(res.y)} | {int(res.y['event'].sum())} |" in md  # benchmark patients and events
+    # every benchmark metric the performance table shows is the benchmark's, with its interval, and the
+    # estimate lies inside its printed interval
+    performance = md.split("## 10. Performance")[1].split("## 11.")[0]
+    shown = 0
+    for metric, label in (("harrell_c", "Harrell's C"), ("ibs", "integrated Brier score (lower is better)"),
+                          ("ici", "ICI at 36 months (lower is better)")):
+        horizon = 36.0 if metric == "ici" else None
+        for model, cell in zip(("coxph", "score:fong"), _table_rows(performance, label)[0][1:], strict=False):
+            row = res.metric_row(model, metric, horizon)
+            assert cell == format_estimate(row.estimate, row.ci_low, row.ci_high)
+            estimate, low, high = _parse_estimate(cell)
+            assert low <= estimate <= high
+            shown += 1
+    assert shown == 6
+    bench = next(r for r in md.splitlines() if r.startswith("| benchmark (patients"))
+    assert bench.split(" | ")[1:3] == [str(len(res.y)), str(int(res.y["event"].sum()))]
     meta = predictor.metadata
-    assert f"| {meta['patients']} | {meta['events']} |" in md  # predictor training set
-    comp = res.comparisons
-    delta = comp[(comp.model == "coxph") & (comp.metric == "harrell_c")].iloc[0]
-    assert f"{delta.delta:.3f} ({delta.ci_low:.3f}, {delta.ci_high:.3f})" in md
-    for name in meta["fields_used"]:
-        assert f"| `{name}` |" in md
-    assert "| `age_years` | Age | clinical | preoperative |" in md
-    ici = meta["calibration"]["36"]
-    assert f"| 36 | {ici['ici_before']:.3f} | {ici['ici_after']:.3f} |" in md
-    assert f"Recalibration applied:** {'yes' if meta['recalibration_applied'] else 'no'}" in md
+    training = next(r for r in md.splitlines() if r.startswith("| predictor training"))
+    assert training.split(" | ")[1:3] == [str(meta.patients), str(meta.events)]
+    delta = res.comparison("coxph", "harrell_c")
+    assert format_estimate(delta.delta, delta.ci_low, delta.ci_high) in md
+    predictors = md.split("## 5. Predictors")[1].split("## 6.")[0]
+    listed = re.findall(r"^\| `([a-z0-9_]+)` \|", predictors, flags=re.M)
+    assert listed == meta.fields_used  # every field the model uses, in its order, nothing else
+    for name in meta.fields_used:
+        f = FIELDS_BY_NAME[name]
+        assert _table_rows(predictors, f"`{name}`")[0][1:4] == [f.label, f.block, f.timing]
+    calibration = md.split("## 12. Calibration")[1].split("## 13.")[0]
+    for h, ici in meta.calibration.items():
+        assert _table_rows(calibration, h)[0][1:3] == [format_number(ici["ici_before"]),
+                                                       format_number(ici["ici_after"])]
+    assert f"Recalibration applied:** {'yes' if meta.recalibration_applied else 'no'}" in md
     male = sg[(sg.grouping == "sex") & (sg.subgroup == "male")].iloc[0]
-    assert f"| sex | male | {male.patients} | {male.events} | {male.harrell_c:.3f} (" in md
-    for phrase in ("not causal", "local validation", "synthetic", "median imputation", "missing indicator",
+    cells = _table_rows(md, "sex")
+    male_row = next(r for r in cells if r[1] == "male")
+    assert male_row[2:5] == [str(male.patients), str(male.events),
+                             format_estimate(male.harrell_c, male.harrell_c_low, male.harrell_c_high)]
+    for phrase in ("not causal", "local validation", "median imputation", "missing indicator",
                    "`unknown` is its own level", "Oracle (true model)", RULE, "Not run in this benchmark",
-                   meta["explainer"], meta["interval_method"], "scikit-survival",
-                   "outer loop: 1 repeat(s) x 2-fold"):
+                   meta.explainer, meta.interval_method, "scikit-survival", "outer loop: 1 repeat(s) x 2-fold"):
         assert phrase.lower() in md.lower(), phrase
-    assert "CC BY 4.0" not in md  # a synthetic cohort has no data licence to attribute
+    limitations = md.split("## 16. Limitations")[1].split("## 17.")[0]
+    for caveat in SIMULATED_CAVEATS:  # the simulator's declared caveats, not text found in its name
+        assert f"- {caveat}" in limitations
+    assert "Attribution" not in md  # a synthetic cohort has no data licence to attribute
 
 
 def test_html_is_self_contained(card):
@@ -161,26 +205,67 @@ def test_html_is_self_contained(card):
     assert "<td>Harrell's C</td>" in page
 
 
-def test_tcia_card_attributes_the_data_and_states_caveats(run):
+def test_tcia_card_attributes_the_data_and_states_the_mappings_caveats(run):
     res, predictor, sg = run
-    tcia = _with_population(
-        res, name="tcia-crlm", truth=None,
-        source="TCIA Colorectal-Liver-Metastases clinical data, v1 Oct 2022",
-        licence="CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/)",
-        citation="Simpson AL et al. Scientific Data 11, 172 (2024). doi:10.1038/s41597-024-02981-2. "
-                 "Dataset: doi:10.7937/QXK2-QG03.")
+    mapping = read_mapping(paths.data_dir() / paths.TCIA_MAPPING)
+    assert len(mapping.caveats) >= 3
+    tcia = _with_population(res, name="tcia-crlm", truth=None, source=mapping.source, licence=mapping.licence,
+                            citation=mapping.citation, caveats=tuple(mapping.caveats))
     tcia = dataclasses.replace(tcia, cohort_name="tcia-crlm")
-    meta = predictor.metadata | {"cohort": "tcia-crlm"}
+    meta = predictor.metadata | {"cohort": "tcia-crlm", "simulated": False, "caveats": None}
     md, page = build_model_card(meta, tcia, "coxph", sg, registered_name="crlm-tcia-os", version=None,
                                 selection_rule=RULE)
     assert "unregistered" in md and "Attribution (CC BY 4.0)" in md and "doi:10.7937/QXK2-QG03" in md
-    for phrase in ("pathological", "No RAS/BRAF/PIK3CA", "Single centre", "Fong reference"):
-        assert phrase in md, phrase
-    assert "Synthetic data" not in md
+    limitations = md.split("## 16. Limitations")[1].split("## 17.")[0]
+    for caveat in mapping.caveats:  # declared in the mapping, printed as they are
+        assert f"- {caveat}" in limitations
+    for caveat in SIMULATED_CAVEATS:
+        assert caveat not in md
+    assert "synthetic" not in md.lower() and DEMONSTRATION_LABEL not in md
     hrefs = re.findall(r"<a href=\"([^\"]*)\">", page)
     assert "https://doi.org/10.1038/s41597-024-02981-2" in hrefs
     assert hrefs and all(re.match(r"https://(doi\.org|creativecommons\.org)/", h) for h in hrefs)
     assert not re.search(r"https?://", re.sub(r"<a href=\"[^\"]*\">.*?</a>", "", page))
+
+
+def test_card_html_renders_every_markdown_table_and_escapes_raw_html(run, card):
+    md, page = card
+    parsed = _Tables()
+    parsed.feed(page)
+    assert len(parsed.tables) == md.count("\n|---")
+    body_rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert sum(len(t) for t in parsed.tables) == len(body_rows)  # header + body rows, each a <tr>
+    res, predictor, sg = run
+    hostile = _with_population(res, source="<script>alert(1)</script> <img src=x>")
+    _, unsafe = build_model_card(predictor.metadata, hostile, "coxph", sg, registered_name="x", version="1",
+                                 selection_rule=RULE)
+    assert "<script" not in unsafe and "<img" not in unsafe and "&lt;script&gt;" in unsafe
+
+
+class _Tables(HTMLParser):
+    """The rows of every <table> of a page (cells' text)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
 
 
 def test_card_refuses_mismatched_inputs(run):

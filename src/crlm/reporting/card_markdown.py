@@ -26,7 +26,7 @@ blockquote{margin:10px 0;padding:8px 12px;background:#fff4e5;border-left:4px sol
 ul{padding-left:22px}li{margin:3px 0}p,li{font-size:14px}
 @media print{body{margin:0;max-width:none}h2{page-break-after:avoid}table{page-break-inside:avoid}}
 """
-_URL = re.compile(r"(?<![<(\[])\bhttps?://[^\s<>()\"']+[^\s<>()\"'.,;:]")
+_URL = re.compile(r"(?<!<)(?<!\]\()\bhttps?://[^\s<>()\"']+[^\s<>()\"'.,;:]")  # not already a link
 _DOI = re.compile(r"\bdoi:\s*(10\.\d{4,9}/[^\s<>()\"']+[^\s<>()\"'.,;:])", re.IGNORECASE)
 
 
