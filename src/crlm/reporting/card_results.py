@@ -33,16 +33,14 @@ class ResultSections:
     """Sections 9-14 of the card."""
 
     def _selection(self) -> list[str]:
-        comp = self.res.comparisons
         rows = []
         for _, r in self.res.leaderboard().iterrows():
-            sel = (comp.model == r.model) & (comp.metric == "harrell_c") if not comp.empty else None
+            c = self.res.comparison(r.model, "harrell_c")
             if r.model == self.ref:
                 delta = "reference"
-            elif sel is None or not sel.any():
+            elif c is None:
                 delta = MISSING_TEXT
             else:
-                c = comp[sel].iloc[0]
                 delta = format_estimate(c.delta, c.ci_low, c.ci_high)
             name = model_label(r.model)
             name = f"**{name}** (champion)" if r.model == self.champion else name
@@ -51,7 +49,7 @@ class ResultSections:
         lines = [f"Selection rule: {self.selection_rule}", "",
                  "All candidates of the benchmark (estimate and 95% interval):", ""]
         return lines + table(["model", "name", "kind", "n", "Harrell C", "Uno C", "IBS",
-                               f"difference in Harrell C vs {self.ref_label}"], rows)
+                              f"difference in Harrell C vs {self.ref_label}"], rows)
 
     def _performance(self) -> list[str]:
         models, hs = self._models(), self.res.horizons

@@ -109,25 +109,26 @@ def headline_lines(meta: ModelMetadata | Mapping) -> list[str]:
 
 
 class _Card(DescriptionSections, ResultSections):
+    """One card: the inputs, what the sections share, and the document in section order."""
+
     def __init__(self, meta: ModelMetadata, res: BenchmarkResult, champion: str, subgroups: pd.DataFrame,
                  registered_name: str, version: str | None, selection_rule: str):
         self.meta, self.res, self.champion, self.subgroups = meta, res, champion, subgroups
         self.registered_name, self.version, self.selection_rule = registered_name, version, selection_rule
         self.spec = res.spec
-        self.ep = endpoint(meta.get("endpoint", res.spec.endpoint))
+        self.ep = endpoint(meta.endpoint or res.spec.endpoint)
         pop = res.population
+        # declared, not guessed from the cohort's text: the simulator's truth, the cohort's and mapping's caveats
         self.simulated = pop.truth is not None or bool(meta.simulated)
         self.caveats = list(pop.caveats or meta.caveats or [])
         self.ref = self.spec.reference if self.spec.reference in res.oof else None
         self.ref_label = model_label(self.ref) if self.ref else "the reference score"
         self.h_cal = headline_horizon(res.horizons)
-        self.fields = list(meta.get("fields_used", []))
+        self.fields = list(meta.fields_used or [])
         self.label = model_label(champion)
         self.version_text = f"version {version}" if version else "unregistered local build"
         self.title = f"Model card: {registered_name} ({self.version_text})"
         self.model_params = self._model_params()
-
-    # ---------------------------------------------------------------- helpers
 
     # ---------------------------------------------------------------- helpers
 
@@ -151,8 +152,6 @@ class _Card(DescriptionSections, ResultSections):
 
     def _models(self) -> list[str]:
         return [m for m in (self.champion, self.ref, ORACLE if ORACLE in self.res.oof else None) if m]
-
-    # ---------------------------------------------------------------- sections
 
     def _metric_text(self, model: str, metric: str, horizon: float | None = None) -> str:
         row = self.res.metric_row(model, metric, horizon)
