@@ -51,8 +51,8 @@ def train_small(directory: Path, model_name: str = "coxnet", n: int = 400, inter
     directory.mkdir(parents=True, exist_ok=True)
     for ep in ("os", "rfs"):
         name = f"bench-{model_name}-{ep}"
-        train_predictor(cohort, endpoint=ep, model_name=model_name, n_interval_models=interval_models, seed=0,
-                        metadata={"registered_name": name}).save(directory / name)
+        train_predictor(cohort, endpoint=ep, model_name=model_name, n_interval_models=interval_models,
+                        seed=0).save(directory / name)
     return directory
 
 

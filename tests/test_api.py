@@ -526,7 +526,8 @@ def test_models_from_the_mlflow_registry_alias(models_dir, patients, tmp_path, m
     assert store.config.source == "registry"
     ref = store.models["os"].ref
     assert ref["version"] == "1" and ref["alias"] == "champion" and ref["source"] == "models:/crlm-test-os@champion"
-    assert ref["registered_name"] == "crlm-sim-os"  # the name the Predictor was trained under (its metadata)
+    # the registry name it is served from (the registry identity is not part of the model's metadata document)
+    assert ref["registered_name"] == "crlm-test-os"
     assert ref["training_cohort"]["patients"] == 400
     row = model_rows(patients[0])
     bundle = ModelStore(ModelConfig("bundle", {"os": "crlm-sim-os", "rfs": "crlm-sim-rfs"}, models_dir))
