@@ -86,8 +86,8 @@ class DescriptionSections:
                 "model's true survival is known, which gives the oracle in the performance tables.")
             return lines
         if licence:
-            lines += [f"**Attribution ({linkify(licence.split(' (')[0])}).** The data are used under this licence. "
-                      f"Please cite: {linkify(citation) or 'the source above.'}", ""]
+            lines += [f"**Attribution ({linkify(licence.split(' (')[0])}).** The data are used under this licence; "
+                      + ("please cite them as given above." if citation else "cite the source above."), ""]
         lines.append("Dates of surgery and of the end of follow-up are not recorded in the cohort file; "
                      "state them with the registration.")
         return lines
