@@ -159,19 +159,42 @@ def test_no_import_circle_inside_crlm():
     assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+def unexplained_deferred_imports(source: str) -> list[int]:
+    """Lines of imports inside functions that say nothing about why they are deferred.
+
+    An import is explained by a comment on its own line or on the line above it; a run of imports directly
+    below an explained one (blank lines between allowed) shares its comment.
+    """
+    lines = source.splitlines()
+    tree = ast.parse(source)
+    nodes = sorted({node.lineno: node for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    for node in ast.walk(fn) if isinstance(node, (ast.Import, ast.ImportFrom))}.values(),
+                   key=lambda node: node.lineno)
+    explained_ends: set[int] = set()  # last line (1-based) of every explained deferred import
+    silent = []
+    for node in nodes:
+        above = node.lineno - 1
+        while above >= 1 and not lines[above - 1].strip():
+            above -= 1
+        ok = ("#" in "".join(lines[node.lineno - 1: node.end_lineno])
+              or (above >= 1 and lines[above - 1].strip().startswith("#") and above == node.lineno - 1)
+              or above in explained_ends)
+        if ok:
+            explained_ends.add(node.end_lineno)
+        else:
+            silent.append(node.lineno)
+    return silent
+
+
+def test_the_comment_rule_reads_runs_of_imports():
+    source = ("def f():\n    # deferred: heavy\n    import a\n\n    from b import c\n    return a\n\n"
+              "def g():\n    import d\n    x = 1\n    import e  # why\n    import f\n")
+    assert unexplained_deferred_imports(source) == [9]
+
+
 @pytest.mark.parametrize("name", sorted(modules()))
 def test_every_deferred_import_says_why(name):
     path = modules()[name]
-    lines = path.read_text().splitlines()
-    tree = ast.parse("\n".join(lines))
-    silent = []
-    for fn in ast.walk(tree):
-        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        for node in ast.walk(fn):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                here = lines[node.lineno - 1]
-                above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
-                if "#" not in here and not above.startswith("#"):
-                    silent.append(f"{path.relative_to(SRC)}:{node.lineno}: {here.strip()}")
-    assert not silent, "deferred imports without a comment saying why:\n" + "\n".join(sorted(set(silent)))
+    silent = [f"{path.relative_to(SRC)}:{line}: {path.read_text().splitlines()[line - 1].strip()}"
+              for line in unexplained_deferred_imports(path.read_text())]
+    assert not silent, "deferred imports without a comment saying why:\n" + "\n".join(silent)

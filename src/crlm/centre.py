@@ -31,6 +31,8 @@ from crlm.cohort.base import Cohort
 from crlm.evaluation.calibration import calibration_in_the_large, ici
 from crlm.evaluation.metrics import harrell_c, usable_horizons
 from crlm.external import ModelSource, ici_noise_floor, predict_survival
+from crlm.model_card import markdown_to_html
+from crlm.paths import project_root
 from crlm.predictor import Predictor
 from crlm.recalibration import Recalibrator
 
@@ -185,11 +187,10 @@ def model_card(rec: CentreRecalibration) -> str:
 def register(rec: CentreRecalibration, cohort: Cohort) -> tuple[str, str]:
     """Log the recalibrated model (models-from-code pyfunc), register it with lineage, export its bundle;
     ``@champion`` only when the held-out ICI fell. Returns (registered name, version)."""
+    # deferred: MLflow loads only when a recalibration is registered (recalibrate_for_centre does not need it)
     import mlflow
 
     from crlm import tracking
-    from crlm.model_card import markdown_to_html
-    from crlm.paths import project_root
 
     predictor, meta = rec.predictor, rec.predictor.metadata
     name = meta["registered_name"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from crlm.cohort.base import _to_bool
 from crlm.cohort.loader import read_table
 from crlm.paths import WORKSPACE_MARKER
 from crlm.schema import FIELDS, FIELDS_BY_NAME, Field
@@ -161,8 +162,6 @@ def draft_mapping(export: Path, name: str) -> str:
 
 
 def _codes_fit(values: pd.Series, f: Field) -> bool:
-    from crlm.cohort.base import _to_bool
-
     seen = values.dropna().astype(str).str.strip().unique()
     if f.kind == "bool":
         try:
