@@ -13,10 +13,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crlm.evaluation.references import is_valid
-from crlm.models import MODEL_NAMES, SCORE_MODEL_NAMES
+from crlm.models import DEFAULT_BASELINES, DEFAULT_MODELS, MODEL_NAMES, SCORE_MODEL_NAMES
 from crlm.parallel import parse_cluster
 from crlm.paths import project_root
-from crlm.schema import ENDPOINT_ALIASES, ENDPOINTS, PREDICTOR_BLOCKS
+from crlm.schema import DEFAULT_BLOCKS, DEFAULT_HORIZONS_MONTHS, ENDPOINT_ALIASES, ENDPOINTS, PREDICTOR_BLOCKS
 
 
 class Strict(BaseModel):
@@ -89,13 +89,11 @@ class JobConfig(Strict):
     job: str = Field(description="job name, e.g. tcia-os")
     cohort: CohortSpec
     endpoint: str = "os"
-    horizons: list[float] = [12.0, 36.0, 60.0]
+    horizons: list[float] = list(DEFAULT_HORIZONS_MONTHS)
     postoperative: bool = False
-    blocks: list[str] = ["clinical", "genomic", "response"]
-    models: list[str] = ["coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft", "cox_prior", "literature_cox",
-                         "fong_plus", "ensemble"]
-    baselines: list[str] = ["score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger",
-                            "score:konopke"]
+    blocks: list[str] = list(DEFAULT_BLOCKS)
+    models: list[str] = list(DEFAULT_MODELS)
+    baselines: list[str] = list(DEFAULT_BASELINES)
     reference: str = "score:fong"  # score:<name>, recorded:<field> (declared in the mapping), auto or none
     search_spaces: dict[str, dict[str, list]] | None = None
     # per field: "indicator" (missing-as-information, the default) or "impute" (plain imputation)

@@ -47,8 +47,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from crlm import schema
 from crlm.cohort.base import CanonicalColumns, canonical_columns
+from crlm.schema import DEFAULT_BLOCKS
 
-DEFAULT_BLOCKS: tuple[str, ...] = ("clinical", "genomic", "response")
 LOG_FIELDS = ("cea_ng_ml", "ca19_9_u_ml")  # right-skewed serum markers
 ORDINAL_FIELDS = ("primary_t_stage", "primary_grade", "recist_response")  # schema category order is the order
 TBS_INPUTS = ("largest_metastasis_cm", "n_liver_metastases")

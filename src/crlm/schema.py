@@ -26,6 +26,7 @@ Timing = Literal["preoperative", "postoperative", "outcome", "none"]
 
 MARKER_VALUES = ("mutant", "wild_type", "unknown")
 PREDICTOR_BLOCKS = ("clinical", "genomic", "response", "operative")
+DEFAULT_BLOCKS: tuple[str, ...] = ("clinical", "genomic", "response")  # a job's default: preoperative blocks
 DEFAULT_HORIZONS_MONTHS = (12.0, 36.0, 60.0)
 
 

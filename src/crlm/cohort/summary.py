@@ -7,7 +7,7 @@ import pandas as pd
 from sksurv.nonparametric import kaplan_meier_estimator
 
 from crlm.cohort.base import Cohort
-from crlm.schema import ENDPOINTS, FIELDS
+from crlm.schema import DEFAULT_HORIZONS_MONTHS, ENDPOINTS, FIELDS
 
 
 def km_at(time, event, t: float) -> float:
@@ -39,7 +39,7 @@ def endpoint_summary(cohort: Cohort) -> pd.DataFrame:
             "endpoint": ep.name, "patients": len(y), "events": int(y["event"].sum()),
             "median_follow_up_months": km_median(y["time"], ~y["event"]),
             "median_survival_months": km_median(y["time"], y["event"]),
-            **{f"survival_{int(t)}m": km_at(y["time"], y["event"], t) for t in (12, 36, 60)},
+            **{f"survival_{int(t)}m": km_at(y["time"], y["event"], t) for t in DEFAULT_HORIZONS_MONTHS},
         })
     return pd.DataFrame(rows)
 
