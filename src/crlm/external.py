@@ -26,7 +26,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sksurv.nonparametric import kaplan_meier_estimator
 
 from crlm.cohort.base import Cohort, predictors_frame
 from crlm.evaluation import decision_curves as dc
@@ -35,6 +34,7 @@ from crlm.evaluation.calibration import binned_calibration, calibration_slope, i
 from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
 from crlm.evaluation.metrics import usable_horizons
 from crlm.evaluation.oof import OOF, bootstrap_oof, evaluate_oof
+from crlm.kaplan_meier import censoring_curve
 from crlm.models import final_estimator, make_model
 from crlm.models.zoo import RECORDED_PREFIX
 from crlm.predictor import Predictor
@@ -170,7 +170,7 @@ def ici_noise_floor(y, surv: np.ndarray, times: np.ndarray, horizon: float, n_si
     """
     rng = np.random.default_rng(seed)
     j = int(np.argmin(np.abs(times - horizon)))
-    g_times, g_surv = kaplan_meier_estimator(~y["event"], y["time"])  # censoring distribution
+    g_times, g_surv = censoring_curve(y["time"], y["event"])  # censoring distribution
     values = []
     for _ in range(n_sim):
         u = rng.random(len(y))

@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 
 from crlm.evaluation.benchmark import model_kind  # noqa: E402
 from crlm.evaluation.intervals import bootstrap_indices, percentile_interval  # noqa: E402
+from crlm.kaplan_meier import km_at  # noqa: E402
 from crlm.scores import SCORES, compute_score  # noqa: E402
 
 THRESHOLDS = np.round(np.arange(0.02, 0.96, 0.02), 2)
@@ -103,10 +104,7 @@ def _km_risk(time: np.ndarray, event: np.ndarray, horizon: float) -> float:
         return 0.0
     if time.max() < horizon:
         return float("nan")
-    times = np.unique(time[event & (time <= horizon)])
-    at_risk = (time[None, :] >= times[:, None]).sum(axis=1)
-    deaths = ((time[None, :] == times[:, None]) & event[None, :]).sum(axis=1)
-    return float(1.0 - np.prod(1.0 - deaths / at_risk))
+    return 1.0 - km_at(time, event, float(horizon))
 
 
 def _net_benefit(time, event, risk, threshold: float, horizon: float) -> dict:

@@ -21,7 +21,8 @@ from sksurv.metrics import (
 )
 
 from crlm.evaluation import calibration as cal
-from crlm.evaluation.calibration import check_surv, check_y, kaplan_meier_at
+from crlm.evaluation.calibration import check_surv, check_y
+from crlm.kaplan_meier import km_at
 from crlm.schema import DEFAULT_HORIZONS_MONTHS
 
 SurvivalFn = Callable[[np.ndarray], np.ndarray]
@@ -167,7 +168,8 @@ def time_dependent_auc(y_train, y_test, risk_or_cumhaz, horizons=DEFAULT_HORIZON
 
 def km_reference(y_train, times) -> np.ndarray:
     """Null model: the training Kaplan–Meier survival at ``times`` (the same for every patient)."""
-    return kaplan_meier_at(check_y(y_train, "y_train"), times)
+    y_train = check_y(y_train, "y_train")
+    return km_at(y_train["time"], y_train["event"], np.atleast_1d(np.asarray(times, dtype=float)))
 
 
 def brier_scores(y_train, y_test, surv_at_horizons, horizons=DEFAULT_HORIZONS_MONTHS) -> np.ndarray:

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from crlm.cohort.base import Cohort
-from crlm.cohort.summary import km_at as _km
-from crlm.cohort.summary import km_median as _km_median
 from crlm.evaluation.metrics import harrell_c
+from crlm.kaplan_meier import km_at as _km
+from crlm.kaplan_meier import km_median as _km_median
 from crlm.scores import compute_score
 
 
