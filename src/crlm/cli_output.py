@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 console = Console(width=140)
@@ -36,8 +35,9 @@ def write_frame(df, out: Path) -> None:
 
 def run_training(job):
     """Run one job with progress bars; used by ``crlm train`` and ``crlm demo``."""
-    # deferred: MLflow and the training stack load only when a job runs, so that `crlm --help` stays fast
+    # deferred: MLflow, the training stack and rich's progress bars load only when a job runs (`crlm --help` fast)
     import mlflow
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from crlm.tracking import dashboard_url
     from crlm.training import run_job
