@@ -15,6 +15,17 @@ err_console = Console(stderr=True, width=140)
 
 
 def print_frame(df, title: str | None = None, floatfmt: str = "{:.3f}") -> None:
+    """Print a DataFrame as a rich table on the command's console.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The rows to print (every value as text; floats through ``floatfmt``).
+    title : str, optional
+        The table's title (what the numbers are).
+    floatfmt : str
+        Format of float cells.
+    """
     table = Table(title=title, show_lines=False, header_style="bold")
     for col in df.columns:
         table.add_column(str(col))
@@ -24,6 +35,15 @@ def print_frame(df, title: str | None = None, floatfmt: str = "{:.3f}") -> None:
 
 
 def write_frame(df, out: Path) -> None:
+    """Write a DataFrame as CSV or Parquet, chosen by the file's suffix (other suffixes: ``ValueError``).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The table.
+    out : Path
+        ``.csv``, ``.parquet`` or ``.pq``; its folder is created.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() in (".parquet", ".pq"):
         df.to_parquet(out, index=False)
@@ -34,7 +54,18 @@ def write_frame(df, out: Path) -> None:
 
 
 def run_training(job):
-    """Run one job with progress bars; used by ``crlm train`` and ``crlm demo``."""
+    """Run one job with progress bars; used by ``crlm train`` and ``crlm demo``.
+
+    Parameters
+    ----------
+    job : crlm.config.JobConfig
+        The validated job.
+
+    Returns
+    -------
+    crlm.training.JobOutcome
+        What the job produced (benchmark, champion, registered versions, bundle).
+    """
     # deferred: MLflow, the training stack and rich's progress bars load only when a job runs (`crlm --help` fast)
     import mlflow
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -65,7 +96,14 @@ def run_training(job):
 
 
 def print_evaluation(ev) -> None:
-    """The evaluation's tables: model metrics, scores, paired differences, noise floor, decision curves."""
+    """Print an external evaluation's tables: model metrics, scores, paired differences, noise floor, decision
+    curves.
+
+    Parameters
+    ----------
+    ev : crlm.external.ExternalEvaluation
+        The evaluation (``crlm.external.evaluate_external``).
+    """
     console.print(f"[bold]{ev.predictor.model_name}[/bold] ({ev.predictor.endpoint}, from {ev.source.uri}) on "
                   f"{ev.cohort_name}: {ev.n} patients, {ev.events} events; horizons {ev.horizons}")
     for w in ev.field_warnings + ev.notes:

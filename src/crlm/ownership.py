@@ -9,12 +9,29 @@ import socket
 
 
 def owner() -> dict[str, str]:
-    """This process as the owner of runs, versions and staging directories."""
+    """This process as the owner of runs, versions and staging directories.
+
+    Returns
+    -------
+    dict of str to str
+        The tags ``crlm_host`` (this host's name) and ``crlm_pid`` (this process's id).
+    """
     return {"crlm_host": socket.gethostname(), "crlm_pid": str(os.getpid())}
 
 
 def owner_dead(tags: dict) -> bool:
-    """True only when the owner ran on this host and its process is gone (other hosts: unknown, so alive)."""
+    """Whether the owner named by ``tags`` is gone: True only when it ran on this host and its process no
+    longer exists (an owner on another host cannot be checked, so it counts as alive).
+
+    Parameters
+    ----------
+    tags : dict
+        Tags carrying ``crlm_host`` and ``crlm_pid`` (``owner()``).
+
+    Returns
+    -------
+    bool
+    """
     host, pid = tags.get("crlm_host"), tags.get("crlm_pid", "")
     if host != socket.gethostname() or not str(pid).isdigit():
         return False
