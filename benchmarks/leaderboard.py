@@ -25,15 +25,8 @@ import pandas as pd
 from crlm.cohort import load_tcia
 from crlm.cohort.simulate import simulate_cohort
 from crlm.config import Selection
-from crlm.evaluation.benchmark import (
-    CEILING,
-    LEARNED_MODELS,
-    ORACLE,
-    SCORE_BASELINES,
-    BenchmarkResult,
-    BenchmarkSpec,
-    run_benchmark,
-)
+from crlm.evaluation.benchmark import CEILING, ORACLE, BenchmarkResult, BenchmarkSpec, run_benchmark
+from crlm.models import DEFAULT_BASELINES, DEFAULT_MODELS
 from crlm.schema import FIELDS_BY_NAME
 from crlm.selection import Decision, choose_champion, noise_floors
 
@@ -51,7 +44,7 @@ def say(text: str = "") -> None:
 
 
 def base_spec(quick: bool) -> BenchmarkSpec:
-    return BenchmarkSpec(models=LEARNED_MODELS, outer_splits=5, outer_repeats=1 if quick else 2, inner_splits=3,
+    return BenchmarkSpec(models=DEFAULT_MODELS, outer_splits=5, outer_repeats=1 if quick else 2, inner_splits=3,
                          n_boot=50 if quick else 200, n_jobs=2)
 
 
@@ -203,7 +196,7 @@ def simulated(spec: BenchmarkSpec, prefix: str) -> float:
     t0 = time.perf_counter()
     cohort = simulate_cohort(SIM_N, SIM_SEED)
     load = time.perf_counter() - t0
-    spec = dataclasses.replace(spec, endpoint="os", baselines=SCORE_BASELINES, reference="score:fong")
+    spec = dataclasses.replace(spec, endpoint="os", baselines=DEFAULT_BASELINES, reference="score:fong")
     res = run_benchmark(cohort, spec, progress=progress_printer("sim os"))
     header(f"Simulated cohort (simulate_cohort({SIM_N}, seed={SIM_SEED}))", res)
     say("Leaderboard (sorted by Uno's C; oracle and ceiling are simulation-only reference rows):")

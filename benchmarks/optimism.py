@@ -25,6 +25,7 @@ from crlm.evaluation.benchmark import BenchmarkSpec, fit_model, run_benchmark
 from crlm.evaluation.metrics import harrell_c
 from crlm.evaluation.optimism import optimism_corrected
 from crlm.models import make_model
+from crlm.schema import DEFAULT_HORIZONS_MONTHS
 
 FRESH_OFFSET = 10**5
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             _, params = fit_model(model, X, y, spec, seed=seed)
             params = {k.removeprefix("model__"): v for k, v in params.items()}
-            head = optimism_corrected(model, params, X, y, [12.0, 36.0, 60.0], n_boot=args.boot, seed=seed,
+            head = optimism_corrected(model, params, X, y, DEFAULT_HORIZONS_MONTHS, n_boot=args.boot, seed=seed,
                                       n_jobs=args.n_jobs)
             shipped = make_model(model, columns_present=list(X.columns), random_state=seed, **params).fit(X, y)
             c_fresh = harrell_c(y_fresh, shipped.predict(X_fresh))

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from crlm.cohort import load_tcia
-from crlm.evaluation.benchmark import LEARNED_MODELS, BenchmarkSpec, run_benchmark
+from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
+from crlm.models import DEFAULT_MODELS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE = "score:fong_recorded"
@@ -33,7 +34,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for ep in args.endpoints:
         started = time.perf_counter()
-        spec = BenchmarkSpec(endpoint=ep, models=LEARNED_MODELS, baselines=(REFERENCE,), reference=REFERENCE,
+        spec = BenchmarkSpec(endpoint=ep, models=DEFAULT_MODELS, baselines=(REFERENCE,), reference=REFERENCE,
                              outer_splits=args.splits, outer_repeats=args.repeats, inner_splits=3,
                              n_boot=args.n_boot, seed=0, n_jobs=1, ablation_models=0)
         result = run_benchmark(load_tcia(), spec)

@@ -1,5 +1,7 @@
 """The benchmark: nested resampling without leakage, the oracle on top, paired comparisons, clear errors."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,6 +174,8 @@ def test_ceiling_can_be_switched_off_and_never_trains_on_the_evaluated_seed():
     assert ceiling_seed(cohort, BenchmarkSpec(seed=0)) == 10**6
     same = simulate_cohort(50, seed=10**6 + 7)  # a cohort simulated with the ceiling's own seed
     assert ceiling_seed(same, BenchmarkSpec(seed=7)) == 10**6 + 8
+    reworded = dataclasses.replace(same, source="the same patients, described in other words")
+    assert ceiling_seed(reworded, BenchmarkSpec(seed=7)) == 10**6 + 8  # read from the truth, not from the text
 
 
 def test_every_metric_row_has_its_estimate_inside_its_interval(sim_result):

@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from crlm.cli import app
 from crlm.cohort import CohortValidationError, MappingError, load_cohort, load_tcia
-from crlm.cohort.summary import endpoint_summary, km_median
+from crlm.cohort.summary import endpoint_summary
+from crlm.kaplan_meier import km_median
 
 runner = CliRunner()
 

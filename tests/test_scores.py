@@ -9,8 +9,18 @@ import pandas as pd
 import pytest
 
 from crlm.cohort.base import to_canonical
+from crlm.explain import describe, value_text
+from crlm.features import TumourBurdenScore
 from crlm.schema import FIELDS_BY_NAME
-from crlm.scores import SCORE_NAMES, SCORES, available_scores, compute_score, score_patient, score_table
+from crlm.scores import (
+    SCORE_NAMES,
+    SCORES,
+    available_scores,
+    compute_score,
+    score_patient,
+    score_table,
+    tumour_burden_score,
+)
 
 # Every factor known and scoring 0 in every score (TBS sqrt(2^2 + 1^2) = 2.24, zone 1).
 BASE = dict(age_years=50.0, primary_t_stage="T2", primary_node_positive=False, disease_free_interval_months=36.0,
@@ -286,3 +296,15 @@ def test_nordlinger_needs_the_margin():
     out = score_patient("nordlinger", patient(resection_margin=None))
     assert out["total"] is None and out["missing"] == ["resection_margin"]
     assert score_patient("nordlinger", patient(primary_t_stage=None))["missing"] == ["primary_t_stage"]
+
+
+def test_one_tumour_burden_score_for_the_score_the_features_and_the_explanations():
+    df = pd.DataFrame({"largest_metastasis_cm": [3.0, np.nan, 6.0, 0.5], "n_liver_metastases": [4.0, 2.0, 8.0, 1.0]})
+    tbs = tumour_burden_score(df["largest_metastasis_cm"], df["n_liver_metastases"])
+    np.testing.assert_allclose(tbs, [5.0, np.nan, 10.0, np.sqrt(1.25)])  # Sasaki 2018: sqrt(size^2 + number^2)
+    np.testing.assert_allclose(compute_score("tbs", df)["total"].to_numpy(float), tbs)
+    raw = TumourBurdenScore()._values([df["largest_metastasis_cm"].to_numpy(), df["n_liver_metastases"].to_numpy()])
+    np.testing.assert_allclose(raw[:, 0], tbs)
+    row = df.iloc[0].to_dict()
+    assert value_text("tumour_burden_score", None, row) == "5.0"
+    assert describe("tumour_burden_score", None, 0.1, "os", row)["value"] == 5.0

@@ -235,7 +235,7 @@ def test_markers_are_cleaned(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- MLflow store (4)
 
-OPEN_STORE = ("import sys; from crlm.serving.store import open_tracking_store; open_tracking_store(); "
+OPEN_STORE = ("import sys; from crlm.serving.tracking_lock import open_tracking_store; open_tracking_store(); "
               "print('opened')")
 
 

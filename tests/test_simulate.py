@@ -10,8 +10,9 @@ import pytest
 import crlm.cohort
 from crlm.cohort import simulate as sim
 from crlm.cohort.base import Cohort
-from crlm.cohort.summary import km_at
+from crlm.evaluation import simulator_check as check
 from crlm.evaluation.metrics import harrell_c
+from crlm.kaplan_meier import km_at
 from crlm.schema import FIELDS, FIELDS_BY_NAME, pandera_schema
 from crlm.scores import compute_score
 
@@ -48,6 +49,8 @@ def test_metadata_ids_and_every_schema_field(cohort):
     assert cohort.source == "crlm simulator n=3000 seed=7"
     assert cohort.licence == "synthetic, no real patients"
     assert len(cohort) == 3000 and len(cohort.truth) == 3000
+    assert cohort.truth.seed == 7 and cohort.subset(np.arange(10)).truth.seed == 7  # the seed travels on the truth
+    assert cohort.with_outcome("os").truth.seed == 7
     assert list(cohort.data.columns) == [f.name for f in FIELDS]
     ids = cohort.data["patient_id"]
     assert ids.iloc[0] == "SIM-00001" and ids.iloc[-1] == "SIM-03000" and ids.is_unique
@@ -81,21 +84,21 @@ def test_validates_against_the_schema_in_canonical_dtypes(cohort):
 
 @pytest.mark.parametrize("seed", [7, 11])
 def test_check_table_passes_every_band(cohorts, seed):
-    table = sim.check_table(cohorts[seed])
+    table = check.check_table(cohorts[seed])
     assert list(table.columns) == ["quantity", "low", "high", "observed", "pass"]
     assert len(table) >= 30 and table["observed"].notna().all()
-    assert sim.check_passes(table), "\n" + sim.format_check(table)
+    assert check.check_passes(table), "\n" + check.format_check(table)
 
 
 def test_format_check_reports_a_failed_band(cohort):
-    table = sim.check_table(cohort)
-    text = sim.format_check(table)
+    table = check.check_table(cohort)
+    text = check.format_check(table)
     assert "5-year OS (KM)" in text and "FAIL" not in text and f"{len(table)}/{len(table)} targets met" in text
     broken = table.copy()
     broken.loc[0, ["low", "high"]] = (0.9, 1.0)
     broken["pass"] = (broken["observed"] >= broken["low"]) & (broken["observed"] <= broken["high"])
-    assert not sim.check_passes(broken)
-    assert "FAIL" in sim.format_check(broken)
+    assert not check.check_passes(broken)
+    assert "FAIL" in check.format_check(broken)
 
 
 def test_genomics_are_consistent(cohort):

@@ -32,8 +32,10 @@ from crlm.evaluation.calibration import calibration_in_the_large, ici
 from crlm.evaluation.metrics import harrell_c, usable_horizons
 from crlm.external import ModelSource, ici_noise_floor, predict_survival
 from crlm.model_metadata import LEGACY_REGISTRATION_KEYS, ModelMetadata, Registration
+from crlm.paths import project_root
 from crlm.predictor import Predictor
 from crlm.recalibration import Recalibrator
+from crlm.reporting.card_markdown import markdown_to_html
 
 SLOPE_MIN_EVENTS = 100
 METHODS = ("auto", "baseline", "baseline_slope")
@@ -186,11 +188,10 @@ def model_card(rec: CentreRecalibration) -> str:
 def register(rec: CentreRecalibration, cohort: Cohort) -> tuple[str, str]:
     """Log the recalibrated model (models-from-code pyfunc), register it with lineage, export its bundle;
     ``@champion`` only when the held-out ICI fell. Returns (registered name, version)."""
+    # deferred: MLflow loads only when a recalibration is registered (recalibrate_for_centre does not need it)
     import mlflow
 
     from crlm import tracking
-    from crlm.paths import project_root
-    from crlm.reporting.card_markdown import markdown_to_html
 
     predictor, meta = rec.predictor, rec.predictor.metadata
     name = rec.registered_name

@@ -1,20 +1,25 @@
-"""The ``crlm`` command. Each command is a thin shell over the library; errors are one clear line."""
+"""The ``crlm`` command. Each command is a thin shell over the library; errors are one clear line.
+
+Each command imports the part of the library it needs inside its function (each such import is marked
+"deferred: CLI start-up"): importing this module loads typer and rich only, not pandas, scikit-survival or
+MLflow, so that ``crlm --help`` and a command's own start stay fast. What it prints lives in
+``crlm.cli_output`` (shared with ``crlm.demo``).
+"""
 
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from crlm.cli_output import console, err_console, print_evaluation, print_frame, run_training, write_frame
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Prognostic models for colorectal liver metastases: cohorts, scores, training, serving.")
-console = Console(width=140)
-err_console = Console(stderr=True, width=140)
 
 
 def friendly_errors(fn):
@@ -22,6 +27,7 @@ def friendly_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        # deferred: CLI start-up (module docstring)
         from crlm.cohort import CohortValidationError
         from crlm.parallel import ClusterError
 
@@ -40,16 +46,8 @@ def friendly_errors(fn):
     return wrapper
 
 
-def print_frame(df, title: str | None = None, floatfmt: str = "{:.3f}") -> None:
-    table = Table(title=title, show_lines=False, header_style="bold")
-    for col in df.columns:
-        table.add_column(str(col))
-    for _, row in df.iterrows():
-        table.add_row(*[floatfmt.format(v) if isinstance(v, float) else str(v) for v in row])
-    console.print(table)
-
-
 def _load(file: Path, mapping: Path | None, strict: bool = False):
+    # deferred: CLI start-up (module docstring)
     from crlm.cohort import load_cohort
 
     return load_cohort(file, mapping, strict=strict)
@@ -65,7 +63,9 @@ def simulate(
                      ] = False,
 ):
     """Generate a synthetic cohort from the literature-calibrated generative model."""
-    from crlm.cohort.simulate import check_passes, check_table, format_check, simulate_cohort
+    # deferred: CLI start-up (module docstring)
+    from crlm.cohort.simulate import simulate_cohort
+    from crlm.evaluation.simulator_check import check_passes, check_table, format_check
 
     if n < 1:
         raise ValueError("--n must be at least 1")
@@ -82,16 +82,6 @@ def simulate(
         console.print(cohort.data.head(10).to_string())
 
 
-def write_frame(df, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() in (".parquet", ".pq"):
-        df.to_parquet(out, index=False)
-    elif out.suffix.lower() == ".csv":
-        df.to_csv(out, index=False)
-    else:
-        raise ValueError(f"unsupported output format {out.suffix!r}: use .csv or .parquet")
-
-
 @app.command()
 @friendly_errors
 def validate(
@@ -101,6 +91,7 @@ def validate(
     report: Annotated[Path | None, typer.Option("--report", help="write the bad cells to this CSV")] = None,
 ):
     """Validate a cohort against the schema and report every bad cell (row, field, value, rule)."""
+    # deferred: CLI start-up (module docstring)
     from crlm.cohort import CohortValidationError
 
     try:
@@ -134,6 +125,7 @@ def scores(
                    ] = None,
 ):
     """The clinical scores of every patient and each score's Harrell C (95% bootstrap CI) per endpoint."""
+    # deferred: CLI start-up (module docstring)
     from crlm.evaluation.baselines import score_agreement, score_concordance
     from crlm.scores import score_coverage, score_table
 
@@ -167,6 +159,7 @@ def init(
     name: Annotated[str | None, typer.Option(help="cohort name (default: the folder's name)")] = None,
 ):
     """Create a workspace: config and mapping templates; with --from, a draft mapping of every source column."""
+    # deferred: CLI start-up (module docstring)
     from crlm.workspace import init_workspace
 
     written = init_workspace(directory, source, name)
@@ -183,6 +176,7 @@ def dictionary(
     check: Annotated[bool, typer.Option("--check", help="fail if the file is not up to date")] = False,
 ):
     """Write the data dictionary generated from the schema."""
+    # deferred: CLI start-up (module docstring)
     from crlm.schema import data_dictionary_markdown
 
     text = data_dictionary_markdown()
@@ -205,7 +199,8 @@ def train(
                           "(tcp://host:8786); overrides the config's cluster.address")] = None,
 ):
     """Run a training job: nested benchmark, MLflow runs, champion Predictor, registry alias, export."""
-    from crlm.config import ConfigError, load_config  # commands import their modules when run (start-up time)
+    # deferred: CLI start-up (module docstring)
+    from crlm.config import ConfigError, load_config
     from crlm.reporting.leaderboard import text_columns
 
     overrides = ({"n_jobs": n_jobs} if n_jobs else {}) | ({"cluster": {"address": cluster}} if cluster else {})
@@ -222,36 +217,6 @@ def train(
     print_frame(board[columns], title=f"{job.job}: leaderboard (95% bootstrap CIs; {versus})")
 
 
-def run_training(job):
-    """Run one job with progress bars; used by ``crlm train`` and ``crlm demo``."""
-    import mlflow
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from crlm.tracking import dashboard_url
-    from crlm.training import run_job
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bars:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            key = stage.split(" [")[0]  # "models [dask 4 workers]": one bar per stage, the workers as they change
-            if key not in tasks:
-                tasks[key] = bars.add_task(f"{job.job}: {stage}", total=total)
-            bars.update(tasks[key], completed=done, description=f"{job.job}: {stage}")
-
-        outcome = run_job(job, progress=progress, log=console.print)
-    console.print(f"[green]{job.job}[/green]: champion {outcome.champion} registered as "
-                  f"{outcome.registered_name} v{outcome.champion_version} @champion"
-                  + (f" (challenger: {outcome.runner_up} v{outcome.challenger_version})" if outcome.runner_up else "")
-                  + f"; bundle exported to {outcome.export_dir}; tracking store {outcome.tracking_uri}; "
-                  f"{outcome.timings['total']:.0f} s")
-    experiment = mlflow.get_experiment_by_name(job.experiment_name)
-    if experiment is not None:
-        console.print(f"compare the models: {dashboard_url(experiment.experiment_id)}")
-    return outcome
-
-
 @app.command()
 @friendly_errors
 def predict(
@@ -261,12 +226,14 @@ def predict(
     mapping: Annotated[Path | None, typer.Option("--mapping", "-m")] = None,
 ):
     """Batch scoring: the validation report for bad rows, the rest scored."""
+    # deferred: CLI start-up (module docstring)
     from crlm.predictor import Predictor
 
     cohort = _load(file, mapping)
     for problem in cohort.report.problems:
         console.print(f"[yellow]set aside[/yellow] {problem}")
     if model.startswith("models:/"):
+        # deferred: CLI start-up (module docstring)
         import mlflow
 
         from crlm import tracking
@@ -297,6 +264,7 @@ def evaluate(
     log: Annotated[bool, typer.Option(help="log an MLflow evaluation run linked to the model version")] = True,
 ):
     """External validation: the model scored on a new labelled cohort without refitting, beside the scores."""
+    # deferred: CLI start-up (module docstring)
     from crlm.external import evaluate_external, load_model
 
     predictor, source = load_model(model)
@@ -322,8 +290,7 @@ def recalibrate(
     seed: Annotated[int, typer.Option()] = 0,
 ):
     """Keep a model's risk ranking and refit its calibration to a centre; judged on held-out folds."""
-    import re
-
+    # deferred: CLI start-up (module docstring)
     from crlm.centre import recalibrate_for_centre, register
     from crlm.external import load_model
 
@@ -343,41 +310,10 @@ def recalibrate(
 
 
 def log_run(ev) -> str:
+    # deferred: CLI start-up (module docstring)
     from crlm.external import log_evaluation
 
     return log_evaluation(ev)
-
-
-def print_evaluation(ev) -> None:
-    """The evaluation's tables: model metrics, scores, paired differences, noise floor, decision curves."""
-    console.print(f"[bold]{ev.predictor.model_name}[/bold] ({ev.predictor.endpoint}, from {ev.source.uri}) on "
-                  f"{ev.cohort_name}: {ev.n} patients, {ev.events} events; horizons {ev.horizons}")
-    for w in ev.field_warnings + ev.notes:
-        console.print(f"[yellow]warning:[/yellow] {w}")
-    board = ev.headline()
-    board["horizon"] = board["horizon"].map(lambda h: "" if h != h else f"{h:g}")
-    print_frame(board, title="discrimination, accuracy and calibration (95% percentile bootstrap intervals over "
-                             "patients; scores: discrimination only, on the patients each score rates)")
-    if len(ev.comparisons):
-        print_frame(ev.comparisons[["model", "reference", "metric", "delta", "ci_low", "ci_high", "n"]],
-                    title="paired difference model - score on identical patients (95% bootstrap interval)")
-    print_frame(ev.noise_floor, title="ICI noise floor: a perfectly calibrated model on this many patients "
-                                      "(median and 95th percentile of 50 simulations)")
-    nb = ev.decision_summary
-    if len(nb):
-        nb = nb.assign(cell=[f"{r.net_benefit:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" if r.ci_low == r.ci_low
-                             else ("n/a" if r.net_benefit != r.net_benefit else f"{r.net_benefit:.3f}")
-                             for r in nb.itertuples()])
-        table = nb.pivot_table(index=["horizon", "model"], columns="threshold", values="cell", aggfunc="first",
-                               sort=False)
-        table.columns = [f"threshold {t:g}" for t in table.columns]
-        table = table.reset_index()
-        table["horizon"] = table["horizon"].map(lambda h: f"{h:g}")
-        print_frame(table, title="decision curves: net benefit of 'act if predicted risk by the horizon >= "
-                                 "threshold' (95% bootstrap interval; n/a: too few acted on to estimate)")
-    lacking = ev.score_coverage[ev.score_coverage.computable < ev.score_coverage.patients]
-    if len(lacking):
-        print_frame(lacking, title="scores not computable for every patient")
 
 
 @app.command()
@@ -389,6 +325,7 @@ def compare(
                        ] = False,
 ):
     """The leaderboard across runs in the tracking store (published jobs; killed or failed ones registered nothing)."""
+    # deferred: CLI start-up (module docstring)
     from crlm import tracking
 
     table = tracking.compare_runs(experiment, history=history)
@@ -411,6 +348,7 @@ def serve(
 
     Models come from the registry alias when MLFLOW_TRACKING_URI is set, else from the exported bundles.
     Set CRLM_API_KEY to require an API key (kept out of the command line, where `ps` would show it)."""
+    # deferred: CLI start-up (module docstring)
     from crlm.serving.launch import serve as run_server
     from crlm.serving.settings import SettingsError
 
@@ -437,6 +375,7 @@ def tracking_server(
 ):
     """Start a shared MLflow tracking server (database store + artifact root); point users at it with
     MLFLOW_TRACKING_URI=http://HOST:PORT."""
+    # deferred: CLI start-up (module docstring)
     from crlm.tracking_server import exec_server
 
     console.print(f"tracking server on http://{host}:{port} (store {backend_store_uri}, artifacts "
@@ -450,6 +389,7 @@ def demo(
     fast: Annotated[bool, typer.Option("--fast", help="smaller runs, for a quick look")] = False,
 ):
     """The main job on the embedded data: simulator targets, the TCIA cohort and its scores."""
+    # deferred: CLI start-up (module docstring)
     from crlm.demo import run_demo
 
     run_demo(console, fast=fast)

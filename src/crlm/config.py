@@ -12,7 +12,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from crlm.schema import ENDPOINT_ALIASES, ENDPOINTS, PREDICTOR_BLOCKS
+from crlm.evaluation.references import is_valid
+from crlm.models import DEFAULT_BASELINES, DEFAULT_MODELS, MODEL_NAMES, SCORE_MODEL_NAMES
+from crlm.parallel import parse_cluster
+from crlm.paths import project_root
+from crlm.schema import DEFAULT_BLOCKS, DEFAULT_HORIZONS_MONTHS, ENDPOINT_ALIASES, ENDPOINTS, PREDICTOR_BLOCKS
 
 
 class Strict(BaseModel):
@@ -77,8 +81,6 @@ class ClusterSpec(Strict):
     @field_validator("address")
     @classmethod
     def known_form(cls, v: str | None) -> str | None:
-        from crlm.parallel import parse_cluster
-
         parse_cluster(v)  # ValueError names the value and the accepted forms
         return v.strip() if v else None
 
@@ -87,13 +89,11 @@ class JobConfig(Strict):
     job: str = Field(description="job name, e.g. tcia-os")
     cohort: CohortSpec
     endpoint: str = "os"
-    horizons: list[float] = [12.0, 36.0, 60.0]
+    horizons: list[float] = list(DEFAULT_HORIZONS_MONTHS)
     postoperative: bool = False
-    blocks: list[str] = ["clinical", "genomic", "response"]
-    models: list[str] = ["coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft", "cox_prior", "literature_cox",
-                         "fong_plus", "ensemble"]
-    baselines: list[str] = ["score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger",
-                            "score:konopke"]
+    blocks: list[str] = list(DEFAULT_BLOCKS)
+    models: list[str] = list(DEFAULT_MODELS)
+    baselines: list[str] = list(DEFAULT_BASELINES)
     reference: str = "score:fong"  # score:<name>, recorded:<field> (declared in the mapping), auto or none
     search_spaces: dict[str, dict[str, list]] | None = None
     # per field: "indicator" (missing-as-information, the default) or "impute" (plain imputation)
@@ -134,8 +134,6 @@ class JobConfig(Strict):
     @field_validator("models", "baselines")
     @classmethod
     def known_models(cls, v: list[str]) -> list[str]:
-        from crlm.models import MODEL_NAMES
-
         unknown = [m for m in v if m not in MODEL_NAMES]
         if unknown:
             raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(MODEL_NAMES)}")
@@ -144,9 +142,6 @@ class JobConfig(Strict):
     @field_validator("reference")
     @classmethod
     def score_reference(cls, v: str) -> str:
-        from crlm.evaluation.references import is_valid
-        from crlm.models import SCORE_MODEL_NAMES
-
         if not is_valid(v):
             raise ValueError(f"the reference must be a clinical score ({', '.join(SCORE_MODEL_NAMES)}), "
                              "recorded:<field> (a score column declared in the mapping), auto or none")
@@ -176,8 +171,6 @@ def load_config(path: str | Path, overrides: dict | None = None) -> JobConfig:
 
     Relative paths in it are resolved against the config file's folder, and, when nothing is there, against the
     workspace (``crlm.paths.project_root``; the shipped configs name files from the repository root)."""
-    from crlm.paths import project_root
-
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")

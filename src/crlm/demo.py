@@ -11,22 +11,23 @@ import time
 
 from rich.console import Console
 
+from crlm.cli_output import print_frame, run_training
+from crlm.cohort import load_tcia
+from crlm.cohort.simulate import simulate_cohort
+from crlm.cohort.summary import completeness, endpoint_summary
+from crlm.config import load_config
+from crlm.evaluation.baselines import score_agreement, score_concordance
+from crlm.evaluation.simulator_check import check_passes, check_table, format_check
+from crlm.paths import checkout_root, project_root
+from crlm.reporting.formatting import headline_horizon
+from crlm.reporting.leaderboard import text_columns
+from crlm.tracking import tracking_uri
+
 JOBS = ("tcia-os", "tcia-dfs", "sim-os", "sim-rfs")
 FAST = {"resampling": {"outer_repeats": 1, "n_boot": 50, "optimism_boot": 20}, "n_interval_models": 20}
 
 
 def run_demo(console: Console, fast: bool = False) -> None:
-    from crlm.cli import print_frame, run_training
-    from crlm.cohort import load_tcia
-    from crlm.cohort.simulate import check_passes, check_table, format_check, simulate_cohort
-    from crlm.cohort.summary import completeness, endpoint_summary
-    from crlm.config import load_config
-    from crlm.evaluation.baselines import score_agreement, score_concordance
-    from crlm.paths import checkout_root, project_root
-    from crlm.reporting.formatting import headline_horizon
-    from crlm.reporting.leaderboard import text_columns
-    from crlm.tracking import tracking_uri
-
     started = time.perf_counter()
     console.rule("[bold]1. Simulated cohort: generated against the literature's targets")
     sim = simulate_cohort(5000, seed=1)

@@ -29,7 +29,7 @@ from crlm.models.prior_cox import CoxPrior, LiteratureCox
 from crlm.models.trees import GBSA, RSF
 from crlm.models.xgb import XGBAFT, XGBCox
 from crlm.schema import FIELDS_BY_NAME
-from crlm.scores import score_total
+from crlm.scores import score_total, tumour_burden_score
 from crlm.tree_kernel import ensemble_trees
 
 EVENT_WORDS = {"os": "death", "rfs": "recurrence or death", "liver_rfs": "liver recurrence or death"}
@@ -151,7 +151,7 @@ def value_text(name: str, value, row: dict | None = None) -> str:
     if name == "tumour_burden_score" and row is not None:
         size, n = row.get("largest_metastasis_cm"), row.get("n_liver_metastases")
         if pd.notna(size) and pd.notna(n):
-            return f"{np.hypot(float(size), float(n)):.1f}"
+            return f"{float(tumour_burden_score(size, n)):.1f}"
         return "unknown (imputed)"
     if name == "fong_score" and row is not None:
         total = score_total("fong", [row])[0]
@@ -178,7 +178,8 @@ def describe(name: str, value, size: float, endpoint: str, row: dict | None = No
     json_value = None if text.startswith("unknown (") else (
         bool(value) if f is not None and f.kind == "bool" else
         float(value) if f is not None and f.kind in ("float", "int") else
-        (float(np.hypot(row["largest_metastasis_cm"], row["n_liver_metastases"])) if name == "tumour_burden_score"
+        (float(tumour_burden_score(row["largest_metastasis_cm"], row["n_liver_metastases"]))
+         if name == "tumour_burden_score"
          else float(text.split()[0]) if name == "fong_score" else str(value)))
     return {"field": name, "label": label, "value": json_value, "value_text": text, "direction": direction,
             "size": size, "sentence": f"{label} {text} {direction} the risk of {event}"}

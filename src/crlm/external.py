@@ -23,17 +23,18 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sksurv.nonparametric import kaplan_meier_estimator
 
 from crlm.cohort.base import Cohort, predictors_frame
 from crlm.evaluation import decision_curves as dc
 from crlm.evaluation.benchmark import _paired, _tidy
-from crlm.evaluation.calibration import calibration_slope, ici
+from crlm.evaluation.calibration import binned_calibration, calibration_slope, ici
 from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
 from crlm.evaluation.metrics import usable_horizons
 from crlm.evaluation.oof import OOF, bootstrap_oof, evaluate_oof
+from crlm.kaplan_meier import censoring_curve
 from crlm.model_metadata import Registration
 from crlm.models import final_estimator, make_model
 from crlm.models.zoo import RECORDED_PREFIX
@@ -84,6 +85,7 @@ class ExternalEvaluation:
 def load_model(model: str) -> tuple[Predictor, ModelSource]:
     """A Predictor from ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a bundle directory."""
     if model.startswith("models:/"):
+        # deferred: MLflow loads only for a registry model (a bundle directory does not need it)
         import mlflow
         from mlflow import MlflowClient
 
@@ -169,7 +171,7 @@ def ici_noise_floor(y, surv: np.ndarray, times: np.ndarray, horizon: float, n_si
     """
     rng = np.random.default_rng(seed)
     j = int(np.argmin(np.abs(times - horizon)))
-    g_times, g_surv = kaplan_meier_estimator(~y["event"], y["time"])  # censoring distribution
+    g_times, g_surv = censoring_curve(y["time"], y["event"])  # censoring distribution
     values = []
     for _ in range(n_sim):
         u = rng.random(len(y))
@@ -326,12 +328,11 @@ def log_evaluation(ev: ExternalEvaluation, experiment: str | None = None) -> str
 
     The run carries the tables, the calibration and decision-curve plots and the headline metrics; the model
     version gets a tag pointing at the run."""
-    import matplotlib.pyplot as plt
+    # deferred: MLflow loads only when an evaluation is logged (`crlm evaluate --no-log` does not need it)
     import mlflow
     from mlflow import MlflowClient
 
     from crlm import tracking
-    from crlm.evaluation.calibration import binned_calibration
 
     name = ev.source.name or ev.predictor.model_name
     tracking.setup(experiment or f"crlm-evaluations-{name}")
@@ -371,8 +372,6 @@ def log_evaluation(ev: ExternalEvaluation, experiment: str | None = None) -> str
 
 
 def _calibration_figure(table: pd.DataFrame, horizon: float, ev: ExternalEvaluation):
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1)
     ax.plot(table["predicted"], table["observed"], "o-")

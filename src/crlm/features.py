@@ -47,8 +47,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from crlm import schema
 from crlm.cohort.base import CanonicalColumns, canonical_columns
+from crlm.schema import DEFAULT_BLOCKS
+from crlm.scores import tumour_burden_score
 
-DEFAULT_BLOCKS: tuple[str, ...] = ("clinical", "genomic", "response")
 LOG_FIELDS = ("cea_ng_ml", "ca19_9_u_ml")  # right-skewed serum markers
 ORDINAL_FIELDS = ("primary_t_stage", "primary_grade", "recist_response")  # schema category order is the order
 TBS_INPUTS = ("largest_metastasis_cm", "n_liver_metastases")
@@ -240,10 +241,6 @@ class TumourBurdenScore(_ImputeScale):
 
     def _labels(self, names):
         return [TBS_NAME]
-
-
-def tumour_burden_score(size_cm, n_metastases) -> np.ndarray:
-    return np.hypot(np.asarray(size_cm, dtype=float), np.asarray(n_metastases, dtype=float))
 
 
 class BooleanEncoder(_Encoder):

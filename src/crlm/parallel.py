@@ -23,6 +23,7 @@ anything is registered.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
@@ -178,8 +179,7 @@ def _joblib_dask_backend(client):
     so ``Parallel`` would wait forever after a worker died too often; here joblib receives the error and the job
     stops with ``ClusterError``. (Dask is imported only by jobs that use it.)
     """
-    import asyncio
-
+    # deferred: Dask (optional, heavy) loads only for jobs that run on a cluster
     from joblib._dask import DaskDistributedBackend
 
     class FailingFastDaskBackend(DaskDistributedBackend):
@@ -206,6 +206,7 @@ def _joblib_dask_backend(client):
 
 @contextlib.contextmanager
 def _client(kind: str, address: str, local_workers: int | None, memory_limit: str | None):
+    # deferred: Dask (optional, heavy) loads only for jobs that run on a cluster
     from distributed import Client, LocalCluster
 
     if kind == "local":

@@ -42,7 +42,7 @@ from crlm.model_metadata import ModelMetadata
 from crlm.models import final_estimator, is_score_model, make_model
 from crlm.recalibration import Recalibrator, cross_fitted_ici
 from crlm.scenarios import response_profile, response_scenarios
-from crlm.schema import DEFAULT_HORIZONS_MONTHS, FIELDS_BY_NAME
+from crlm.schema import DEFAULT_BLOCKS, DEFAULT_HORIZONS_MONTHS, FIELDS_BY_NAME
 from crlm.schema import endpoint as get_endpoint
 from crlm.score_explain import ScoreExplainer
 from crlm.survival_kernel import SurvivalKernel
@@ -390,7 +390,7 @@ def _served_score(model_name: str) -> dict:
 
 
 def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict | None = None, *,
-                    horizons=DEFAULT_HORIZONS_MONTHS, blocks=("clinical", "genomic", "response"),
+                    horizons=DEFAULT_HORIZONS_MONTHS, blocks=DEFAULT_BLOCKS,
                     postoperative: bool = False, n_interval_models: int = 50, seed: int = 0,
                     endpoint_label: str | None = None, metadata: dict | None = None,
                     preprocess_params: dict | None = None, interval_method: str = "centred",

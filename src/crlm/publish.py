@@ -36,6 +36,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from crlm import tracking
+from crlm.ownership import owner, owner_dead
 
 KILL_ENV = "CRLM_KILL_AT"
 STAGES = ("benchmark", "tracking", "register-champion", "register", "bundle", "journal", "switch", "alias",
@@ -48,25 +49,6 @@ def checkpoint(stage: str) -> None:
     """Die here, like a killed job, when ``CRLM_KILL_AT`` names this stage (the kill tests' hook)."""
     if os.environ.get(KILL_ENV) == stage:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def owner() -> dict[str, str]:
-    """This process as the owner of runs, versions and staging directories."""
-    return {"crlm_host": socket.gethostname(), "crlm_pid": str(os.getpid())}
-
-
-def owner_dead(tags: dict) -> bool:
-    """True only when the owner ran on this host and its process is gone (other hosts: unknown, so alive)."""
-    host, pid = tags.get("crlm_host"), tags.get("crlm_pid", "")
-    if host != socket.gethostname() or not str(pid).isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 @dataclass

@@ -12,11 +12,11 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from crlm.predictor import Predictor
+
 
 class CRLMPredictorModel(PythonModel):
     def load_context(self, context):
-        from crlm.predictor import Predictor
-
         self.predictor = Predictor.load(context.artifacts["predictor"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:

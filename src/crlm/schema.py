@@ -15,12 +15,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+import pandas as pd
+from pydantic import ConfigDict, create_model
+from pydantic import Field as PydField
+
 Kind = Literal["float", "int", "bool", "category", "string"]
 Block = Literal["id", "clinical", "genomic", "response", "operative", "score", "outcome"]
 Timing = Literal["preoperative", "postoperative", "outcome", "none"]
 
 MARKER_VALUES = ("mutant", "wild_type", "unknown")
 PREDICTOR_BLOCKS = ("clinical", "genomic", "response", "operative")
+DEFAULT_BLOCKS: tuple[str, ...] = ("clinical", "genomic", "response")  # a job's default: preoperative blocks
 DEFAULT_HORIZONS_MONTHS = (12.0, 36.0, 60.0)
 
 
@@ -239,9 +245,6 @@ def derive_fields(columns):
     ``columns``: canonical numpy columns (``crlm.cohort.base.CanonicalColumns``: numbers and yes/no as floats
     with NaN, categories as objects), changed in place and returned. A value given by the source is kept.
     """
-    import numpy as np
-    import pandas as pd
-
     def keep_given(name, derived):
         if name in columns:
             given = columns[name]
@@ -271,7 +274,7 @@ def derive_fields(columns):
 
 def pandera_schema():
     """The pandera schema of a cohort (every field optional and nullable; ranges and categories enforced)."""
-    import pandera.pandas as pa
+    import pandera.pandas as pa  # deferred: pandera (heavy) loads only to validate a cohort, not for the API
 
     columns = {}
     for f in FIELDS:
@@ -299,9 +302,6 @@ def patient_model(required: Iterable[str] | None = None, extra_fields: Iterable[
 
     ``required``: the fields a patient must give (default: the schema's ``required_for_prediction``; a served
     model needs only those it uses); ``extra_fields``: a centre's own fields accepted beside the schema's."""
-    from pydantic import ConfigDict, create_model
-    from pydantic import Field as PydField
-
     definitions = {}
     must = None if required is None else set(required)
     for f in (*input_fields(), *extra_fields):

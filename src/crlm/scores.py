@@ -74,8 +74,32 @@ def _dfi_below(months: float) -> Rule:
     return rule
 
 
+def tumour_burden_score(size_cm, n_metastases) -> np.ndarray:
+    """The Tumour Burden Score (Sasaki 2018): the distance from the origin on a plane of the largest liver
+    metastasis's diameter and the number of liver metastases.
+
+    Parameters
+    ----------
+    size_cm : array-like of float
+        Largest diameter of a liver metastasis, in cm (NaN: unknown).
+    n_metastases : array-like of float
+        Number of liver metastases (NaN: unknown).
+
+    Returns
+    -------
+    ndarray of float
+        ``sqrt(size_cm ** 2 + n_metastases ** 2)``, NaN where either input is unknown.
+
+    Examples
+    --------
+    >>> float(tumour_burden_score(3.0, 4))
+    5.0
+    """
+    return np.hypot(np.asarray(size_cm, dtype=float), np.asarray(n_metastases, dtype=float))
+
+
 def _tbs(d: Columns) -> np.ndarray:
-    return np.hypot(d[SIZE], d[N])
+    return tumour_burden_score(d[SIZE], d[N])
 
 
 def _game_tbs(d: Columns) -> np.ndarray:

@@ -21,10 +21,10 @@ import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from sksurv.nonparametric import kaplan_meier_estimator
 
 from crlm.cohort.base import make_y
 from crlm.evaluation.calibration import ici
+from crlm.kaplan_meier import censoring_curve
 
 # Simpler first: the tie-break of the selection rule.
 SIMPLICITY = ("literature_cox", "coxph", "coxnet", "fong_plus", "cox_prior", "xgb_cox", "xgb_aft", "gbsa", "rsf",
@@ -63,7 +63,7 @@ def ici_noise_floor(y, survival: np.ndarray, grid: np.ndarray, horizon: float, n
     grid = np.asarray(grid, dtype=float)
     n = len(survival)
     j = int(np.argmin(np.abs(grid - horizon)))
-    cens_times, cens_surv = kaplan_meier_estimator(~y["event"], y["time"])
+    cens_times, cens_surv = censoring_curve(y["time"], y["event"])
     t_end = float(np.max(y["time"]))
     rng = np.random.default_rng(seed)
     values = []

@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from crlm.ownership import owner_dead
 from crlm.paths import project_root
 from crlm.predictor import Predictor, package_versions
 from crlm.reporting.formatting import headline_horizon, horizon_key
@@ -185,8 +186,6 @@ def show_at_top_level(run_id: str) -> None:
 
 def mark_killed_runs(experiment: str | None = None, log=print) -> list[str]:
     """Runs left RUNNING by a job that was killed (its process on this host is gone) are ended as KILLED."""
-    from crlm.publish import owner_dead
-
     client = MlflowClient()
     experiments = ([client.get_experiment_by_name(experiment)] if experiment else client.search_experiments())
     ids = [e.experiment_id for e in experiments if e is not None]

@@ -25,15 +25,18 @@ import yaml
 from crlm import parallel, publish, tracking
 from crlm.cohort import Cohort, load_cohort
 from crlm.cohort.base import predictors_frame
+from crlm.cohort.simulate import simulate_cohort
 from crlm.config import JobConfig
 from crlm.evaluation import plots
 from crlm.evaluation.benchmark import BenchmarkResult, BenchmarkSpec, fit_model, model_kind, run_benchmark
 from crlm.evaluation.metrics import harrell_c
 from crlm.evaluation.optimism import optimism_corrected
+from crlm.evaluation.subgroups import subgroup_performance
 from crlm.model_metadata import Registration
 from crlm.models import is_score_model
 from crlm.paths import project_root
 from crlm.predictor import Predictor, train_predictor
+from crlm.reporting.model_card import build_model_card
 from crlm.results_store import FailureRecorder, benchmark_tables, persist_benchmark, results_directory
 from crlm.scores import SCORES
 from crlm.selection import Decision, choose_champion
@@ -60,8 +63,6 @@ class JobOutcome:
 
 def load_job_cohort(config: JobConfig) -> Cohort:
     if config.cohort.simulate is not None:
-        from crlm.cohort.simulate import simulate_cohort
-
         cohort = simulate_cohort(config.cohort.simulate.n, config.cohort.simulate.seed)
     else:
         cohort = load_cohort(config.cohort.file, config.cohort.mapping, strict=config.cohort.strict)
@@ -251,9 +252,6 @@ def _build_predictor(model: str, cohort: Cohort, result: BenchmarkResult, config
 
 
 def _log_model_runs(result, config, champion, predictors, rule, progress):
-    from crlm.evaluation.subgroups import subgroup_performance
-    from crlm.reporting.model_card import build_model_card
-
     model_infos, card = {}, None
     job_run_id = mlflow.active_run().info.run_id
     reference = result.spec.reference

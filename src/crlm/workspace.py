@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from crlm.cohort.base import _to_bool
 from crlm.cohort.loader import read_table
 from crlm.paths import WORKSPACE_MARKER
-from crlm.schema import FIELDS, FIELDS_BY_NAME, Field
+from crlm.schema import DEFAULT_BLOCKS, DEFAULT_HORIZONS_MONTHS, FIELDS, FIELDS_BY_NAME, Field
 
 # Usual spellings of schema fields in exports (lower case, words separated by _); the first match wins.
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -161,8 +162,6 @@ def draft_mapping(export: Path, name: str) -> str:
 
 
 def _codes_fit(values: pd.Series, f: Field) -> bool:
-    from crlm.cohort.base import _to_bool
-
     seen = values.dropna().astype(str).str.strip().unique()
     if f.kind == "bool":
         try:
@@ -186,8 +185,8 @@ cohort:
   name: {name}
   strict: false  # rows with bad cells are set aside and reported (true: any bad cell fails the job)
 endpoint: os
-horizons: [12, 36, 60]
-blocks: [clinical, genomic, response]
+horizons: [{horizons}]
+blocks: [{blocks}]
 models: [coxph, coxnet, rsf, gbsa, xgb_cox, xgb_aft]
 # reference: a published score computable on your data (score:fong, score:game, ...), a score your export
 # records declared in the mapping (recorded:<name>), auto (the published score computable for the most
@@ -234,8 +233,10 @@ def init_workspace(directory: Path, export: Path | None = None, name: str | None
     file = f"../data/{export.name}" if export is not None else f"../data/{name}.csv"
     mapping = (draft_mapping(export, name) if export is not None else
                f"name: {name}\nsource: ''\nmissing_values: []\nrename: {{}}\nrecode: {{}}\nunits: {{}}\n")
+    job = JOB_TEMPLATE.format(name=name, file=file, horizons=", ".join(f"{h:g}" for h in DEFAULT_HORIZONS_MONTHS),
+                              blocks=", ".join(DEFAULT_BLOCKS))
     files = {directory / WORKSPACE_MARKER: MARKER_TEXT.format(name=name),
-             directory / "configs" / f"{name}-os.yaml": JOB_TEMPLATE.format(name=name, file=file),
+             directory / "configs" / f"{name}-os.yaml": job,
              directory / "mappings" / f"{name}.yaml": mapping}
     written = []
     for path, text in files.items():

@@ -9,15 +9,13 @@ as numpy columns (yes/no as 1.0/0.0/NaN), the form the hot path of the API reads
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from crlm.cohort.truth import SimulationTruth
 from crlm.schema import FIELDS, FIELDS_BY_NAME, Field, derive_fields, endpoint
-
-if TYPE_CHECKING:  # pragma: no cover
-    from crlm.cohort.simulate import SimulationTruth
 
 
 @dataclass(frozen=True)

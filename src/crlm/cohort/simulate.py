@@ -19,72 +19,41 @@ model with its sources is ``docs/SIMULATOR.md``). Outline:
   months), and loss to follow-up at 3 % per year.
 
 ``SimulationTruth`` gives the exact S(t|x) of every patient for ``os``, ``rfs`` (alias ``dfs``) and ``liver_rfs``:
-the oracle no model can beat. ``check_table`` (``crlm.cohort.targets``) compares a cohort with the
-clinical.md and external-validation targets.
+the oracle no model can beat (``crlm.cohort.truth``; it also records the seed that drew the cohort).
+``check_table`` (``crlm.evaluation.simulator_check``) compares a cohort with the clinical.md and
+external-validation targets.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from crlm.cohort.base import Cohort, to_canonical
-from crlm.cohort.targets import check_passes, check_table, format_check  # noqa: F401  (re-exported)
-from crlm.schema import endpoint
+from crlm.cohort.truth import (  # noqa: F401  (re-exported: the simulator's public names)
+    COUPLING,
+    DEATH_BASELINE,
+    OPERATIVE_WINDOW_MONTHS,
+    RECURRENCE_BASELINE,
+    CureBaseline,
+    SimulationTruth,
+)
 
 # --------------------------------------------------------------------------- parameters
 
 ACCRUAL_MONTHS = 168.0  # patients enter uniformly over 14 years ...
 CLOSING_MONTHS = 180.0  # ... and are followed to a common closing date 15 years after the first entry
 LOSS_PER_YEAR = 0.03  # random loss to follow-up (exponential)
-OPERATIVE_WINDOW_MONTHS = 3.0  # perioperative (90-day) deaths fall uniformly in this window
 SIMULATED_CAVEATS = (  # the simulated cohort's limitations, printed by the model card (as a mapping's caveats)
     "**Synthetic data:** the cohort is simulated from published effect sizes; the figures describe the method on "
     "synthetic data and say nothing about real patients.",
     f"**Simulated follow-up:** accrual is uniform over {ACCRUAL_MONTHS / 12:g} years with a common closing date "
     f"(the end of follow-up) {CLOSING_MONTHS / 12:g} years after the first entry.",
 )
-COUPLING = 0.75  # probability that recurrence and cancer death share one uniform (one disease course)
 RAS_RESPONSE_FACTOR = 0.4  # in RAS mutants the response log-HRs (SD, PD, pCR) are multiplied by this
 
-
-@dataclass(frozen=True)
-class CureBaseline:
-    """Baseline of a promotion-time cure model: S0(t) = cure + (1 - cure) exp(-(t/scale)^shape).
-
-    With S(t|x) = S0(t)^exp(lp) the hazard ratio between two patients is exp(lp1 - lp2) at every t
-    (proportional hazards) and the patient's cure fraction is cure^exp(lp).
-    """
-
-    cure: float
-    scale: float  # months
-    shape: float
-
-    def survival(self, t) -> np.ndarray:
-        t = np.maximum(np.asarray(t, dtype=float), 0.0)
-        return self.cure + (1.0 - self.cure) * np.exp(-((t / self.scale) ** self.shape))
-
-    def quantile(self, v) -> np.ndarray:
-        """The time t with S0(t) = v (inf where v <= cure: never)."""
-        v = np.asarray(v, dtype=float)
-        frac = np.clip((v - self.cure) / (1.0 - self.cure), 1e-300, 1.0)
-        t = self.scale * (-np.log(frac)) ** (1.0 / self.shape)
-        return np.where(v <= self.cure, np.inf, t)
-
-
-# Baselines of the reference patient (every term of the linear predictor 0: node-negative, DFI long, one
-# metastasis <= 2 cm, CEA <= 5, RAS/BRAF wild-type, left/rectum, age <= 60, R0, ...). Fitted (least squares
-# on the truth's mean curves, n = 40000) so that the cohort's marginal curves meet clinical.md §3.1: OS 45 %
-# at 5 years, 25 % at 10, median 52 months; RFS 65 % at 1 year, median 19 months, 25 % at 5 years. The
-# Weibull shape > 1 gives the low hazard of the first months after surgery; without it the mixture over
-# patients front-loads the marginal hazard and 1-year recurrence and median RFS cannot both be met.
-# The death baseline was refitted (cure 0.623 -> 0.555, scale 95 -> 81) when the GAME-factor HRs below were
-# attenuated to meet the external GAME group medians (Bolhuis 2022): the marginal OS targets still hold.
-DEATH_BASELINE = CureBaseline(cure=0.555, scale=81.0, shape=1.48)
-RECURRENCE_BASELINE = CureBaseline(cure=0.732, scale=27.2, shape=1.53)
 
 # Hazard ratios (OS = cancer death, RFS = recurrence) per unit of each term of the linear predictor.
 # Terms are defined in ``_terms``; sources are clinical.md sections (see docs/SIMULATOR.md).
@@ -120,61 +89,6 @@ HAZARD_RATIOS: dict[str, tuple[float, float]] = {
 # Operative (90-day) mortality: base probability and log-odds-like multipliers (§3.1: 2.8 % Fong, 0.55-8 %).
 OPERATIVE_MORTALITY = {"base": 0.012, "major_hepatectomy": 0.6, "age_per_year": 0.05, "comorbidity": 0.4,
                        "two_stage": 0.5}
-
-
-# --------------------------------------------------------------------------- the truth
-
-
-@dataclass(frozen=True, eq=False)
-class SimulationTruth:
-    """The generating model's answers for each simulated patient (the oracle).
-
-    ``lp_death`` and ``lp_recurrence`` are the true log hazard ratios against the reference patient;
-    ``operative_mortality`` the probability of a perioperative death; ``liver_share`` the probability that a
-    recurrence involves the liver.
-    """
-
-    lp_death: np.ndarray
-    lp_recurrence: np.ndarray
-    operative_mortality: np.ndarray
-    liver_share: np.ndarray
-    death_baseline: CureBaseline = DEATH_BASELINE
-    recurrence_baseline: CureBaseline = RECURRENCE_BASELINE
-    coupling: float = COUPLING
-    operative_window: float = OPERATIVE_WINDOW_MONTHS
-
-    def __len__(self) -> int:
-        return len(self.lp_death)
-
-    def _parts(self, times) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        t = np.atleast_1d(np.asarray(times, dtype=float))[None, :]
-        s_op = 1.0 - self.operative_mortality[:, None] * np.minimum(t / self.operative_window, 1.0)
-        s_cancer = self.death_baseline.survival(t) ** np.exp(self.lp_death)[:, None]
-        s_rec = self.recurrence_baseline.survival(t) ** np.exp(self.lp_recurrence)[:, None]
-        # P(recurrence > t and cancer death > t): comonotone with prob. coupling, else independent.
-        joint = self.coupling * np.minimum(s_rec, s_cancer) + (1.0 - self.coupling) * s_rec * s_cancer
-        return s_op, s_cancer, s_rec, joint
-
-    def survival(self, endpoint_name: str, times) -> np.ndarray:
-        """True S(t|x), shape (n, len(times)), for ``os``, ``rfs`` (alias ``dfs``) or ``liver_rfs``."""
-        name = endpoint(endpoint_name).name
-        s_op, s_cancer, _, joint = self._parts(times)
-        if name == "os":
-            return s_op * s_cancer
-        if name == "rfs":
-            return s_op * joint
-        share = self.liver_share[:, None]  # liver_rfs: death, or a recurrence that involves the liver
-        return s_op * ((1.0 - share) * s_cancer + share * joint)
-
-    def risk(self, endpoint_name: str, horizon: float = 60.0) -> np.ndarray:
-        """True probability of the event by ``horizon`` months (5 years by default); higher = worse."""
-        return 1.0 - self.survival(endpoint_name, [horizon])[:, 0]
-
-    def subset(self, idx) -> SimulationTruth:
-        idx = np.asarray(idx)
-        return SimulationTruth(self.lp_death[idx], self.lp_recurrence[idx], self.operative_mortality[idx],
-                               self.liver_share[idx], self.death_baseline, self.recurrence_baseline,
-                               self.coupling, self.operative_window)
 
 
 # --------------------------------------------------------------------------- generation helpers
@@ -406,7 +320,7 @@ def simulate_cohort(n: int, seed: int) -> Cohort:
                                             + om["comorbidity"] * d["comorbidity"]
                                             + om["two_stage"] * d["two_stage"]), 0.0, 0.3)
     liver_share = np.where(d["ras"], 0.55, 0.70)  # RAS mutants recur more often in the lung (§3.3)
-    truth = SimulationTruth(lp_death, lp_rec, operative, liver_share)
+    truth = SimulationTruth(lp_death, lp_rec, operative, liver_share, seed=seed)
     outcomes = _outcomes(rng, d, truth)
 
     treated = d["treated"]

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
-from sksurv.nonparametric import kaplan_meier_estimator
 
 from crlm.cohort.base import Cohort
-from crlm.schema import ENDPOINTS, FIELDS
-
-
-def km_at(time, event, t: float) -> float:
-    """Kaplan–Meier survival at t (NaN beyond the last observed time)."""
-    time, event = np.asarray(time, float), np.asarray(event, bool)
-    if len(time) == 0 or t > time.max():
-        return float("nan")
-    x, s = kaplan_meier_estimator(event, time)
-    i = np.searchsorted(x, t, side="right") - 1
-    return 1.0 if i < 0 else float(s[i])
-
-
-def km_median(time, event) -> float:
-    """Kaplan–Meier median survival; NaN when not reached."""
-    x, s = kaplan_meier_estimator(np.asarray(event, bool), np.asarray(time, float))
-    below = np.flatnonzero(s <= 0.5)
-    return float(x[below[0]]) if len(below) else float("nan")
+from crlm.kaplan_meier import km_at, km_median, median_follow_up
+from crlm.schema import DEFAULT_HORIZONS_MONTHS, ENDPOINTS, FIELDS
 
 
 def endpoint_summary(cohort: Cohort) -> pd.DataFrame:
@@ -37,9 +19,9 @@ def endpoint_summary(cohort: Cohort) -> pd.DataFrame:
         y = sub.y(ep.name)
         rows.append({
             "endpoint": ep.name, "patients": len(y), "events": int(y["event"].sum()),
-            "median_follow_up_months": km_median(y["time"], ~y["event"]),
+            "median_follow_up_months": median_follow_up(y["time"], y["event"]),
             "median_survival_months": km_median(y["time"], y["event"]),
-            **{f"survival_{int(t)}m": km_at(y["time"], y["event"], t) for t in (12, 36, 60)},
+            **{f"survival_{int(t)}m": km_at(y["time"], y["event"], t) for t in DEFAULT_HORIZONS_MONTHS},
         })
     return pd.DataFrame(rows)
 

@@ -53,14 +53,20 @@ from crlm.evaluation.metrics import (
 )
 from crlm.evaluation.oof import OOF, bootstrap_oof, evaluate_oof
 from crlm.evaluation.reference_rows import CEILING, ORACLE, ceiling_oof, oracle_oof
-from crlm.models import SEARCH_SPACES, final_estimator, is_score_model, make_model, model_family, set_endpoint
+from crlm.models import (
+    DEFAULT_BASELINES,
+    DEFAULT_MODELS,
+    SEARCH_SPACES,
+    final_estimator,
+    is_score_model,
+    make_model,
+    model_family,
+    set_endpoint,
+)
 from crlm.models.zoo import SCORE_PREFIX
 from crlm.reporting.formatting import format_interval, headline_horizon
-from crlm.schema import DEFAULT_HORIZONS_MONTHS, endpoint
+from crlm.schema import DEFAULT_BLOCKS, DEFAULT_HORIZONS_MONTHS, PREDICTOR_BLOCKS, endpoint
 
-LEARNED_MODELS = ("coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft", "cox_prior", "literature_cox", "fong_plus",
-                  "ensemble")
-SCORE_BASELINES = ("score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger", "score:konopke")
 # Metrics with bootstrap intervals (the others are point estimates from the full evaluation); the first
 # group also gets paired differences against the reference.
 BOOTSTRAP_METRICS = ("harrell_c", "uno_c", "mean_auc", "ibs", "ipa_ibs")
@@ -73,10 +79,10 @@ HIGHER_IS_BETTER = {"harrell_c": True, "uno_c": True, "mean_auc": True, "ibs": F
 class BenchmarkSpec:
     endpoint: str = "os"
     horizons: tuple[float, ...] = DEFAULT_HORIZONS_MONTHS
-    models: tuple[str, ...] = LEARNED_MODELS
-    baselines: tuple[str, ...] = SCORE_BASELINES
+    models: tuple[str, ...] = DEFAULT_MODELS
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
     reference: str = "score:fong"
-    blocks: tuple[str, ...] = ("clinical", "genomic", "response")
+    blocks: tuple[str, ...] = DEFAULT_BLOCKS
     postoperative: bool = False
     outer_splits: int = 5  # K >= 5: every model trains on at least 80% of the patients
     outer_repeats: int = 2
@@ -456,7 +462,7 @@ def _ablation(points, boots, folds, X, y, grid, horizons, spec, factory, progres
     if not spec.ablation_models or not learned:
         return pd.DataFrame()
     best = sorted(learned, key=lambda m: -points[m]["uno_c"])[: spec.ablation_models]
-    order = [b for b in ("clinical", "genomic", "response", "operative") if b in spec.blocks]
+    order = [b for b in PREDICTOR_BLOCKS if b in spec.blocks]
     steps = [tuple(order[: i + 1]) for i in range(len(order))]
     rows = []
     for blocks in steps:

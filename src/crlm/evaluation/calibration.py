@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sksurv.nonparametric import kaplan_meier_estimator
+
+from crlm.kaplan_meier import km_at
 
 # Predictions of exactly 0 or 1 have no cloglog; clip just inside.
 _EPS = 1e-10
@@ -63,17 +64,6 @@ def _check_horizon(y, t: float) -> float:
     if not (y["event"] & (y["time"] <= t)).any():
         raise ValueError(f"no events at or before horizon {t:g}: calibration at this horizon is undefined")
     return t
-
-
-def kaplan_meier_at(y, times) -> np.ndarray:
-    """Kaplan–Meier survival of ``y`` at ``times``; NaN beyond the last time when that time is censored."""
-    y = check_y(y)
-    t_km, s_km = kaplan_meier_estimator(np.asarray(y["event"], bool), np.asarray(y["time"], float))
-    times = np.atleast_1d(np.asarray(times, dtype=float))
-    idx = np.searchsorted(t_km, times, side="right") - 1
-    out = np.where(idx >= 0, s_km[np.clip(idx, 0, None)], 1.0)
-    out[(times > t_km[-1]) & (s_km[-1] > 0)] = np.nan
-    return out
 
 
 # --------------------------------------------------------------------------- Cox fitter
@@ -181,7 +171,7 @@ def calibration_in_the_large(y, surv_at_t, t: float) -> float:
     expected = np.mean(1.0 - s)
     if expected <= 0:
         raise ValueError("predicted event probabilities at t are all zero: O/E is undefined")
-    return float((1.0 - kaplan_meier_at(y, t)[0]) / expected)
+    return float((1.0 - km_at(y["time"], y["event"], t)) / expected)
 
 
 def calibration_slope(y, surv_at_t, t: float) -> float:
@@ -291,5 +281,5 @@ def binned_calibration(y, surv_at_t, t: float, groups: int = 10) -> pd.DataFrame
             continue
         sub = y[idx]
         rows.append({"group": g + 1, "n": len(idx), "events": int(sub["event"].sum()),
-                     "predicted": float(f[idx].mean()), "observed": float(1.0 - kaplan_meier_at(sub, t)[0])})
+                     "predicted": float(f[idx].mean()), "observed": float(1.0 - km_at(sub["time"], sub["event"], t))})
     return pd.DataFrame(rows)

@@ -20,6 +20,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from crlm.evaluation.benchmark import model_kind  # noqa: E402
+from crlm.evaluation.intervals import bootstrap_indices, percentile_interval  # noqa: E402
+from crlm.kaplan_meier import km_at  # noqa: E402
 from crlm.scores import SCORES, compute_score  # noqa: E402
 
 THRESHOLDS = np.round(np.arange(0.02, 0.96, 0.02), 2)
@@ -101,10 +104,7 @@ def _km_risk(time: np.ndarray, event: np.ndarray, horizon: float) -> float:
         return 0.0
     if time.max() < horizon:
         return float("nan")
-    times = np.unique(time[event & (time <= horizon)])
-    at_risk = (time[None, :] >= times[:, None]).sum(axis=1)
-    deaths = ((time[None, :] == times[:, None]) & event[None, :]).sum(axis=1)
-    return float(1.0 - np.prod(1.0 - deaths / at_risk))
+    return 1.0 - km_at(time, event, float(horizon))
 
 
 def _net_benefit(time, event, risk, threshold: float, horizon: float) -> dict:
@@ -142,8 +142,6 @@ def summary_with_intervals(y, risks: dict, horizons, thresholds=SUMMARY_THRESHOL
     DataFrame
         ``horizon, model, threshold, net_benefit, ci_low, ci_high, n``.
     """
-    from crlm.evaluation.intervals import bootstrap_indices, percentile_interval
-
     point = decision_curves(y, risks, horizons, thresholds)
     if point.empty or not n_boot:
         return point.assign(ci_low=np.nan, ci_high=np.nan)
@@ -214,8 +212,6 @@ def benchmark_curves(result, models=None) -> pd.DataFrame:
     DataFrame
         As ``decision_curves``.
     """
-    from crlm.evaluation.benchmark import model_kind
-
     models = [m for m in (models or result.oof) if m in result.oof and model_kind(m) == "learned"]
     grid = np.asarray(result.grid, dtype=float)
     rules = {}

@@ -21,9 +21,10 @@ from sksurv.metrics import (
 )
 
 from crlm.evaluation import calibration as cal
-from crlm.evaluation.calibration import check_surv, check_y, kaplan_meier_at
+from crlm.evaluation.calibration import check_surv, check_y
+from crlm.kaplan_meier import km_at
+from crlm.schema import DEFAULT_HORIZONS_MONTHS
 
-DEFAULT_HORIZONS = (12.0, 36.0, 60.0)
 SurvivalFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -77,7 +78,7 @@ def _usable_mask(y_train, y_test, horizons: np.ndarray) -> np.ndarray:
     return keep
 
 
-def usable_horizons(y_train, y_test, horizons=DEFAULT_HORIZONS) -> list[float]:
+def usable_horizons(y_train, y_test, horizons=DEFAULT_HORIZONS_MONTHS) -> list[float]:
     """Horizons strictly inside test and training follow-up with at least one test event at or before them.
 
     Others are dropped with a ``HorizonWarning``; a ValueError only if none is left.
@@ -112,7 +113,7 @@ def harrell_c(y, risk) -> float:
         raise ValueError(f"Harrell's C undefined: {err}") from err
 
 
-def default_tau(y_train, y_test, horizons=DEFAULT_HORIZONS) -> float:
+def default_tau(y_train, y_test, horizons=DEFAULT_HORIZONS_MONTHS) -> float:
     """Truncation time for Uno's C: the largest usable horizon.
 
     Chosen so C covers the same window [0, tau] as AUC(t) and the Brier scores, tau is clinically readable,
@@ -137,7 +138,7 @@ def uno_c(y_train, y_test, risk, tau: float) -> float:
         raise ValueError(f"Uno's C undefined: {err}") from err
 
 
-def time_dependent_auc(y_train, y_test, risk_or_cumhaz, horizons=DEFAULT_HORIZONS) -> tuple[np.ndarray, float]:
+def time_dependent_auc(y_train, y_test, risk_or_cumhaz, horizons=DEFAULT_HORIZONS_MONTHS) -> tuple[np.ndarray, float]:
     """Cumulative/dynamic AUC(t) per horizon (NaN for dropped horizons) and sksurv's KM-weighted mean.
 
     ``risk_or_cumhaz`` is a risk (n,) or a time-dependent risk (n, len(horizons)), e.g. cumulative hazard or
@@ -167,10 +168,11 @@ def time_dependent_auc(y_train, y_test, risk_or_cumhaz, horizons=DEFAULT_HORIZON
 
 def km_reference(y_train, times) -> np.ndarray:
     """Null model: the training Kaplan–Meier survival at ``times`` (the same for every patient)."""
-    return kaplan_meier_at(check_y(y_train, "y_train"), times)
+    y_train = check_y(y_train, "y_train")
+    return km_at(y_train["time"], y_train["event"], np.atleast_1d(np.asarray(times, dtype=float)))
 
 
-def brier_scores(y_train, y_test, surv_at_horizons, horizons=DEFAULT_HORIZONS) -> np.ndarray:
+def brier_scores(y_train, y_test, surv_at_horizons, horizons=DEFAULT_HORIZONS_MONTHS) -> np.ndarray:
     """IPCW Brier score per horizon (Graf 1999); NaN for horizons dropped as beyond follow-up."""
     y_train, y_test = check_y(y_train, "y_train"), check_y(y_test, "y_test", need_events=True)
     horizons = _check_times(horizons)
@@ -215,7 +217,7 @@ def integrated_brier(y_train, y_test, surv_on_grid, grid) -> float:
     return float(integrated_brier_score(y_train, _truncate(y_train, y_test, grid[-1]), s, grid))
 
 
-def ipa(y_train, y_test, surv_at_horizons, horizons=DEFAULT_HORIZONS) -> np.ndarray:
+def ipa(y_train, y_test, surv_at_horizons, horizons=DEFAULT_HORIZONS_MONTHS) -> np.ndarray:
     """Index of prediction accuracy 1 - BS_model/BS_KM per horizon (Kattan & Gerds 2018); >0 beats KM."""
     horizons = _check_times(horizons)
     bs = brier_scores(y_train, y_test, surv_at_horizons, horizons)
@@ -252,7 +254,7 @@ def _call(survival: SurvivalFn, times: np.ndarray, n: int) -> np.ndarray:
     return check_surv(survival(times), n, "survival(times)", len(times))
 
 
-def evaluate_predictions(y_train, y_test, risk, survival: SurvivalFn, horizons: Sequence[float] = DEFAULT_HORIZONS,
+def evaluate_predictions(y_train, y_test, risk, survival: SurvivalFn, horizons: Sequence[float] = DEFAULT_HORIZONS_MONTHS,
                          *, tau: float | None = None, grid_size: int = 50, knots: int = 3, dcal_bins: int = 10,
                          auc_from: str = "survival") -> dict[str, float]:
     """All discrimination, accuracy and calibration metrics as a flat dict of floats (stable MLflow names).

@@ -26,6 +26,7 @@ from crlm.evaluation.calibration import ici
 from crlm.evaluation.intervals import bootstrap_indices
 from crlm.evaluation.metrics import evaluation_grid, harrell_c, integrated_brier, uno_c
 from crlm.models import make_model
+from crlm.schema import DEFAULT_BLOCKS
 
 HEADLINE_LABEL = "optimism-corrected (Harrell's bootstrap) performance of the shipped model"
 
@@ -58,7 +59,7 @@ def _one(model_name, params, build, X, y, idx, horizons):
 
 
 def optimism_corrected(model_name: str, params: dict, X: pd.DataFrame, y: np.ndarray, horizons, *,
-                       blocks=("clinical", "genomic", "response"), postoperative: bool = False, n_boot: int = 200,
+                       blocks=DEFAULT_BLOCKS, postoperative: bool = False, n_boot: int = 200,
                        seed: int = 0, n_jobs: int = 1, endpoint: str = "os") -> dict:
     """Harrell's optimism-corrected performance of ``model_name`` with fixed ``params`` (module docstring).
 

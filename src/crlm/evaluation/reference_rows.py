@@ -3,12 +3,11 @@ generating model's truth) and the observed-information ceiling (a model fitted o
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
 from crlm.cohort.base import Cohort, predictors_frame
+from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation.oof import OOF
 from crlm.models import make_model
 
@@ -29,16 +28,14 @@ def oracle_oof(population: Cohort, spec, grid) -> OOF:
 
 
 def ceiling_seed(cohort: Cohort, spec) -> int:
-    """The ceiling's training seed, never the evaluated cohort's own (read from the simulator's source text)."""
+    """The ceiling's training seed, never the evaluated cohort's own (the seed its ``SimulationTruth`` records)."""
     seed = CEILING_SEED_OFFSET + spec.seed
-    match = re.search(r"crlm simulator n=\d+ seed=(-?\d+)", cohort.source or "")
-    return seed + 1 if match and int(match.group(1)) == seed else seed
+    drawn_with = cohort.truth.seed if cohort.truth is not None else None
+    return seed + 1 if drawn_with == seed else seed
 
 
 def ceiling_oof(cohort: Cohort, X: pd.DataFrame, spec, grid) -> tuple[OOF, str]:
     """The observed-information ceiling: xgb_cox fitted on an independent simulated cohort of ``ceiling_n``."""
-    from crlm.cohort.simulate import simulate_cohort  # the simulator is needed only here
-
     seed = ceiling_seed(cohort, spec)
     train = simulate_cohort(spec.ceiling_n, seed).with_outcome(spec.endpoint)
     X_train = predictors_frame(train.data)[list(X.columns)]  # only what the evaluated cohort records

@@ -10,6 +10,8 @@ from crlm.models.score_cox import ScoreCoxModel
 from crlm.models.trees import GBSA, RSF
 from crlm.models.xgb import XGBAFT, XGBCox
 from crlm.models.zoo import (
+    DEFAULT_BASELINES,
+    DEFAULT_MODELS,
     LEARNED_MODEL_NAMES,
     MODEL_NAMES,
     SCORE_MODEL_NAMES,
@@ -21,7 +23,7 @@ from crlm.models.zoo import (
 )
 
 __all__ = [
-    "GBSA", "LEARNED_MODEL_NAMES", "MODEL_NAMES", "RSF", "SCORE_MODEL_NAMES", "SEARCH_SPACES", "XGBAFT",
+    "DEFAULT_BASELINES", "DEFAULT_MODELS", "GBSA", "LEARNED_MODEL_NAMES", "MODEL_NAMES", "RSF", "SCORE_MODEL_NAMES", "SEARCH_SPACES", "XGBAFT",
     "CoxPH", "CoxPrior", "Coxnet", "Ensemble", "FongPlus", "LiteratureCox", "ScoreCoxModel", "SurvivalPipeline",
     "XGBCox", "feature_names", "final_estimator",
     "is_score_model", "linear_coefficients", "make_model", "model_family", "set_endpoint", "step_survival",

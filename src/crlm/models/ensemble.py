@@ -28,9 +28,10 @@ from sksurv.base import SurvivalAnalysisMixin
 
 from crlm.cohort.base import canonical_columns
 from crlm.evaluation.metrics import harrell_c
-from crlm.features import DEFAULT_BLOCKS, model_columns
+from crlm.features import model_columns
 from crlm.models.base import check_times, event_time
 from crlm.models.extra_features import canonical_inputs
+from crlm.schema import DEFAULT_BLOCKS
 
 DEFAULT_CANDIDATES = ("coxnet", "cox_prior", "xgb_cox")  # one per family; the forest costs 5x more at n = 2,000
 

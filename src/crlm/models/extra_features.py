@@ -20,9 +20,9 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from crlm.cohort.base import canonical_columns
-from crlm.features import DEFAULT_BLOCKS, FeaturePreprocessor, model_columns
+from crlm.features import FeaturePreprocessor, model_columns
 from crlm.literature_prior import PRIOR, PRIOR_BY_NAME, RULE_INPUTS, PriorFactor
-from crlm.schema import FIELDS_BY_NAME
+from crlm.schema import DEFAULT_BLOCKS, FIELDS_BY_NAME
 from crlm.scores import score_total
 
 AUTO = "auto"  # fong_plus: the recorded Fong score when the rows carry one, else Fong computed from its factors

@@ -8,8 +8,6 @@ the fit uses the patients with a score, and evaluation must be restricted to the
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -18,7 +16,7 @@ from sksurv.linear_model import CoxPHSurvivalAnalysis
 
 from crlm.cohort.base import canonical_columns
 from crlm.models.base import check_times, event_time, step_survival
-from crlm.scores import SCORES
+from crlm.scores import SCORES, compute_score
 
 COLUMN_PREFIX = "column:"
 
@@ -46,12 +44,11 @@ class ScoreCoxModel(BaseEstimator):
                 raise ValueError(f"column {column!r} is not in X")
             values = X[column]
         else:
-            # imported here: crlm.scores is the score catalogue and need not load for learned models
-            values = importlib.import_module("crlm.scores").compute_score(self.score, X)["total"]
+            values = compute_score(self.score, X)["total"]
         total = pd.to_numeric(pd.Series(values).astype(object).where(pd.Series(values).notna(), np.nan),
                               errors="coerce").to_numpy(dtype=float)
         if self.fallback and np.isnan(total).any():
-            computed = importlib.import_module("crlm.scores").compute_score(self.fallback, X)["total"]
+            computed = compute_score(self.fallback, X)["total"]
             total = np.where(np.isnan(total), np.asarray(computed, dtype=float), total)
         return total
 

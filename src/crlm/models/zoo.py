@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from crlm.features import DEFAULT_BLOCKS, make_preprocessor
+from crlm.features import make_preprocessor
 from crlm.models.base import SurvivalPipeline
 from crlm.models.ensemble import CanonicalRows, Ensemble
 from crlm.models.extra_features import AugmentedPreprocessor, LiteratureFeatures, ScoreFeature
@@ -19,6 +19,7 @@ from crlm.models.prior_cox import CoxPrior, FongPlus, LiteratureCox
 from crlm.models.score_cox import ScoreCoxModel, ScoreInputs
 from crlm.models.trees import GBSA, RSF
 from crlm.models.xgb import XGBAFT, XGBCox
+from crlm.schema import DEFAULT_BLOCKS
 from crlm.scores import SCORE_NAMES
 
 PREPROCESS_STEP = "preprocess"
@@ -51,6 +52,10 @@ _FAMILIES = {"coxph": "linear", "coxnet": "linear", "rsf": "tree", "gbsa": "tree
 LEARNED_MODEL_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 SCORE_MODEL_NAMES: tuple[str, ...] = tuple(f"{SCORE_PREFIX}{s}" for s in SCORE_NAMES)
 MODEL_NAMES: tuple[str, ...] = LEARNED_MODEL_NAMES + SCORE_MODEL_NAMES
+# A job's defaults (``JobConfig``, ``BenchmarkSpec``; a job config overrides them): every learned model of the
+# zoo, and every published score as a baseline (a score recorded in the cohort is named by the job itself).
+DEFAULT_MODELS: tuple[str, ...] = LEARNED_MODEL_NAMES
+DEFAULT_BASELINES: tuple[str, ...] = tuple(f"{SCORE_PREFIX}{s}" for s in SCORE_NAMES if s != "fong_recorded")
 
 # Small grids for 3-fold inner tuning (quick on n = 200, feasible on n = 2000 on 2 cores).
 SEARCH_SPACES: dict[str, dict[str, list]] = {

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
+
 
 class MicroBatcher:
     """Opportunistic batching of single-patient requests: while one Predictor call runs, new requests queue;
@@ -41,8 +43,6 @@ class MicroBatcher:
         return await future
 
     async def _drain(self) -> None:
-        import anyio.to_thread
-
         try:
             while self._queue:
                 batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]

@@ -29,6 +29,7 @@ def apply() -> None:
 
 
 def _bound_metric_labels() -> None:
+    # deferred: BentoML's internals load only in a server that applies the fixes (apply)
     from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware as Metrics
 
     if getattr(Metrics.__call__, "crlm_fixed", False):
@@ -45,6 +46,7 @@ def _bound_metric_labels() -> None:
 
 
 def _cancel_request_timers() -> None:
+    # deferred: BentoML's internals load only in a server that applies the fixes (apply)
     from bentoml._internal.server.http.traffic import TimeoutMiddleware
     from starlette.responses import JSONResponse
 

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from crlm import schema
+from crlm.cohort.base import canonical_columns
 from crlm.model_metadata import ModelMetadata
+from crlm.scores import score_patients
 from crlm.serving.errors import RequestError, json_type, problem
 from crlm.serving.request_models import form_fields, score_inputs
 from crlm.serving.settings import DISCLAIMER, ENDPOINTS, SERVED_SCORES
@@ -44,8 +46,6 @@ def extra_field(spec: dict) -> schema.Field:
 
 def clinical_scores(patients, names: Sequence[str] = SERVED_SCORES) -> list[dict[str, dict]]:
     """The served scores of every patient (records or ``CanonicalColumns``; ``crlm.scores.score_patients``)."""
-    from crlm.scores import score_patients
-
     return score_patients(patients, names)
 
 
@@ -106,8 +106,6 @@ class Engine:
         ``event_free_at_months`` (s), the conditional answers given event-free at s (``conditional``)."""
         if not patients:
             return []
-        from crlm.cohort.base import canonical_columns
-
         # canonicalised once, for both endpoints and the scores
         rows = canonical_columns([{k: v for k, v in p.items() if k != "patient_id"} for p in patients])
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.responses import JSONResponse
+
 
 class RequestError(Exception):
     """A refused request: HTTP status and a JSON body ``{"error": ..., "errors": [{field, rule, message}]}``.
@@ -28,8 +30,6 @@ class RequestError(Exception):
         self.headers = headers or {}
 
     def response(self):
-        from starlette.responses import JSONResponse
-
         return JSONResponse(self.body, status_code=self.status, headers=self.headers)
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from crlm.serving.settings import ModelConfig, validate_environment
+from crlm.serving.tracking_lock import open_tracking_store
 
 SERVICE_IMPORT = "crlm.serving.service:CRLMService"
 
@@ -44,7 +45,5 @@ def serve(host: str = "127.0.0.1", port: int = 3000, *, models_dir: str | Path |
     env = serve_env(models_dir, api_key, workers)
     validate_environment(env)
     if ModelConfig.from_env(env).source == "registry":
-        from crlm.serving.store import open_tracking_store
-
         open_tracking_store()
     os.execve(cmd[0], cmd, env)

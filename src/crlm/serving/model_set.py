@@ -18,6 +18,7 @@ from crlm.scenarios import RESPONSE_FIELDS
 from crlm.serving.engine import Engine, LoadedModel
 from crlm.serving.errors import RequestError, json_type, problem
 from crlm.serving.settings import DISCLAIMER, ENDPOINTS, ModelConfig
+from crlm.serving.tracking_lock import tracking_store_lock
 
 logger = logging.getLogger("crlm.serving")
 
@@ -34,9 +35,7 @@ def model_entries(config: ModelConfig) -> tuple[list[str], set[str]]:
         return list(dict.fromkeys([*named, *config.entries])), set(config.entries) | set(named)
     found: list[str] = []
     if config.source == "registry":
-        from mlflow import MlflowClient
-
-        from crlm.serving.store import tracking_store_lock
+        from mlflow import MlflowClient  # deferred: MLflow loads only when models come from a registry
 
         with tracking_store_lock():
             registered = MlflowClient().search_registered_models()

@@ -8,6 +8,7 @@ import functools
 from pydantic import BaseModel
 
 from crlm import schema
+from crlm.scores import SCORES
 from crlm.serving.settings import DISCLAIMER, MAX_BATCH, SERVED_SCORES
 
 
@@ -24,8 +25,6 @@ def form_fields() -> list[schema.Field]:
 @functools.cache
 def score_inputs() -> frozenset[str]:
     """The fields the served clinical scores read."""
-    from crlm.scores import SCORES
-
     return frozenset(f for name in SERVED_SCORES for f in SCORES[name].fields)
 
 

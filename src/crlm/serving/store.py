@@ -3,25 +3,23 @@ bundles), so that readiness is honest."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import gc
-import hashlib
 import logging
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from crlm import schema
 from crlm.cohort_kind import DEMONSTRATION_LABEL, is_simulated
 from crlm.model_metadata import ModelMetadata, Registration
+from crlm.predictor import Predictor
 from crlm.serving.engine import Engine, LoadedModel
 from crlm.serving.errors import RequestError
 from crlm.serving.model_checks import check_slot
 from crlm.serving.model_set import ModelSet, load_model_set
 from crlm.serving.settings import DISCLAIMER, ModelConfig
+from crlm.serving.tracking_lock import tracking_store_lock
 
 logger = logging.getLogger("crlm.serving")
 
@@ -56,31 +54,6 @@ class BundleUnreadable(ValueError):
     """A model file that exists but cannot be read (truncated or corrupted)."""
 
 
-@contextlib.contextmanager
-def tracking_store_lock() -> Iterator[None]:
-    """One process at a time opens the MLflow tracking store: opening a new SQLite store creates its schema,
-    and two workers doing it at once failed ("table ... already exists") or left it half-migrated."""
-    import mlflow
-
-    uri = mlflow.get_tracking_uri()
-    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"crlm-mlflow-{digest}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def open_tracking_store() -> None:
-    """Open (and if new, create) the tracking store once, under the lock (``crlm serve`` calls it before the
-    server forks its workers; each worker's first registry call takes the same lock)."""
-    from mlflow import MlflowClient
-
-    with tracking_store_lock():
-        MlflowClient().search_registered_models(max_results=1)
-
-
 def _read(what: str, load: Callable[[], object]):
     try:
         return load()
@@ -104,6 +77,7 @@ def load_entry(entry: str, config: ModelConfig, slot: str | None = None) -> Load
     directory (a path, or a name in ``config.models_dir``), checked against ``slot`` (default: its own
     endpoint)."""
     if entry.startswith("models:/") or (config.source == "registry" and "/" not in entry):
+        # deferred: MLflow loads only for registry entries (serving bundles does not need it)
         import mlflow
         from mlflow import MlflowClient
 
@@ -121,8 +95,6 @@ def load_entry(entry: str, config: ModelConfig, slot: str | None = None) -> Load
         check_slot(endpoint, predictor, uri)
         return LoadedModel(predictor, model_ref(endpoint, predictor, registered_name=name, version=version or None,
                                                 alias=alias, source=uri))
-    from crlm.predictor import Predictor
-
     path = Path(entry) if "/" in entry else config.models_dir / entry
     predictor = _read(f"{path / 'predictor.joblib'}", lambda: Predictor.load(path))
     endpoint = slot or _endpoint_of(predictor, None)

@@ -1,4 +1,7 @@
-"""The simulator's check targets: a cohort against clinical.md's figures and external validations (bands).
+"""The simulator's check: a cohort against clinical.md's figures and external validations (bands).
+
+It lives with evaluation, not with the simulator: the simulator does not need it, and it needs the scores and
+the metrics, which sit above the cohort layer.
 
 ``check_table`` gives one row per target (quantity, band, observed, pass); ``docs/SIMULATOR.md`` §6 lists the
 sources. Any cohort can be checked (a real one too): only the truth-based row needs ``cohort.truth``.
@@ -10,18 +13,10 @@ import numpy as np
 import pandas as pd
 
 from crlm.cohort.base import Cohort
-
-
-def _km(time, event, t: float) -> float:
-    from crlm.cohort.summary import km_at
-
-    return km_at(time, event, t)
-
-
-def _km_median(time, event) -> float:
-    from crlm.cohort.summary import km_median
-
-    return km_median(time, event)
+from crlm.evaluation.metrics import harrell_c
+from crlm.kaplan_meier import km_at as _km
+from crlm.kaplan_meier import km_median as _km_median
+from crlm.scores import compute_score
 
 
 def _share(mask, known=None) -> float:
@@ -32,9 +27,6 @@ def _share(mask, known=None) -> float:
 
 def check_table(cohort: Cohort) -> pd.DataFrame:
     """One row per clinical.md target: quantity, band (low, high), observed value and whether it passes."""
-    from crlm.evaluation.metrics import harrell_c
-    from crlm.scores import compute_score
-
     df = cohort.data
     os_t, os_e = df["os_months"].to_numpy(float), df["os_event"].to_numpy(bool)
     rfs_t, rfs_e = df["rfs_months"].to_numpy(float), df["rfs_event"].to_numpy(bool)
