@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.utils._param_validation import InvalidParameterError
 from sksurv.metrics import concordance_index_censored
 
 from crlm.cohort.base import make_y, to_canonical
@@ -270,3 +271,20 @@ def test_every_search_space_belongs_to_a_learned_model_and_unknown_names_are_ref
         make_model("deepsurv")
     with pytest.raises(ValueError, match="unknown model"):
         model_family("score:unknown")
+
+
+BAD_PARAMETERS = [("coxph", "alpha", -1.0), ("coxnet", "alpha", 0.0), ("coxnet", "l1_ratio", 1.5),
+                  ("coxnet", "max_iter", 0), ("rsf", "n_estimators", 0), ("gbsa", "learning_rate", -0.1),
+                  ("xgb_cox", "max_depth", 0), ("xgb_cox", "subsample", 1.5), ("xgb_cox", "random_state", -3),
+                  ("xgb_aft", "distribution", "weibull"), ("xgb_aft", "sigma", 0.0),
+                  ("xgb_aft", "learning_rate", "fast"), ("cox_prior", "prior_strength", -1.0),
+                  ("fong_plus", "anchor_strength", -1.0), ("literature_cox", "endpoint", "pfs"),
+                  ("ensemble", "inner_splits", 1), ("score:fong", "alpha", -1.0), ("score:fong", "fallback", 3)]
+
+
+@pytest.mark.parametrize(("name", "param", "bad"), BAD_PARAMETERS)
+def test_a_bad_parameter_is_refused_at_fit_naming_it(name, param, bad, cohort_rows):
+    X, y = cohort_rows
+    model = make_model(name, endpoint="os", **{f"model__{param}": bad})  # set_params does not validate
+    with pytest.raises(InvalidParameterError, match=rf"'{param}' parameter of \w+ must be"):
+        model.fit(X.head(100), y[:100])

@@ -323,6 +323,40 @@ def prepare_population(cohort: Cohort, spec: BenchmarkSpec) -> tuple[Cohort, lis
 
 def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory: Callable | None = None,
                   progress: Callable[[str, int, int], None] | None = None) -> BenchmarkResult:
+    """Benchmark models against the reference by nested resampling on one cohort (module docstring).
+
+    Parameters
+    ----------
+    cohort : Cohort
+        The patients with their outcomes.
+    spec : BenchmarkSpec, optional
+        Models, baselines, reference, horizons, resampling and bootstrap sizes (default: ``BenchmarkSpec()``).
+    factory : callable, optional
+        ``factory(name, blocks, postoperative, columns, seed)`` -> an unfitted model, instead of the zoo's
+        ``make_model`` (tests use it to spy on what reaches ``fit``).
+    progress : callable, optional
+        ``progress(stage, done, total)``, called as the work advances.
+
+    Returns
+    -------
+    BenchmarkResult
+        Out-of-fold predictions, metrics with bootstrap intervals, paired comparisons against the reference,
+        the ablation, the chosen hyperparameters and notes (``docs/ARCHITECTURE.md``, the contracts).
+
+    Raises
+    ------
+    ValueError
+        An unknown model or endpoint, an empty cohort, or too few events, before any work is done.
+
+    Examples
+    --------
+    >>> from crlm.cohort.simulate import simulate_cohort
+    >>> spec = BenchmarkSpec(models=("coxph",), baselines=(), outer_repeats=1, outer_splits=2, inner_splits=2,
+    ...                      n_boot=20, ablation_models=0, ceiling=False)
+    >>> result = run_benchmark(simulate_cohort(300, seed=1), spec)
+    >>> result.leaderboard().model.tolist()[:2]  # doctest: +SKIP
+    ['oracle', 'coxph']
+    """
     spec = spec or BenchmarkSpec()
     spec, ref_notes = references.fit_spec(spec, cohort)  # reference, recorded scores, the centre's fields
     for name in (*spec.models, *spec.baselines, spec.reference):
