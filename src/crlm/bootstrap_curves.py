@@ -115,6 +115,7 @@ class BootstrapCurves:
             preprocessors, kernels = [p for p, _, _ in fitted], [k for _, k, _ in fitted]
         else:
             preprocessors = [shared_pre]
+            assert Z_all is not None  # built above when the preprocessing is shared
             kernels = [SurvivalKernel([est for _, est, _ in fitted], times, Z_all.head(25))]
         return cls(preprocessors, kernels, recalibrators, method, shared=not refit_preprocessing)
 

@@ -63,7 +63,7 @@ def used_fields(features: list[str], fields: list[str], used: np.ndarray, kept_f
     list of str
         The used fields, in the order of ``kept_fields``.
     """
-    names = set()
+    names: set[str] = set()
     for feature, name, is_used in zip(features, fields, used, strict=True):
         if is_used:
             names.update(TBS_INPUTS if feature == TBS_NAME else (name,))

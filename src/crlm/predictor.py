@@ -39,7 +39,7 @@ from crlm.cohort.base import CanonicalColumns, Cohort, canonical_columns, predic
 from crlm.conditional import conditional_answers
 from crlm.evaluation.metrics import usable_horizons
 from crlm.explain import EVENT_WORDS, Explainer, field_of
-from crlm.models import final_estimator, is_score_model, make_model
+from crlm.models import SurvivalPipeline, final_estimator, is_score_model, make_model
 from crlm.recalibration import Recalibrator, cross_fitted_ici
 from crlm.scenarios import response_profile, response_scenarios
 from crlm.schema import DEFAULT_HORIZONS_MONTHS, FIELDS_BY_NAME
@@ -107,10 +107,10 @@ class Predictor:
     params: dict
     horizons: tuple[float, ...]
     curve_times: np.ndarray
-    model: object
+    model: SurvivalPipeline
     kernel: SurvivalKernel  # the refit (the point estimate); bundles before bootstrap_curves also hold refits
     recalibrator: Recalibrator
-    explainer: Explainer
+    explainer: Explainer | ScoreExplainer
     risk_cuts: tuple[float, float]
     training_ranges: dict
     fields_used: list[str]
@@ -361,6 +361,7 @@ class Predictor:
         """
         if is_score_model(self.model_name):  # a served score uses exactly its factors (or its recorded total)
             return list(self.fields_used)
+        assert isinstance(self.explainer, Explainer)  # a learned model (a score returned above)
         used = model_inputs.used_columns(self.kernel, len(self.explainer.features))
         names = set(model_inputs.used_fields(self.explainer.features, self.explainer.fields, used, self.fields_used))
         if self.replicates is not None:
@@ -516,7 +517,7 @@ def curve_grid(horizons, max_follow_up: float) -> np.ndarray:
 
 
 def _training_ranges(raw: pd.DataFrame, fields: list[str], extra_fields=()) -> dict:
-    ranges = {}
+    ranges: dict[str, dict] = {}
     catalogue = FIELDS_BY_NAME | {f.name: f for f in extra_fields}
     for name in fields:
         f = catalogue.get(name)

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import matplotlib.pyplot as plt
 import mlflow
@@ -106,7 +107,7 @@ class FailureRecorder:
     def __enter__(self) -> FailureRecorder:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         if exc is not None:
             reason = f"{exc_type.__name__}: {exc}"
             with contextlib.suppress(Exception):  # recording the reason must never hide the failure itself

@@ -79,7 +79,8 @@ def _record(row) -> dict:
 
 def _chemotherapy_given(record: dict) -> tuple[dict, list[str]]:
     """The record's chemotherapy fields when chemotherapy is assumed given, and notes on what was changed."""
-    changed, notes = {"neoadjuvant_chemotherapy": True}, []
+    changed: dict[str, bool | None] = {"neoadjuvant_chemotherapy": True}
+    notes: list[str] = []
     untreated = record.get("neoadjuvant_chemotherapy") is False or record.get("chemo_regimen") == "none"
     if untreated:
         for name in CHEMO_FIELDS:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["float", "int", "bool", "category", "string"]
 Block = Literal["id", "clinical", "genomic", "response", "operative", "score", "outcome"]
@@ -402,7 +402,7 @@ def patient_model(required: Iterable[str] | None = None, extra_fields: Iterable[
     from pydantic import ConfigDict, create_model
     from pydantic import Field as PydField
 
-    definitions = {}
+    definitions: dict[str, Any] = {}
     must = None if required is None else set(required)
     for f in (*input_fields(), *extra_fields):
         if f.block == "id":
@@ -411,14 +411,14 @@ def patient_model(required: Iterable[str] | None = None, extra_fields: Iterable[
                                                         pattern=r"^[^\x00-\x1f\x7f]*$"))
             continue
         if f.kind == "category":
-            annotation = Literal[f.categories]  # type: ignore[valid-type]
+            annotation = Literal[f.categories]
         elif f.kind == "bool":
             annotation = bool
         elif f.kind == "int":
             annotation = int
         else:
             annotation = float
-        constraints = {}
+        constraints: dict[str, Any] = {}
         if f.minimum is not None:
             constraints["ge"] = f.minimum
         if f.maximum is not None:

@@ -98,7 +98,7 @@ class Mapping(BaseModel):
 
     def own_fields(self) -> tuple[Field, ...]:
         """The centre's declared fields (extra predictors, then recorded scores) as schema ``Field`` objects."""
-        return tuple(f.to_field() for f in [*self.extra_fields, *self.recorded_scores])
+        return (*(f.to_field() for f in self.extra_fields), *(s.to_field() for s in self.recorded_scores))
 
 
 class MappingError(ValueError):

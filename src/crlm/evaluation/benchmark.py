@@ -394,7 +394,8 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
     timings["evaluate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    indices = bootstrap_indices(len(y), spec.n_boot, spec.seed, strata=y["event"]) if spec.n_boot else []
+    indices: list | np.ndarray = (bootstrap_indices(len(y), spec.n_boot, spec.seed, strata=y["event"])
+                                  if spec.n_boot else [])
     boots = ({m: bootstrap_oof(y, oof[m], grid, horizons, indices, points[m]) for m in oof}
              if spec.n_boot else {})
     timings["bootstrap"] = time.perf_counter() - t0

@@ -123,7 +123,7 @@ def fit_spec(spec, cohort: Cohort):
     (BenchmarkSpec, list of str)
         The spec and the notes on the reference.
     """
-    notes = []
+    notes: list[str] = []
     if spec.reference in (AUTO, NONE) or spec.reference.startswith(RECORDED):
         with_outcome = cohort.with_outcome(spec.endpoint) if len(cohort) else cohort
         resolved, notes = resolve(spec.reference, with_outcome, spec.baselines)

@@ -128,6 +128,7 @@ class Ensemble(SurvivalAnalysisMixin, BaseEstimator):
         self.random_state = random_state
 
     def _member(self, name: str, X: pd.DataFrame):
+        assert self.build is not None  # checked by fit
         return self.build(name, blocks=tuple(self.blocks), postoperative=self.postoperative,
                           columns_present=list(X.columns), random_state=self.random_state, endpoint=self.endpoint)
 

@@ -9,6 +9,7 @@ grid search work) with two steps, ``"preprocess"`` and ``"model"``; tune with ``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from crlm.features import DEFAULT_BLOCKS, make_preprocessor
 from crlm.models.base import SurvivalPipeline
@@ -91,7 +92,7 @@ def model_family(name: str) -> str:
 def _preprocessor(name: str, blocks: Sequence[str], postoperative: bool, columns_present):
     """The first step: the schema-driven features, plus the literature coding (``cox_prior``) or the reference
     score (``fong_plus``); the literature coding alone (``literature_cox``); canonical rows (``ensemble``)."""
-    where = {"blocks": tuple(blocks), "postoperative": postoperative,
+    where: dict[str, Any] = {"blocks": tuple(blocks), "postoperative": postoperative,
              "columns_present": None if columns_present is None else tuple(columns_present)}
     if name == "ensemble":
         return CanonicalRows(**where)
