@@ -518,6 +518,7 @@ mlflow.models.set_model(PredictorModel())
 '''
 
 
+@pytest.mark.slow
 def test_models_from_the_mlflow_registry_alias(models_dir, patients, tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient

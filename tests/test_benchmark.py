@@ -74,6 +74,7 @@ def sim_result():
     return cohort, spec, run_benchmark(cohort, spec)
 
 
+@pytest.mark.slow
 def test_leaderboard_oracle_and_paired_comparison(sim_result):
     _, _, res = sim_result
     board = res.leaderboard().set_index("model")
@@ -136,6 +137,7 @@ def test_horizon_beyond_follow_up_is_dropped_with_a_warning():
     assert "oracle" not in res.oof and "ceiling" not in res.oof  # no truth: no simulation-only rows
 
 
+@pytest.mark.slow
 def test_ceiling_is_a_model_fitted_on_independent_patients_and_evaluated_like_the_others(sim_result):
     _, spec, res = sim_result
     board = res.leaderboard().set_index("model")
@@ -169,6 +171,7 @@ def _legend_texts(ax) -> list[str]:
     return [t.get_text() for t in legend.get_texts()] if legend else []
 
 
+@pytest.mark.slow
 def test_ceiling_works_in_every_plot(sim_result):
     """The ceiling row is drawn in every figure, from its own numbers (not only: the figure is built)."""
     _, _, res = sim_result
@@ -226,6 +229,7 @@ def test_ceiling_can_be_switched_off_and_never_trains_on_the_evaluated_seed():
     assert ceiling_seed(same, BenchmarkSpec(seed=7)) == 10**6 + 8
 
 
+@pytest.mark.slow
 def test_every_metric_row_has_its_estimate_inside_its_interval(sim_result):
     _, _, res = sim_result
     m = res.metrics.dropna(subset=["ci_low"])
