@@ -26,6 +26,8 @@ interval then omits the preprocessing's own (small, unsupervised) estimation unc
 
 from __future__ import annotations
 
+__all__ = ["BootstrapCurves", "EPS", "INTERVAL_METHODS"]
+
 from dataclasses import dataclass
 
 import numpy as np

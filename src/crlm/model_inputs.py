@@ -14,6 +14,8 @@ field their preprocessing kept.
 
 from __future__ import annotations
 
+__all__ = ["accepted_fields", "required_fields", "used_columns", "used_fields"]
+
 import numpy as np
 
 from crlm.features import TBS_INPUTS, TBS_NAME

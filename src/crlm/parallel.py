@@ -23,6 +23,11 @@ anything is registered.
 
 from __future__ import annotations
 
+__all__ = [
+    "Backend", "ClusterError", "LOCAL_CLUSTER", "active", "backend", "effective_n_jobs", "isolated",
+    "parse_cluster", "scatter",
+]
+
 import contextlib
 import functools
 import os

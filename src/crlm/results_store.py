@@ -9,6 +9,8 @@ the benchmark stays readable in both places.
 
 from __future__ import annotations
 
+__all__ = ["FailureRecorder", "SavedBenchmark", "benchmark_tables", "persist_benchmark", "results_directory"]
+
 import contextlib
 import json
 from dataclasses import dataclass

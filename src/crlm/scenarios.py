@@ -20,6 +20,11 @@ is listed as unavailable with the reason.
 
 from __future__ import annotations
 
+__all__ = [
+    "CHEMO_FIELDS", "FEW_PATIENTS", "PROGRESSION_FIELD", "PROGRESSION_SCENARIO", "RECIST_FIELDS",
+    "RECIST_SCENARIOS", "RESPONSE_FIELDS", "response_profile", "response_scenarios",
+]
+
 import numpy as np
 import pandas as pd
 

@@ -11,6 +11,13 @@ This module imports nothing of ours.
 
 from __future__ import annotations
 
+__all__ = [
+    "Block", "DEFAULT_HORIZONS_MONTHS", "ENDPOINTS", "ENDPOINT_ALIASES", "Endpoint", "FIELDS",
+    "FIELDS_BY_NAME", "Field", "Kind", "LABELS", "MARKER_VALUES", "PREDICTOR_BLOCKS", "Timing",
+    "data_dictionary_markdown", "derive_fields", "endpoint", "field", "input_fields", "outcome_fields",
+    "pandera_schema", "patient_model", "predictor_fields",
+]
+
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal

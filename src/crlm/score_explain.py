@@ -9,6 +9,8 @@ computed score's factors explain it.
 
 from __future__ import annotations
 
+__all__ = ["ScoreExplainer"]
+
 from typing import Any
 
 import numpy as np

@@ -12,6 +12,12 @@ numpy functions of the canonical columns (numbers and yes/no as floats with NaN,
 
 from __future__ import annotations
 
+__all__ = [
+    "CEA", "Columns", "DFI", "Factor", "MULTI", "N", "NODE", "Rule", "SCORES", "SCORE_NAMES", "SIZE", "SYNC",
+    "ScoreDefinition", "available_scores", "compute_score", "coverage_notes", "score_coverage",
+    "score_patient", "score_patients", "score_table", "score_total",
+]
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 

@@ -19,6 +19,11 @@ The tables are rebuilt from the fitted estimators when a pickled kernel is loade
 
 from __future__ import annotations
 
+__all__ = [
+    "NUMPY_ROUTE_MAX_CELLS", "TREE_FAMILIES", "TreeKernel", "TreeNodes", "ensemble_trees", "family",
+    "sklearn_tree_nodes", "xgb_tree_nodes",
+]
+
 import json
 from dataclasses import dataclass
 

@@ -9,6 +9,11 @@ Rows that fail validation are set aside with a report; ``strict=True`` fails the
 
 from __future__ import annotations
 
+__all__ = [
+    "ExtraField", "JoinSpec", "Mapping", "MappingError", "NA_STRINGS", "RecordedScore", "UNIT_FACTORS",
+    "apply_mapping", "load_cohort", "map_with_written", "read_mapping", "read_table",
+]
+
 import re
 from pathlib import Path
 from typing import Any, Literal

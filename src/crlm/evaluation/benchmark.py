@@ -33,6 +33,12 @@ saw an evaluated patient) and go through exactly the same evaluation, bootstrap 
 
 from __future__ import annotations
 
+__all__ = [
+    "BOOTSTRAP_METRICS", "BenchmarkResult", "BenchmarkSpec", "COMPARISON_COLUMNS", "HIGHER_IS_BETTER",
+    "INTERVAL_WORDS", "LEARNED_MODELS", "NON_NEGATIVE", "SCORE_BASELINES", "family_of", "fit_model",
+    "model_kind", "prepare_population", "run_benchmark", "score_values",
+]
+
 import time
 import warnings
 from collections.abc import Callable

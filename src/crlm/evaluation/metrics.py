@@ -8,6 +8,12 @@ before that horizon unchanged: such patients stay controls/at risk, and their IP
 
 from __future__ import annotations
 
+__all__ = [
+    "DEFAULT_HORIZONS", "HorizonWarning", "SurvivalFn", "brier_scores", "default_tau", "evaluate_predictions",
+    "evaluation_grid", "harrell_c", "integrated_brier", "integrated_ipa", "ipa", "km_reference",
+    "survival_from_matrix", "time_dependent_auc", "uno_c", "usable_horizons",
+]
+
 import warnings
 from collections.abc import Callable, Sequence
 

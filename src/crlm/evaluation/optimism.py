@@ -15,6 +15,8 @@ between models. The nested-CV and optimism-corrected figures are labelled as suc
 
 from __future__ import annotations
 
+__all__ = ["HEADLINE_LABEL", "optimism_corrected", "performance"]
+
 import contextlib
 import warnings
 from typing import Any

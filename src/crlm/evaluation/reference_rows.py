@@ -3,6 +3,11 @@ generating model's truth) and the observed-information ceiling (a model fitted o
 
 from __future__ import annotations
 
+__all__ = [
+    "CEILING", "CEILING_MODEL", "CEILING_PARAMS", "CEILING_SEED_OFFSET", "ORACLE", "ceiling_oof",
+    "ceiling_seed", "oracle_oof",
+]
+
 import re
 from typing import Any
 

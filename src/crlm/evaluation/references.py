@@ -12,6 +12,8 @@ A score that cannot be computed is listed with the factors it lacks and how many
 
 from __future__ import annotations
 
+__all__ = ["coverage_table", "fit_spec", "is_valid", "model_name", "recorded_models", "resolve"]
+
 from dataclasses import replace
 
 import pandas as pd

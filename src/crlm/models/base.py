@@ -8,6 +8,8 @@ first time of their grid, constant after the last (no extrapolation of the tail)
 
 from __future__ import annotations
 
+__all__ = ["SurvivalMixin", "SurvivalPipeline", "check_times", "event_time", "step_survival"]
+
 from collections.abc import Callable
 
 import numpy as np

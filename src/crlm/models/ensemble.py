@@ -15,6 +15,8 @@ refit the members without choosing them again (the interval does not carry the s
 
 from __future__ import annotations
 
+__all__ = ["CanonicalRows", "DEFAULT_CANDIDATES", "Ensemble"]
+
 import numbers
 from collections.abc import Callable, Sequence
 

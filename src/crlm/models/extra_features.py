@@ -13,6 +13,8 @@ All read canonical rows (a DataFrame or ``CanonicalColumns``) and encode with nu
 
 from __future__ import annotations
 
+__all__ = ["AUTO", "AugmentedPreprocessor", "LiteratureFeatures", "ScoreFeature", "canonical_inputs"]
+
 from collections.abc import Sequence
 
 import numpy as np

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+__all__ = ["CoxPH", "Coxnet"]
+
 import numbers
 import warnings
 

@@ -21,6 +21,11 @@ equal ``PHReg``'s, and with every centre at zero the fit equals scikit-survival'
 
 from __future__ import annotations
 
+__all__ = [
+    "BreslowPartialLikelihood", "CoxPrior", "ENDPOINT_NAMES", "FongPlus", "LiteratureCox", "MIN_WEIGHT",
+    "penalised_cox",
+]
+
 import math
 import numbers
 

@@ -8,6 +8,8 @@ the fit uses the patients with a score, and evaluation must be restricted to the
 
 from __future__ import annotations
 
+__all__ = ["COLUMN_PREFIX", "ScoreCoxModel", "ScoreInputs", "score_fields"]
+
 import importlib
 import numbers
 

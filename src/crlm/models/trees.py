@@ -4,6 +4,8 @@ summed cumulative hazard; needs ``low_memory=False`` for curves) and gradient bo
 
 from __future__ import annotations
 
+__all__ = ["GBSA", "RSF"]
+
 from sksurv.ensemble import GradientBoostingSurvivalAnalysis, RandomSurvivalForest
 
 from crlm.models.base import SurvivalMixin

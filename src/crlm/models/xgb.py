@@ -12,6 +12,8 @@ Both keep the fitted ``booster_`` (with feature names when fitted on a DataFrame
 
 from __future__ import annotations
 
+__all__ = ["AFT_DISTRIBUTIONS", "MIN_TIME", "XGBAFT", "XGBCox"]
+
 import numbers
 
 import numpy as np

@@ -8,6 +8,12 @@ grid search work) with two steps, ``"preprocess"`` and ``"model"``; tune with ``
 
 from __future__ import annotations
 
+__all__ = [
+    "LEARNED_MODEL_NAMES", "MODEL_NAMES", "MODEL_STEP", "PREPROCESS_STEP", "RECORDED_PREFIX",
+    "SCORE_MODEL_NAMES", "SCORE_PREFIX", "SEARCH_SPACES", "is_score_model", "make_model", "model_family",
+    "set_endpoint",
+]
+
 from collections.abc import Callable, Sequence
 from typing import Any
 
