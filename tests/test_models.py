@@ -248,7 +248,7 @@ def test_every_clinical_score_is_a_zoo_model_that_fits(score, cohort_rows):
 
 
 @pytest.mark.parametrize("name", LEARNED_MODEL_NAMES)
-def test_every_learned_model_has_a_family_and_a_search_space_that_tunes_it(name, cohort_rows):
+def test_every_learned_model_has_a_family_and_a_search_space_that_tunes_it(name, cohort_rows, fitted):
     X, y = cohort_rows
     X, y = X.head(200), y[:200]
     family = model_family(name)
@@ -258,7 +258,7 @@ def test_every_learned_model_has_a_family_and_a_search_space_that_tunes_it(name,
         low = make_model(name, endpoint="os", **{key: values[0]}).fit(X, y)
         high = make_model(name, endpoint="os", **{key: values[-1]}).fit(X, y)
         assert not np.allclose(low.predict(X), high.predict(X)), f"{name}: {key} changes nothing"
-    model = make_model(name, endpoint="os").fit(X, y)
+    model = fitted[name]
     if family == "linear":  # Cox coefficients, one per column of the model matrix
         coefs = linear_coefficients(model)
         assert np.isfinite(coefs).all() and list(coefs.index) == feature_names(model)
