@@ -19,7 +19,13 @@ from crlm.serving.engine import clinical_scores
 from crlm.serving.errors import RequestError
 from crlm.serving.readiness import WorkerReadiness
 from crlm.serving.responses import BatchResponse, PredictResponse, ScoresResponse
-from crlm.serving.settings import DEFAULT_MAX_BODY_BYTES, MAX_BATCH, ModelConfig, default_workers
+from crlm.serving.settings import (
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_BATCH,
+    ModelConfig,
+    SettingsError,
+    default_workers,
+)
 from crlm.serving.store import ModelStore
 
 pytest_plugins = ["serving_fixtures"]
@@ -414,11 +420,22 @@ def test_readiness_waits_for_every_worker(tmp_path):
     assert WorkerReadiness(1, tmp_path / "none").all_ready()  # one worker: its own store decides
 
 
-def test_default_workers(monkeypatch):
-    monkeypatch.setenv("CRLM_SERVE_WORKERS", "3")
-    assert default_workers() == 3
-    monkeypatch.delenv("CRLM_SERVE_WORKERS")
-    assert default_workers() == max(1, os.cpu_count() or 1)
+@pytest.mark.parametrize(("cpus", "expected"), [(1, 1), (2, 2), (8, 8), (None, 1)])
+def test_default_workers_is_one_per_cpu(monkeypatch, cpus, expected):
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)  # a machine with that many CPUs (None: unknown)
+    assert default_workers({}) == expected
+    monkeypatch.delenv("CRLM_SERVE_WORKERS", raising=False)
+    assert default_workers() == expected  # the process environment is read when none is given
+
+
+def test_default_workers_setting_wins_and_is_validated(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert default_workers({"CRLM_SERVE_WORKERS": "3"}) == 3
+    monkeypatch.setenv("CRLM_SERVE_WORKERS", "2")
+    assert default_workers() == 2
+    for bad in ("0", "-1", "two", "1.5"):
+        with pytest.raises(SettingsError, match="CRLM_SERVE_WORKERS"):
+            default_workers({"CRLM_SERVE_WORKERS": bad})
 
 
 def test_model_config_from_env(tmp_path):
@@ -501,6 +518,7 @@ mlflow.models.set_model(PredictorModel())
 '''
 
 
+@pytest.mark.slow
 def test_models_from_the_mlflow_registry_alias(models_dir, patients, tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient

@@ -1,6 +1,7 @@
 """The benchmark: nested resampling without leakage, the oracle on top, paired comparisons, clear errors."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,7 @@ def sim_result():
     return cohort, spec, run_benchmark(cohort, spec)
 
 
+@pytest.mark.slow
 def test_leaderboard_oracle_and_paired_comparison(sim_result):
     _, _, res = sim_result
     board = res.leaderboard().set_index("model")
@@ -95,11 +97,17 @@ def test_leaderboard_oracle_and_paired_comparison(sim_result):
     assert len(res.population) == len(res.y) and res.oof["coxnet"].risk.shape == (2, len(res.y))
 
 
-def test_same_seed_same_numbers(sim_result):
-    cohort, spec, res = sim_result
-    again = run_benchmark(cohort, spec)
+def test_same_seed_same_numbers():
+    """Every random step (folds, tuning, bootstrap, ablation, ceiling) follows the seed: two runs agree.
+    A small run with every step switched on (the module's large run is not repeated for this)."""
+    cohort = simulate_cohort(240, seed=4)
+    spec = BenchmarkSpec(models=("coxnet",), baselines=("score:fong",), outer_repeats=2, outer_splits=2,
+                         inner_splits=2, n_boot=20, ablation_models=1, seed=3, ceiling_n=600)
+    res, again = run_benchmark(cohort, spec), run_benchmark(cohort, spec)
+    assert {"oracle", "ceiling", "coxnet", "score:fong"} <= set(res.oof) and len(res.ablation)
     pd.testing.assert_frame_equal(res.metrics, again.metrics)
     pd.testing.assert_frame_equal(res.comparisons, again.comparisons)
+    pd.testing.assert_frame_equal(res.ablation, again.ablation)
 
 
 def test_bad_input_gets_clear_errors():
@@ -130,6 +138,7 @@ def test_horizon_beyond_follow_up_is_dropped_with_a_warning():
     assert "oracle" not in res.oof and "ceiling" not in res.oof  # no truth: no simulation-only rows
 
 
+@pytest.mark.slow
 def test_ceiling_is_a_model_fitted_on_independent_patients_and_evaluated_like_the_others(sim_result):
     _, spec, res = sim_result
     board = res.leaderboard().set_index("model")
@@ -158,12 +167,57 @@ def test_ceiling_is_a_model_fitted_on_independent_patients_and_evaluated_like_th
     assert "ceiling" not in set(res.ablation.model) and "ceiling" not in set(res.chosen_params.model)
 
 
+def _legend_texts(ax) -> list[str]:
+    legend = ax.get_legend()
+    return [t.get_text() for t in legend.get_texts()] if legend else []
+
+
+@pytest.mark.slow
 def test_ceiling_works_in_every_plot(sim_result):
+    """The ceiling row is drawn in every figure, from its own numbers (not only: the figure is built)."""
     _, _, res = sim_result
-    figures = [plots.calibration_plot(res, "ceiling", 36), plots.km_by_risk_group(res, "ceiling"),
-               plots.time_dependent_auc_plot(res, models=["ceiling", "score:fong"]), plots.forest_plot(res)]
-    for fig in figures:
-        plots.plt.close(fig)
+    label = plots.model_label("ceiling")
+    ceiling = res.oof["ceiling"]
+    n = int(ceiling.valid.sum())
+
+    fig = plots.calibration_plot(res, "ceiling", 36)
+    ax = fig.axes[0]
+    assert label in ax.get_title() and "36 months" in ax.get_title()
+    counts = [int(t.get_text().removeprefix("n=")) for t in ax.texts if t.get_text().startswith("n=")]
+    assert sum(counts) == n  # every patient the ceiling scores is in one of the plotted groups
+    at_36 = int(np.flatnonzero(np.isclose(res.grid, 36.0))[0])
+    risk_36 = 1 - ceiling.survival[:, ceiling.valid, at_36].mean(axis=0)
+    curve = next(line for line in ax.get_lines() if line.get_label().startswith("Smoothed"))
+    xs = np.asarray(curve.get_xdata(), dtype=float)
+    assert len(xs) > 1 and risk_36.min() - 1e-9 <= xs.min() and xs.max() <= risk_36.max() + 1e-9
+    plots.plt.close(fig)
+
+    fig = plots.km_by_risk_group(res, "ceiling")
+    left = fig.axes[0]
+    assert label in left.get_title()
+    legend = _legend_texts(left)
+    assert len(legend) == 3  # tertiles of the ceiling's risk
+    assert sum(int(re.search(r"n=(\d+)", t).group(1)) for t in legend) == n
+    plots.plt.close(fig)
+
+    fig = plots.time_dependent_auc_plot(res, models=["ceiling", "score:fong"])
+    ax = fig.axes[0]
+    texts = _legend_texts(ax)
+    assert any(t.startswith(f"{label} (") and f"n={n}" in t for t in texts), texts
+    auc = res.metrics[(res.metrics.model == "ceiling") & (res.metrics.metric == "auc")].sort_values("horizon")
+    drawn = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+    assert any(len(y) == len(auc) and np.allclose(y, auc.estimate) for y in drawn)  # its AUC(t) points
+    plots.plt.close(fig)
+
+    fig = plots.forest_plot(res)
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert label in ticks
+    delta = res.comparisons[(res.comparisons.model == "ceiling") & (res.comparisons.metric == "harrell_c")].delta
+    row = ticks.index(label)
+    points = [line.get_xydata() for line in ax.get_lines() if len(line.get_xydata()) == 1]
+    assert any(np.allclose(p[0], (float(delta.iloc[0]), row)) for p in points)  # its delta on its row
+    plots.plt.close(fig)
     assert ">ceiling<" in leaderboard_html(res)
 
 
@@ -178,6 +232,7 @@ def test_ceiling_can_be_switched_off_and_never_trains_on_the_evaluated_seed():
     assert ceiling_seed(reworded, BenchmarkSpec(seed=7)) == 10**6 + 8  # read from the truth, not from the text
 
 
+@pytest.mark.slow
 def test_every_metric_row_has_its_estimate_inside_its_interval(sim_result):
     _, _, res = sim_result
     m = res.metrics.dropna(subset=["ci_low"])

@@ -51,6 +51,7 @@ def cluster():
         yield backend
 
 
+@pytest.mark.slow
 def test_local_cluster_of_two_workers_gives_the_same_numbers(cohort, local, cluster):
     result, predictor = local
     backend = cluster
@@ -93,6 +94,7 @@ def _always_die(value: int) -> int:
     os._exit(1)
 
 
+@pytest.mark.slow
 def test_a_dead_worker_is_retried_and_a_task_that_kills_every_worker_fails_clearly(tmp_path):
     lost = "lost the workers running a task.*registered nothing"
     with (dask.config.set({"distributed.scheduler.allowed-failures": 1}),
@@ -109,6 +111,7 @@ def test_an_unreachable_scheduler_is_a_clear_error(monkeypatch):
         pass
 
 
+@pytest.mark.slow
 def test_isolated_tasks_do_not_spawn_nested_cluster_tasks(cluster):
     pids = Parallel(n_jobs=1)(delayed(_inner_pids)() for _ in range(2))
     for outer, inner in pids:
@@ -120,12 +123,14 @@ def _inner_pids():
     return os.getpid(), Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(3))
 
 
+@pytest.mark.slow
 def test_effective_n_jobs_reads_the_cluster(cluster):
     assert parallel.effective_n_jobs(1) == 2
     with parallel.backend(None, n_jobs=3):
         assert parallel.effective_n_jobs(3) == 3 and parallel.active().kind == "loky"
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_a_bad_cluster_and_reports_an_unreachable_one(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

@@ -11,9 +11,8 @@ import pytest
 
 from crlm import paths
 from crlm.cohort.loader import read_mapping
-from crlm.cohort.simulate import SIMULATED_CAVEATS, simulate_cohort
+from crlm.cohort.simulate import SIMULATED_CAVEATS
 from crlm.cohort_kind import DEMONSTRATION_LABEL
-from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
 from crlm.evaluation.calibration import calibration_in_the_large
 from crlm.evaluation.intervals import bootstrap_indices
 from crlm.evaluation.metrics import harrell_c
@@ -28,10 +27,8 @@ RULE = "highest Uno's C among learned models"
 
 
 @pytest.fixture(scope="module")
-def run():
-    cohort = simulate_cohort(300, seed=3)
-    res = run_benchmark(cohort, BenchmarkSpec(models=("coxph",), baselines=("score:fong",), outer_repeats=1,
-                                              outer_splits=2, inner_splits=2, n_boot=20, ablation_models=0))
+def run(small_benchmark):
+    cohort, res = small_benchmark  # conftest: one benchmark per session for the files that only read it
     predictor = train_predictor(cohort, "os", "coxph", n_interval_models=5)
     subgroups = subgroup_performance(res, "coxph", n_boot=50)
     return res, predictor, subgroups

@@ -9,12 +9,15 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.utils._param_validation import InvalidParameterError
 from sksurv.metrics import concordance_index_censored
 
 from crlm.cohort.base import make_y, to_canonical
+from crlm.cohort.simulate import simulate_cohort
 from crlm.models import (
     LEARNED_MODEL_NAMES,
     MODEL_NAMES,
+    SCORE_MODEL_NAMES,
     SEARCH_SPACES,
     XGBAFT,
     ScoreCoxModel,
@@ -26,6 +29,7 @@ from crlm.models import (
     score_cox,
     xgb_booster,
 )
+from crlm.scores import SCORES, compute_score
 
 TIMES = [0.0, 1.0, 12.0, 36.0, 60.0, 119.0, 500.0, 5.0]  # unsorted, beyond follow-up on purpose
 
@@ -220,14 +224,66 @@ def test_aft_boosting_starts_from_the_intercept_only_fit():
     np.testing.assert_allclose(est.predict_survival(X.head(3), [np.exp(est.intercept_)]), 0.5, atol=1e-4)
 
 
-def test_model_names():
-    assert set(LEARNED_MODEL_NAMES) == {"coxph", "coxnet", "rsf", "gbsa", "xgb_cox", "xgb_aft", "cox_prior",
-                                        "literature_cox", "fong_plus", "ensemble"}
-    scores = [n for n in MODEL_NAMES if is_score_model(n)]
-    assert {"score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger", "score:konopke",
-            "score:fong_recorded"} == set(scores)
-    assert set(SEARCH_SPACES) == set(LEARNED_MODEL_NAMES) - {"literature_cox", "ensemble"}  # nothing to tune
+@pytest.fixture(scope="module")
+def cohort_rows():
+    """A small simulated cohort with every field the scores read (the recorded Fong score included)."""
+    cohort = simulate_cohort(300, seed=3)
+    return cohort.data, cohort.y("os")
+
+
+@pytest.mark.parametrize("score", list(SCORES))
+def test_every_clinical_score_is_a_zoo_model_that_fits(score, cohort_rows):
+    X, y = cohort_rows
+    name = f"score:{score}"
+    assert name in MODEL_NAMES and is_score_model(name) and model_family(name) == "score"
+    model = make_model(name).fit(X, y)
+    total = compute_score(score, X)["total"].to_numpy(dtype=float)
+    assert np.isfinite(total).sum() > len(X) / 2  # the simulator records what the score reads
+    np.testing.assert_array_equal(model.predict(X), total)  # the risk is the score's own total
+    S = model.predict_survival(X, [12.0, 36.0])
+    ok = np.isfinite(total)
+    assert np.isnan(S[~ok]).all() and ((S[ok] >= 0) & (S[ok] <= 1)).all()  # missing in, missing out
+    assert linear_coefficients(model).index.tolist() == [f"{score} total"]
+
+
+@pytest.mark.parametrize("name", LEARNED_MODEL_NAMES)
+def test_every_learned_model_has_a_family_and_a_search_space_that_tunes_it(name, cohort_rows, fitted):
+    X, y = cohort_rows
+    X, y = X.head(200), y[:200]
+    family = model_family(name)
+    assert family in {"linear", "tree", "ensemble"} and not is_score_model(name) and name in MODEL_NAMES
+    for key, values in SEARCH_SPACES.get(name, {}).items():
+        assert key in make_model(name).get_params(), (name, key)
+        low = make_model(name, endpoint="os", **{key: values[0]}).fit(X, y)
+        high = make_model(name, endpoint="os", **{key: values[-1]}).fit(X, y)
+        assert not np.allclose(low.predict(X), high.predict(X)), f"{name}: {key} changes nothing"
+    model = fitted[name]
+    if family == "linear":  # Cox coefficients, one per column of the model matrix
+        coefs = linear_coefficients(model)
+        assert np.isfinite(coefs).all() and list(coefs.index) == feature_names(model)
+
+
+def test_every_search_space_belongs_to_a_learned_model_and_unknown_names_are_refused():
+    assert set(SEARCH_SPACES) <= set(LEARNED_MODEL_NAMES)
+    assert not set(LEARNED_MODEL_NAMES) & set(SCORE_MODEL_NAMES)
     with pytest.raises(ValueError, match=r"unknown model 'deepsurv'.*known models: coxph, coxnet"):
         make_model("deepsurv")
     with pytest.raises(ValueError, match="unknown model"):
         model_family("score:unknown")
+
+
+BAD_PARAMETERS = [("coxph", "alpha", -1.0), ("coxnet", "alpha", 0.0), ("coxnet", "l1_ratio", 1.5),
+                  ("coxnet", "max_iter", 0), ("rsf", "n_estimators", 0), ("gbsa", "learning_rate", -0.1),
+                  ("xgb_cox", "max_depth", 0), ("xgb_cox", "subsample", 1.5), ("xgb_cox", "random_state", -3),
+                  ("xgb_aft", "distribution", "weibull"), ("xgb_aft", "sigma", 0.0),
+                  ("xgb_aft", "learning_rate", "fast"), ("cox_prior", "prior_strength", -1.0),
+                  ("fong_plus", "anchor_strength", -1.0), ("literature_cox", "endpoint", "pfs"),
+                  ("ensemble", "inner_splits", 1), ("score:fong", "alpha", -1.0), ("score:fong", "fallback", 3)]
+
+
+@pytest.mark.parametrize(("name", "param", "bad"), BAD_PARAMETERS)
+def test_a_bad_parameter_is_refused_at_fit_naming_it(name, param, bad, cohort_rows):
+    X, y = cohort_rows
+    model = make_model(name, endpoint="os", **{f"model__{param}": bad})  # set_params does not validate
+    with pytest.raises(InvalidParameterError, match=rf"'{param}' parameter of \w+ must be"):
+        model.fit(X.head(100), y[:100])

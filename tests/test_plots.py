@@ -23,10 +23,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def res():
-    spec = BenchmarkSpec(models=("coxph",), baselines=("score:fong",), outer_repeats=1, outer_splits=2,
-                         inner_splits=2, n_boot=20, ablation_models=0)
-    return run_benchmark(simulate_cohort(300, seed=3), spec)
+def res(small_benchmark):
+    return small_benchmark[1]  # conftest: one benchmark per session for the files that only read it
 
 
 @pytest.fixture
@@ -229,8 +227,6 @@ def test_leaderboard_html(res):
 
 
 def test_auc_plot_handles_more_models_than_colours():
-    from crlm.cohort.simulate import simulate_cohort
-    from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
     from crlm.evaluation.plots import PALETTE, time_dependent_auc_plot
 
     many = ("score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger", "score:konopke")

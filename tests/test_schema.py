@@ -1,21 +1,57 @@
+import re
+
 import pytest
 from pydantic import ValidationError
 
 from crlm import schema
 
+UNIT_SUFFIXES = {"_months": "months", "_years": "years", "_cm": "cm", "_percent": "%", "_ng_ml": "ng/mL",
+                 "_u_ml": "U/mL"}  # the convention: the unit is in the name where one applies
 
-def test_catalogue_names_are_unique_and_complete():
+
+def test_catalogue_names_are_unique_snake_case_and_carry_their_unit():
     names = [f.name for f in schema.FIELDS]
-    assert len(names) == len(set(names))
-    for required in ["age_years", "sex", "primary_side", "primary_t_stage", "primary_node_positive", "primary_grade",
-                     "disease_free_interval_months", "n_liver_metastases", "largest_metastasis_cm", "bilobar_disease",
-                     "cea_ng_ml", "ca19_9_u_ml", "extrahepatic_disease", "kras_status", "nras_status",
-                     "braf_v600e_status", "pik3ca_status", "mmr_status", "ras_status", "neoadjuvant_chemotherapy",
-                     "chemo_regimen", "chemo_biologic", "chemo_cycles", "chemo_line", "recist_response",
-                     "tumour_size_change_percent", "viable_tumour_percent", "progression_before_surgery",
-                     "resection_margin", "major_hepatectomy", "two_stage_hepatectomy", "portal_vein_embolisation",
-                     "ablation", "os_months", "os_event", "rfs_months", "rfs_event"]:
-        assert required in names
+    assert len(names) == len(set(names)) and set(schema.FIELDS_BY_NAME) == set(names)
+    for f in schema.FIELDS:
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", f.name), f.name
+        for suffix, unit in UNIT_SUFFIXES.items():
+            if f.name.endswith(suffix):
+                assert f.unit == unit, (f.name, f.unit)
+        assert f.description.endswith("."), f.name
+
+
+def test_every_field_is_consistent_with_its_kind():
+    for f in schema.FIELDS:
+        if f.kind in ("float", "int"):
+            assert f.minimum is not None and f.maximum is not None and f.minimum < f.maximum, f.name
+            assert f.categories is None
+        else:
+            assert f.minimum is None and f.maximum is None and f.unit is None, f.name
+        assert (f.kind == "category") == bool(f.categories), f.name
+        if f.categories:
+            assert len(set(f.categories)) == len(f.categories) >= 2, f.name
+        assert set(f.derived_from) <= set(schema.FIELDS_BY_NAME), f.name
+        assert (f.block == "outcome") == (f.timing == "outcome"), f.name
+        if f.required_for_prediction:
+            assert f in schema.predictor_fields(), f.name  # a required input is a preoperative predictor
+
+
+def test_every_field_reaches_the_generated_validators():
+    columns = schema.pandera_schema().columns
+    assert set(columns) == {f.name for f in schema.FIELDS}
+    patient = schema.patient_model().model_fields
+    assert set(patient) == {f.name for f in schema.FIELDS if f.block != "outcome"}
+    for f in schema.input_fields():
+        required = patient[f.name].is_required()
+        assert required == f.required_for_prediction, f.name
+        rules = {type(m).__name__: m for m in patient[f.name].metadata}
+        if f.minimum is not None:
+            assert rules["Ge"].ge == f.minimum and rules["Le"].le == f.maximum, f.name
+    for e in schema.ENDPOINTS.values():  # every endpoint's time and event are outcome fields of the right kind
+        assert schema.field(e.time).kind == "float" and schema.field(e.event).kind == "bool"
+        assert schema.field(e.time).block == schema.field(e.event).block == "outcome"
+    for block in schema.PREDICTOR_BLOCKS:
+        assert schema.predictor_fields([block], postoperative=True), f"block {block} has no field"
 
 
 def test_preoperative_models_never_see_postoperative_fields():

@@ -57,6 +57,7 @@ def test_invalid_configs_are_refused_with_key_and_reason(tmp_path):
     assert result.exit_code == 2 and "models" in result.output
 
 
+@pytest.mark.slow
 def test_job_tracks_runs_registers_champion_and_exports(first_job, store):
     out = first_job
     client = MlflowClient()
@@ -87,6 +88,7 @@ def test_job_tracks_runs_registers_champion_and_exports(first_job, store):
     assert (out.export_dir / "predictor.joblib").exists() and (out.export_dir / "model_card.md").exists()
 
 
+@pytest.mark.slow
 def test_registered_champion_predicts_calibrated_probabilities_with_intervals(first_job):
     model = mlflow.pyfunc.load_model("models:/crlm-simtest-os@champion")
     patient = pd.DataFrame([{"age_years": 64.0, "sex": "male", "n_liver_metastases": 3.0,
@@ -97,10 +99,19 @@ def test_registered_champion_predicts_calibrated_probabilities_with_intervals(fi
         assert table[f"surv_{h}_lower"][0] <= table[f"surv_{h}"][0] <= table[f"surv_{h}_upper"][0]
     assert table["surv_12"][0] > table["surv_36"][0] > table["surv_60"][0]
     answer = json.loads(model.predict(patient, params={"output": "json"})["answer"][0])
-    assert answer["contributions"] and "raises" in answer["contributions"][0]["sentence"] + " raises"
+    contributions = answer["contributions"]
+    assert contributions
+    for c in contributions:  # each sentence names the factor and says what it does, by the sign of its effect
+        assert c["direction"] == ("raises" if c["size"] > 0 else "lowers")
+        assert c["sentence"].startswith(c["label"]) and f" {c['direction']} the risk of " in c["sentence"]
+    sizes = [abs(c["size"]) for c in contributions]
+    assert sizes == sorted(sizes, reverse=True)  # largest effect first
+    # this patient carries every Fong risk factor: something in the record raises the risk of death
+    assert any(c["direction"] == "raises" for c in contributions)
     assert model.unwrap_python_model().predictor.model_name == first_job.champion
 
 
+@pytest.mark.slow
 def test_failed_job_registers_nothing_and_keeps_the_champion(first_job, store, monkeypatch):
     name = "crlm-simtest-os"
     client = MlflowClient()
@@ -131,6 +142,7 @@ def test_failed_job_registers_nothing_and_keeps_the_champion(first_job, store, m
     assert set(on_disk.model) >= {"coxph", "coxnet"}
 
 
+@pytest.mark.slow
 def test_strict_cohort_failure_registers_nothing(store, tmp_path, data_dir):
     cfg = write_config(tmp_path / "bad.yaml", {"job": "bad", "cohort": {"file": str(data_dir / "five_bad_cells.csv"),
                                                                         "name": "bad"}})
@@ -139,6 +151,7 @@ def test_strict_cohort_failure_registers_nothing(store, tmp_path, data_dir):
     assert not MlflowClient().search_registered_models(filter_string="name='crlm-bad-os'")
 
 
+@pytest.mark.slow
 def test_batch_predict_and_compare(first_job, tmp_path, data_dir):
     out = tmp_path / "scores.csv"
     result = runner.invoke(app, ["predict", str(data_dir / "five_bad_cells.csv"), "--model",

@@ -26,6 +26,8 @@ interval then omits the preprocessing's own (small, unsupervised) estimation unc
 
 from __future__ import annotations
 
+__all__ = ["BootstrapCurves", "EPS", "INTERVAL_METHODS"]
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,6 +117,7 @@ class BootstrapCurves:
             preprocessors, kernels = [p for p, _, _ in fitted], [k for _, k, _ in fitted]
         else:
             preprocessors = [shared_pre]
+            assert Z_all is not None  # built above when the preprocessing is shared
             kernels = [SurvivalKernel([est for _, est, _ in fitted], times, Z_all.head(25))]
         return cls(preprocessors, kernels, recalibrators, method, shared=not refit_preprocessing)
 

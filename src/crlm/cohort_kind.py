@@ -3,6 +3,8 @@ appear (the API's answer, the calculator, the model card)."""
 
 from __future__ import annotations
 
+__all__ = ["DEMONSTRATION_LABEL", "is_simulated"]
+
 DEMONSTRATION_LABEL = "demonstration: trained on simulated patients"
 
 

@@ -9,6 +9,8 @@ recurrence-free (RFS).
 
 from __future__ import annotations
 
+__all__ = ["CONDITIONS", "MIN_SURVIVAL_AT_S", "conditional_answers"]
+
 import numpy as np
 
 MIN_SURVIVAL_AT_S = 0.02  # below this, the ratio rests on the models' far tail: no conditional answer

@@ -6,6 +6,11 @@ blocks, a missing cohort file or mapping, horizons that are not positive.
 
 from __future__ import annotations
 
+__all__ = [
+    "ClusterSpec", "CohortSpec", "ConfigError", "JobConfig", "Resampling", "Selection", "SimulatedCohort",
+    "Strict", "load_config",
+]
+
 from pathlib import Path
 from typing import Literal
 

@@ -17,6 +17,8 @@ each answer speaks of fields ("CEA"), not of encoded columns. The tumour burden 
 
 from __future__ import annotations
 
+__all__ = ["DERIVED_LABELS", "EVENT_WORDS", "Explainer", "describe", "field_of", "value_text"]
+
 import functools
 
 import numpy as np

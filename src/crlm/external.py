@@ -18,6 +18,11 @@ What ``crlm evaluate`` reports (on the patients with the endpoint recorded):
 
 from __future__ import annotations
 
+__all__ = [
+    "DISCRIMINATION", "ExternalEvaluation", "MODEL", "ModelSource", "evaluate_external", "field_differences",
+    "ici_noise_floor", "load_model", "log_evaluation", "predict_survival", "score_label",
+]
+
 import contextlib
 import warnings
 from dataclasses import dataclass, field

@@ -16,6 +16,11 @@ Liver RFS uses the RFS effects (no liver-specific pooled estimates were retrieve
 
 from __future__ import annotations
 
+__all__ = [
+    "ENDPOINT_EFFECTS", "Effect", "PRIOR", "PRIOR_BY_FEATURE", "PRIOR_BY_NAME", "PriorFactor", "RULE_INPUTS",
+    "Z95", "prior_card_lines", "prior_table",
+]
+
 import math
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -14,6 +14,8 @@ field their preprocessing kept.
 
 from __future__ import annotations
 
+__all__ = ["accepted_fields", "required_fields", "used_columns", "used_fields"]
+
 import numpy as np
 
 from crlm.features import TBS_INPUTS, TBS_NAME
@@ -63,7 +65,7 @@ def used_fields(features: list[str], fields: list[str], used: np.ndarray, kept_f
     list of str
         The used fields, in the order of ``kept_fields``.
     """
-    names = set()
+    names: set[str] = set()
     for feature, name, is_used in zip(features, fields, used, strict=True):
         if is_used:
             names.update(TBS_INPUTS if feature == TBS_NAME else (name,))

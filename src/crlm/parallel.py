@@ -23,6 +23,11 @@ anything is registered.
 
 from __future__ import annotations
 
+__all__ = [
+    "Backend", "ClusterError", "LOCAL_CLUSTER", "active", "backend", "effective_n_jobs", "isolated",
+    "parse_cluster", "scatter",
+]
+
 import asyncio
 import contextlib
 import functools
@@ -31,6 +36,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import joblib
 
@@ -63,9 +69,9 @@ class Backend:
     address: str
     workers: int
     threads: int
-    client: object | None = None
+    client: Any = None  # a dask.distributed.Client (untyped here: dask is imported only for a cluster)
     _checked: float = field(default=0.0, repr=False)
-    _joblib_backend: object | None = field(default=None, repr=False)
+    _joblib_backend: Any = field(default=None, repr=False)
     _scattered: list = field(default_factory=list, repr=False)  # kept alive: joblib matches them by id()
 
     def workers_now(self) -> int:

@@ -9,6 +9,8 @@ demo's configs live in the checkout.
 
 from __future__ import annotations
 
+__all__ = ["TCIA_FILE", "TCIA_MAPPING", "WORKSPACE_MARKER", "checkout_root", "data_dir", "project_root"]
+
 import os
 from pathlib import Path
 

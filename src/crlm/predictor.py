@@ -20,6 +20,11 @@ patient whose score cannot be computed gets a ``ValueError`` naming the missing 
 
 from __future__ import annotations
 
+__all__ = [
+    "CURVE_MAX_MONTHS", "CURVE_STEP_MONTHS", "INTERVAL_MEANING", "PINNED_PACKAGES", "Predictor",
+    "SCORE_FALLBACK", "curve_grid", "median_time", "oof_survival", "package_versions", "train_predictor",
+]
+
 import functools
 import platform
 from dataclasses import dataclass, field
@@ -39,7 +44,7 @@ from crlm.conditional import conditional_answers
 from crlm.evaluation.metrics import usable_horizons
 from crlm.explain import EVENT_WORDS, Explainer, field_of
 from crlm.model_metadata import ModelMetadata
-from crlm.models import final_estimator, is_score_model, make_model
+from crlm.models import SurvivalPipeline, final_estimator, is_score_model, make_model
 from crlm.recalibration import Recalibrator, cross_fitted_ici
 from crlm.scenarios import response_profile, response_scenarios
 from crlm.schema import DEFAULT_BLOCKS, DEFAULT_HORIZONS_MONTHS, FIELDS_BY_NAME
@@ -66,16 +71,51 @@ def package_versions() -> dict[str, str]:
 
 @dataclass
 class Predictor:
+    """The served object: calibrated survival with intervals, explanations and warnings for patients.
+
+    Built by ``train_predictor`` (or a centre's recalibration) and read back with ``Predictor.load``; the API,
+    batch scoring, the MLflow pyfunc and the tests all call it (``docs/PREDICTOR.md``).
+
+    Attributes
+    ----------
+    endpoint, endpoint_label : str
+        The endpoint (``os``, ``rfs``, ...) and its wording for people.
+    model_name : str
+        The zoo name of the model (``coxnet``, ``score:fong``, ...); ``params`` its hyperparameters.
+    horizons : tuple of float
+        Months at which the answer gives survival with its interval; ``curve_times`` the curve's grid.
+    model : SurvivalPipeline
+        The refit on every patient (preprocessing and model).
+    kernel, recalibrator, explainer
+        The fitted models evaluated together, the per-horizon recalibration map and the explainer.
+    risk_cuts : tuple of float
+        The risk tertile cut-offs of the training patients (``risk_group``).
+    training_ranges : dict
+        Per field, the training range or categories (out-of-range warnings); ``fields_used`` the fields read.
+    metadata : dict
+        JSON-able description of the training (cohort, metrics, calibration, interval method, ...).
+    replicates : BootstrapCurves or None
+        The bootstrap replicates behind the confidence band (``None`` in bundles that predate them).
+
+    Examples
+    --------
+    >>> from crlm.cohort.simulate import simulate_cohort
+    >>> predictor = train_predictor(simulate_cohort(300, seed=1), "os", "coxph", n_interval_models=5)
+    >>> answer = predictor.predict([{"age_years": 64.0, "n_liver_metastases": 2, "largest_metastasis_cm": 3.5}])
+    >>> [h["months"] for h in answer[0]["horizons"]]
+    [12.0, 36.0, 60.0]
+    """
+
     endpoint: str
     endpoint_label: str
     model_name: str
     params: dict
     horizons: tuple[float, ...]
     curve_times: np.ndarray
-    model: object
+    model: SurvivalPipeline
     kernel: SurvivalKernel  # the refit (the point estimate); bundles before bootstrap_curves also hold refits
     recalibrator: Recalibrator
-    explainer: Explainer
+    explainer: Explainer | ScoreExplainer
     risk_cuts: tuple[float, float]
     training_ranges: dict
     fields_used: list[str]
@@ -105,15 +145,42 @@ class Predictor:
         return columns, Z
 
     def refit_curves(self, Z: pd.DataFrame, columns: CanonicalColumns) -> np.ndarray:
-        """(1 + B, n, T) calibrated survival at ``curve_times`` of the refit (index 0) and of each bootstrap
-        replicate (t = 0 is S = 1)."""
+        """Calibrated survival at ``curve_times`` of the refit and of each bootstrap replicate.
+
+        Parameters
+        ----------
+        Z : DataFrame
+            The model matrix of the patients (the pipeline's preprocessing applied).
+        columns : CanonicalColumns
+            The same patients' canonical columns (the replicates preprocess them themselves).
+
+        Returns
+        -------
+        ndarray
+            Shape (1 + B, n, T): the refit at index 0, then the B replicates; t = 0 is S = 1.
+        """
         curves = self.recalibrator.apply(self.kernel.survival(Z))  # (K, n, T - 1)
         replicates = self.replicates.survival(columns) if self.replicates is not None else curves[1:]
         stacked = np.concatenate([curves[:1], replicates])
         return np.concatenate([np.ones(stacked.shape[:2] + (1,)), stacked], axis=2)
 
     def band(self, point: np.ndarray, replicates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The 95% confidence band (lower, upper) of ``point`` (n, T) from bootstrap ``replicates`` (B, n, T)."""
+        """Compute the 95% confidence band of a survival estimate from its bootstrap replicates.
+
+        Parameters
+        ----------
+        point : ndarray
+            The estimate, shape (n, T).
+        replicates : ndarray
+            The bootstrap replicates, shape (B, n, T).
+
+        Returns
+        -------
+        lower : ndarray
+            The band's lower bound, shape (n, T).
+        upper : ndarray
+            The band's upper bound, shape (n, T).
+        """
         if self.replicates is not None:
             return self.replicates.band(point, replicates)
         # an older bundle: model-step refits in the kernel, plain percentiles
@@ -129,7 +196,26 @@ class Predictor:
                 np.hstack([ones, np.minimum.accumulate(upper, axis=1)]))
 
     def predict(self, rows, top: int = 6) -> list[dict]:
-        """One answer per patient (``docs/PREDICTOR.md``); ``rows`` as in ``_prepare``."""
+        """Answer for each patient: survival at the horizons with intervals, curve, group, reasons, warnings.
+
+        Parameters
+        ----------
+        rows : DataFrame, list of dict or CanonicalColumns
+            Patient records (canonical field names; a field the models do not use may be absent).
+        top : int, default 6
+            How many contributions (largest first) each answer lists.
+
+        Returns
+        -------
+        list of dict
+            One answer per patient, in order (``docs/PREDICTOR.md``): ``horizons`` (months, survival, lower,
+            upper), ``curve``, ``median_months``, ``risk_score``, ``risk_group``, ``contributions``, ``warnings``.
+
+        Raises
+        ------
+        ValueError
+            No patients, or a served score that cannot be computed for a patient (its missing factors named).
+        """
         columns, Z = self._prepare(rows)
         risk = self.risk(Z)
         if np.isnan(risk).any():
@@ -196,14 +282,39 @@ class Predictor:
                                    event_free_months, self.endpoint, band=self.band)
 
     def risk(self, Z: pd.DataFrame) -> np.ndarray:
+        """Compute the refit's risk score (higher = worse) of each patient.
+
+        Parameters
+        ----------
+        Z : DataFrame
+            The model matrix of the patients.
+
+        Returns
+        -------
+        ndarray
+            One risk per patient (NaN where a served score cannot be computed).
+        """
         if self.kernel.kind == "generic":
             return np.asarray(final_estimator(self.model).predict(Z), dtype=float)
         return self.kernel.linear_predictors(Z)[:, 0]  # the refit's log-hazard = its predict()
 
     def predict_frame(self, rows) -> pd.DataFrame:
-        """A flat table (batch scoring, MLflow pyfunc): risk, survival and bounds at each horizon, group,
-        median, top contributor sentences and warnings. A served score leaves the rows it cannot rate missing
-        (every output NaN) with the reason in ``warnings`` (missing in, missing out)."""
+        """Answer for every patient as one flat table (batch scoring, the MLflow pyfunc).
+
+        A served score leaves the rows it cannot rate missing (every output NaN) with the reason in
+        ``warnings`` (missing in, missing out).
+
+        Parameters
+        ----------
+        rows : DataFrame, list of dict or CanonicalColumns
+            Patient records, as for ``predict``.
+
+        Returns
+        -------
+        DataFrame
+            One row per patient: ``risk_score``, ``risk_group``, ``median_months``, ``surv_<h>`` with
+            ``surv_<h>_lower`` / ``surv_<h>_upper`` per horizon, ``explanation`` and ``warnings``.
+        """
         columns = canonical_columns(rows)
         rated = np.ones(columns.n_rows, dtype=bool)
         if is_score_model(self.model_name):
@@ -234,6 +345,18 @@ class Predictor:
         return [(h, int(np.flatnonzero(np.isclose(self.curve_times, h))[0])) for h in self.horizons]
 
     def risk_group(self, risk: float) -> str:
+        """Name the risk group of a risk score by the training tertiles.
+
+        Parameters
+        ----------
+        risk : float
+            A risk score of this model.
+
+        Returns
+        -------
+        str
+            ``"low"``, ``"intermediate"`` or ``"high"``.
+        """
         low, high = self.risk_cuts
         return "low" if risk <= low else "high" if risk > high else "intermediate"
 
@@ -241,10 +364,18 @@ class Predictor:
 
     @functools.cached_property
     def used_fields(self) -> list[str]:
-        """Fields the answer depends on (``crlm.model_inputs``): a field the models never use need not be given
-        and draws no warning."""
+        """List the fields the answer depends on (``crlm.model_inputs``).
+
+        A field the models never use need not be given and draws no warning.
+
+        Returns
+        -------
+        list of str
+            Canonical field names, in the order of ``fields_used``.
+        """
         if is_score_model(self.model_name):  # a served score uses exactly its factors (or its recorded total)
             return list(self.fields_used)
+        assert isinstance(self.explainer, Explainer)  # a learned model (a score returned above)
         used = model_inputs.used_columns(self.kernel, len(self.explainer.features))
         names = set(model_inputs.used_fields(self.explainer.features, self.explainer.fields, used, self.fields_used))
         if self.replicates is not None:
@@ -258,17 +389,40 @@ class Predictor:
 
     @property
     def required_fields(self) -> list[str]:
-        """Used fields without which no prediction is made (the schema's ``required_for_prediction``)."""
+        """Used fields without which no prediction is made (the schema's ``required_for_prediction``).
+
+        Returns
+        -------
+        list of str
+            Canonical field names.
+        """
         return model_inputs.required_fields(self.used_fields)
 
     def input_metadata(self) -> dict:
-        """What a serving layer needs to build this model's input schema (JSON-able)."""
+        """Describe what a serving layer needs to build this model's input schema.
+
+        Returns
+        -------
+        dict
+            JSON-able: ``used_fields``, ``required_fields`` and ``accepted_fields``.
+        """
         return {"used_fields": self.used_fields, "required_fields": self.required_fields,
                 "accepted_fields": model_inputs.accepted_fields(self.used_fields)}
 
     def warnings(self, columns: CanonicalColumns) -> list[list[str]]:
-        """Per patient: inputs that were missing (imputed, or a genomic marker treated as unknown) and values
-        outside the training data, in the order of ``used_fields`` (one pass per field over the batch)."""
+        """List, per patient, the inputs that were missing and the values outside the training data.
+
+        Parameters
+        ----------
+        columns : CanonicalColumns
+            The patients' canonical columns.
+
+        Returns
+        -------
+        list of list of str
+            Per patient, in the order of ``used_fields``: missing inputs (imputed, or a genomic marker treated
+            as unknown) and values outside the training range or categories.
+        """
         out: list[list[str]] = [[] for _ in range(columns.n_rows)]
         for name in self.used_fields:
             f = FIELDS_BY_NAME.get(name)
@@ -295,6 +449,18 @@ class Predictor:
     # ------------------------------------------------------------------ persistence
 
     def save(self, directory: str | Path) -> Path:
+        """Write the bundle: ``predictor.joblib`` and ``metadata.json``.
+
+        Parameters
+        ----------
+        directory : str or Path
+            Where to write (created if absent).
+
+        Returns
+        -------
+        Path
+            The directory.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         joblib.dump(self, directory / "predictor.joblib", compress=3)
@@ -303,6 +469,25 @@ class Predictor:
 
     @classmethod
     def load(cls, directory: str | Path) -> Predictor:
+        """Read a bundle written by ``save``.
+
+        Parameters
+        ----------
+        directory : str or Path
+            The bundle's directory.
+
+        Returns
+        -------
+        Predictor
+            The Predictor, upgraded in memory where the bundle predates a newer kernel.
+
+        Raises
+        ------
+        FileNotFoundError
+            No ``predictor.joblib`` in ``directory``.
+        TypeError
+            The file does not hold a Predictor.
+        """
         path = Path(directory) / "predictor.joblib"
         if not path.exists():
             raise FileNotFoundError(f"no predictor bundle at {directory} (expected {path.name})")
@@ -346,7 +531,7 @@ def curve_grid(horizons, max_follow_up: float) -> np.ndarray:
 
 
 def _training_ranges(raw: pd.DataFrame, fields: list[str], extra_fields=()) -> dict:
-    ranges = {}
+    ranges: dict[str, dict] = {}
     catalogue = FIELDS_BY_NAME | {f.name: f for f in extra_fields}
     for name in fields:
         f = catalogue.get(name)
@@ -397,9 +582,50 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
                     interval_refit_preprocessing: bool = True, n_jobs: int = 1) -> Predictor:
     """Build the champion Predictor from a cohort and a chosen model (see the module docstring).
 
-    ``preprocess_params``: feature-step parameters (a centre's extra fields, plain imputation; see
-    ``BenchmarkSpec.preprocess_params``), kept out of ``params`` (the model's hyperparameters). The bootstrap
-    replicates run on the job's parallel backend (``crlm.parallel``; ``n_jobs`` local processes by default)."""
+    Parameters
+    ----------
+    cohort : Cohort
+        The training patients with their outcomes.
+    endpoint : str
+        ``os``, ``rfs``, ``liver_rfs`` (or an alias such as ``dfs``).
+    model_name : str
+        A zoo name (``crlm.models.MODEL_NAMES``).
+    params : dict, optional
+        The model's hyperparameters (``model__alpha=...``), e.g. those the benchmark's tuning chose.
+    horizons : sequence of float
+        Months at which answers are given; horizons the follow-up cannot support are dropped.
+    blocks : sequence of str
+        Feature blocks the model may use (``crlm.schema.PREDICTOR_BLOCKS``).
+    postoperative : bool
+        Whether postoperative fields (operative block, pathology) may enter the model.
+    n_interval_models : int
+        Bootstrap replicates behind the 95% confidence interval.
+    seed : int
+        Seed of every random step (folds, bootstrap, models).
+    endpoint_label : str, optional
+        The endpoint's wording for people (default: the schema's).
+    metadata : dict, optional
+        Extra metadata merged into the Predictor's (registered name, model card, ...).
+    preprocess_params : dict, optional
+        Feature-step parameters (a centre's extra fields, plain imputation; see
+        ``BenchmarkSpec.preprocess_params``), kept out of ``params``.
+    interval_method : str
+        How the bootstrap replicates become an interval (``"centred"``: the estimate inside its interval).
+    interval_refit_preprocessing : bool
+        Whether each replicate refits the preprocessing as well as the model.
+    n_jobs : int
+        Processes for the bootstrap replicates on the job's parallel backend (``crlm.parallel``).
+
+    Returns
+    -------
+    Predictor
+        Fitted, recalibrated where that helps, with its interval replicates and explainer.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 20 patients or 10 events, or an unknown model or endpoint.
+    """
     params = dict(params or {})
     pipeline_params = params | (preprocess_params or {})
     ep = get_endpoint(endpoint)

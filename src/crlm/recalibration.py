@@ -14,6 +14,8 @@ the other half: the same patients for both).
 
 from __future__ import annotations
 
+__all__ = ["MIN_EVENTS", "MIN_EVENTS_BASELINE", "Recalibrator", "cross_fitted_ici"]
+
 from dataclasses import dataclass
 
 import numpy as np

@@ -9,11 +9,14 @@ the benchmark stays readable in both places.
 
 from __future__ import annotations
 
+__all__ = ["FailureRecorder", "SavedBenchmark", "benchmark_tables", "persist_benchmark", "results_directory"]
+
 import contextlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import matplotlib.pyplot as plt
 import mlflow
@@ -106,7 +109,7 @@ class FailureRecorder:
     def __enter__(self) -> FailureRecorder:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         if exc is not None:
             reason = f"{exc_type.__name__}: {exc}"
             with contextlib.suppress(Exception):  # recording the reason must never hide the failure itself

@@ -20,6 +20,11 @@ is listed as unavailable with the reason.
 
 from __future__ import annotations
 
+__all__ = [
+    "CHEMO_FIELDS", "FEW_PATIENTS", "PROGRESSION_FIELD", "PROGRESSION_SCENARIO", "RECIST_FIELDS",
+    "RECIST_SCENARIOS", "RESPONSE_FIELDS", "response_profile", "response_scenarios",
+]
+
 import numpy as np
 import pandas as pd
 
@@ -79,7 +84,8 @@ def _record(row) -> dict:
 
 def _chemotherapy_given(record: dict) -> tuple[dict, list[str]]:
     """The record's chemotherapy fields when chemotherapy is assumed given, and notes on what was changed."""
-    changed, notes = {"neoadjuvant_chemotherapy": True}, []
+    changed: dict[str, bool | None] = {"neoadjuvant_chemotherapy": True}
+    notes: list[str] = []
     untreated = record.get("neoadjuvant_chemotherapy") is False or record.get("chemo_regimen") == "none"
     if untreated:
         for name in CHEMO_FIELDS:

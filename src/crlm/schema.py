@@ -11,9 +11,16 @@ This module imports nothing of ours.
 
 from __future__ import annotations
 
+__all__ = [
+    "Block", "DEFAULT_HORIZONS_MONTHS", "ENDPOINTS", "ENDPOINT_ALIASES", "Endpoint", "FIELDS",
+    "FIELDS_BY_NAME", "Field", "Kind", "LABELS", "MARKER_VALUES", "PREDICTOR_BLOCKS", "Timing",
+    "data_dictionary_markdown", "derive_fields", "endpoint", "field", "input_fields", "outcome_fields",
+    "pandera_schema", "patient_model", "predictor_fields",
+]
+
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -204,6 +211,23 @@ ENDPOINT_ALIASES = {"dfs": "rfs", "liver_dfs": "liver_rfs"}
 
 
 def endpoint(name: str) -> Endpoint:
+    """Look an endpoint up by name or published alias.
+
+    Parameters
+    ----------
+    name : str
+        ``os``, ``rfs``, ``liver_rfs`` or an alias (``dfs``, ``liver_dfs``).
+
+    Returns
+    -------
+    Endpoint
+        Its time and event fields and description.
+
+    Raises
+    ------
+    ValueError
+        An unknown endpoint (the known ones are named).
+    """
     key = ENDPOINT_ALIASES.get(name, name)
     if key not in ENDPOINTS:
         known = ", ".join(sorted([*ENDPOINTS, *ENDPOINT_ALIASES]))
@@ -212,6 +236,23 @@ def endpoint(name: str) -> Endpoint:
 
 
 def field(name: str) -> Field:
+    """Look a patient field up by its canonical name.
+
+    Parameters
+    ----------
+    name : str
+        The canonical field name.
+
+    Returns
+    -------
+    Field
+        The field's declaration.
+
+    Raises
+    ------
+    KeyError
+        An unknown field.
+    """
     try:
         return FIELDS_BY_NAME[name]
     except KeyError:
@@ -220,7 +261,25 @@ def field(name: str) -> Field:
 
 def predictor_fields(blocks: tuple[str, ...] | list[str] = PREDICTOR_BLOCKS, *, postoperative: bool = False
                      ) -> list[Field]:
-    """Fields a model may use: the chosen blocks, and postoperative ones only for postoperative models."""
+    """List the fields a model may use: the chosen blocks, postoperative ones only for postoperative models.
+
+    Parameters
+    ----------
+    blocks : sequence of str
+        Feature blocks (``PREDICTOR_BLOCKS``).
+    postoperative : bool
+        Whether fields known only after surgery may be used.
+
+    Returns
+    -------
+    list of Field
+        In catalogue order.
+
+    Raises
+    ------
+    ValueError
+        An unknown block.
+    """
     unknown = set(blocks) - set(PREDICTOR_BLOCKS)
     if unknown:
         raise ValueError(f"unknown feature block(s) {sorted(unknown)}; blocks are {list(PREDICTOR_BLOCKS)}")
@@ -229,11 +288,24 @@ def predictor_fields(blocks: tuple[str, ...] | list[str] = PREDICTOR_BLOCKS, *, 
 
 
 def input_fields() -> list[Field]:
-    """Fields a patient record may carry at prediction time (predictors and recorded scores)."""
+    """List the fields a patient record may carry at prediction time (predictors and recorded scores).
+
+    Returns
+    -------
+    list of Field
+        Every field except the outcomes, in catalogue order.
+    """
     return [f for f in FIELDS if f.block not in ("outcome",)]
 
 
 def outcome_fields() -> list[Field]:
+    """List the outcome fields (times and event indicators of the endpoints).
+
+    Returns
+    -------
+    list of Field
+        In catalogue order.
+    """
     return [f for f in FIELDS if f.block == "outcome"]
 
 
@@ -242,8 +314,18 @@ def outcome_fields() -> list[Field]:
 def derive_fields(columns):
     """Fill derived fields (``synchronous_metastases``, ``multiple_metastases``, ``ras_status``) where missing.
 
-    ``columns``: canonical numpy columns (``crlm.cohort.base.CanonicalColumns``: numbers and yes/no as floats
-    with NaN, categories as objects), changed in place and returned. A value given by the source is kept.
+    A value given by the source is kept.
+
+    Parameters
+    ----------
+    columns : CanonicalColumns or dict of ndarray
+        Canonical numpy columns (numbers and yes/no as floats with NaN, categories as objects), changed in
+        place.
+
+    Returns
+    -------
+    CanonicalColumns or dict of ndarray
+        ``columns``, with the derived fields.
     """
     def keep_given(name, derived):
         if name in columns:
@@ -273,7 +355,13 @@ def derive_fields(columns):
 # --- generated artefacts -----------------------------------------------------------------------------
 
 def pandera_schema():
-    """The pandera schema of a cohort (every field optional and nullable; ranges and categories enforced)."""
+    """Build the pandera schema of a cohort (every field optional and nullable; ranges and categories enforced).
+
+    Returns
+    -------
+    pandera.DataFrameSchema
+        One column check per field of ``FIELDS``; extra columns are allowed.
+    """
     import pandera.pandas as pa  # deferred: pandera (heavy) loads only to validate a cohort, not for the API
 
     columns = {}
@@ -296,13 +384,32 @@ def pandera_schema():
 
 
 def patient_model(required: Iterable[str] | None = None, extra_fields: Iterable[Field] = ()):
-    """The pydantic model of one patient, for the API: unknown fields, wrong types and out-of-range values
-    are refused with the field's name and the rule. Strict types: no string is read as a number, no number
-    or string as a yes/no; the one conversion is JSON's own, an integer for a decimal field (``60`` for 60.0).
+    """Build the pydantic model of one patient, the API's input.
 
-    ``required``: the fields a patient must give (default: the schema's ``required_for_prediction``; a served
-    model needs only those it uses); ``extra_fields``: a centre's own fields accepted beside the schema's."""
-    definitions = {}
+    Unknown fields, wrong types and out-of-range values are refused with the field's name and the rule.
+    Strict types: no string is read as a number, no number or string as a yes/no; the one conversion is JSON's
+    own, an integer for a decimal field (``60`` for 60.0).
+
+    Parameters
+    ----------
+    required : iterable of str, optional
+        The fields a patient must give (default: the schema's ``required_for_prediction``; a served model
+        needs only those it uses).
+    extra_fields : iterable of Field
+        A centre's own fields, accepted beside the schema's.
+
+    Returns
+    -------
+    type[pydantic.BaseModel]
+        The model class ``Patient``.
+
+    Examples
+    --------
+    >>> Patient = patient_model()
+    >>> Patient(age_years=64, n_liver_metastases=2, largest_metastasis_cm=3.5).kras_status is None
+    True
+    """
+    definitions: dict[str, Any] = {}
     must = None if required is None else set(required)
     for f in (*input_fields(), *extra_fields):
         if f.block == "id":
@@ -311,14 +418,14 @@ def patient_model(required: Iterable[str] | None = None, extra_fields: Iterable[
                                                         pattern=r"^[^\x00-\x1f\x7f]*$"))
             continue
         if f.kind == "category":
-            annotation = Literal[f.categories]  # type: ignore[valid-type]
+            annotation = Literal[f.categories]
         elif f.kind == "bool":
             annotation = bool
         elif f.kind == "int":
             annotation = int
         else:
             annotation = float
-        constraints = {}
+        constraints: dict[str, Any] = {}
         if f.minimum is not None:
             constraints["ge"] = f.minimum
         if f.maximum is not None:
@@ -333,6 +440,13 @@ def patient_model(required: Iterable[str] | None = None, extra_fields: Iterable[
 
 
 def data_dictionary_markdown() -> str:
+    """Write the data dictionary (``data/DATA_DICTIONARY.md``) from the catalogue.
+
+    Returns
+    -------
+    str
+        Markdown: one table row per field, then the endpoints and their aliases.
+    """
     lines = [
         "# Data dictionary",
         "",

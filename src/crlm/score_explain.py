@@ -9,6 +9,10 @@ computed score's factors explain it.
 
 from __future__ import annotations
 
+__all__ = ["ScoreExplainer"]
+
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -63,7 +67,7 @@ class ScoreExplainer:
         event = EVENT_WORDS.get(self.endpoint, "the event")
         answers = []
         for (name, points), row in zip(self._per_row(Z), rows, strict=True):
-            items = []
+            items: list[dict[str, Any]] = []
             if name is not None:
                 for factor, value in points.items():
                     field = self.field_of[(name, factor)]

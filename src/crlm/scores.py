@@ -12,6 +12,12 @@ numpy functions of the canonical columns (numbers and yes/no as floats with NaN,
 
 from __future__ import annotations
 
+__all__ = [
+    "CEA", "Columns", "DFI", "Factor", "MULTI", "N", "NODE", "Rule", "SCORES", "SCORE_NAMES", "SIZE", "SYNC",
+    "ScoreDefinition", "available_scores", "compute_score", "coverage_notes", "score_coverage",
+    "score_patient", "score_patients", "score_table", "score_total",
+]
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -241,20 +247,55 @@ def _compute(defn: ScoreDefinition, d: Columns) -> _Result:
 
 
 def compute_score(name: str, df: pd.DataFrame) -> pd.DataFrame:
-    """Points per factor, ``total`` and ``group`` for every row of ``df`` (index kept).
+    """Compute a score's points per factor, ``total`` and ``group`` for every row of ``df``.
 
-    Factor columns are float points, NaN when their inputs are missing; ``total`` is NaN when any factor is,
-    and ``group`` (object) is NaN with it. For ``tbs`` the factor columns are the size (cm) and number, the
-    total is the TBS value and the group is ``zone 1``/``zone 2``/``zone 3``. Absent input columns count as
-    all-missing.
+    Parameters
+    ----------
+    name : str
+        A score of ``SCORES`` (``"fong"``, ``"game"``, ...).
+    df : DataFrame
+        Canonical cohort rows; absent input columns count as all-missing.
+
+    Returns
+    -------
+    DataFrame
+        With the index of ``df``: one float column of points per factor (NaN when its inputs are missing),
+        ``total`` (NaN when any factor is) and ``group`` (object, NaN with the total). For ``tbs`` the factor
+        columns are the size (cm) and number, the total is the TBS value and the group is ``zone 1`` /
+        ``zone 2`` / ``zone 3``.
+
+    Raises
+    ------
+    ValueError
+        An unknown score name.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> rows = pd.DataFrame({"primary_node_positive": [True], "disease_free_interval_months": [6.0],
+    ...                      "n_liver_metastases": [2], "cea_ng_ml": [250.0], "largest_metastasis_cm": [6.0]})
+    >>> compute_score("fong", rows)[["total", "group"]].to_dict("records")
+    [{'total': 5.0, 'group': 'high'}]
     """
     result = _compute(_definition(name), _columns(df)[0])
     return pd.DataFrame({**result.points, "total": result.total, "group": result.group}, index=df.index)
 
 
 def score_total(name: str, data) -> np.ndarray:
-    """The score's total per row (NaN where a factor is missing); ``data``: a DataFrame, records or
-    ``CanonicalColumns`` (no DataFrame is built, so a model can use a score as an input online)."""
+    """Compute a score's total per row without building a DataFrame (a model can use it online).
+
+    Parameters
+    ----------
+    name : str
+        A score of ``SCORES``.
+    data : DataFrame, list of dict or CanonicalColumns
+        Canonical patient rows.
+
+    Returns
+    -------
+    ndarray
+        The total per row (NaN where a factor is missing).
+    """
     return _compute(_definition(name), _columns(data)[0]).total
 
 
@@ -263,8 +304,21 @@ def _has_inputs(defn: ScoreDefinition, present: set[str]) -> bool:
 
 
 def score_table(df: pd.DataFrame, names=SCORE_NAMES) -> pd.DataFrame:
-    """Columns ``{name}`` (total) and ``{name}_group`` for each score whose every factor has an input column
-    in ``df`` (``fong_recorded`` therefore only when ``fong_score_recorded`` is present)."""
+    """Tabulate the total and group of each score whose every factor has an input column in ``df``.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Canonical cohort rows.
+    names : sequence of str
+        Scores to compute (default: every score).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``{name}`` (total) and ``{name}_group`` per computable score (``fong_recorded`` therefore only
+        when ``fong_score_recorded`` is present), with the index of ``df``.
+    """
     defs = [_definition(n) for n in names]
     d, present = _columns(df)
     columns = {}
@@ -277,7 +331,18 @@ def score_table(df: pd.DataFrame, names=SCORE_NAMES) -> pd.DataFrame:
 
 
 def available_scores(df: pd.DataFrame) -> list[str]:
-    """Names of the scores that can be computed for at least one row of ``df``."""
+    """List the scores that can be computed for at least one row of ``df``.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Canonical cohort rows.
+
+    Returns
+    -------
+    list of str
+        Score names, in the order of ``SCORES``.
+    """
     d, _ = _columns(df)
     return [n for n, defn in SCORES.items() if (~np.isnan(_compute(defn, d).total)).any()]
 
@@ -287,10 +352,22 @@ def _is_missing(value) -> bool:
 
 
 def score_patients(patients, names: Sequence[str] = SCORE_NAMES) -> list[dict[str, dict]]:
-    """Each patient's scores, computed in one vectorised pass: per patient, per score name, a dict with
-    ``name``, ``label``, ``total``, ``group``, ``groups``, ``points`` per factor (None when missing),
-    ``missing`` (input fields that prevented the computation), ``reason`` (None when computed),
-    ``preoperative`` and ``reference``. ``patients``: records, a DataFrame or ``CanonicalColumns``."""
+    """Compute each patient's scores, with what prevented a computation, in one vectorised pass.
+
+    Parameters
+    ----------
+    patients : list of dict, DataFrame or CanonicalColumns
+        Canonical patient rows.
+    names : sequence of str
+        Scores to compute (default: every score).
+
+    Returns
+    -------
+    list of dict
+        Per patient, per score name, a dict with ``name``, ``label``, ``total``, ``group``, ``groups``,
+        ``points`` per factor (None when missing), ``missing`` (input fields that prevented the computation),
+        ``reason`` (None when computed), ``preoperative`` and ``reference``.
+    """
     defs = [_definition(n) for n in names]
     d, _ = _columns(patients)
     n = len(next(iter(d.values())))
@@ -315,7 +392,20 @@ def score_patients(patients, names: Sequence[str] = SCORE_NAMES) -> list[dict[st
 
 
 def score_patient(name: str, patient: dict) -> dict:
-    """One patient's score (see ``score_patients``)."""
+    """Compute one score of one patient.
+
+    Parameters
+    ----------
+    name : str
+        A score of ``SCORES``.
+    patient : dict
+        The patient's canonical fields.
+
+    Returns
+    -------
+    dict
+        As one entry of ``score_patients``.
+    """
     return score_patients([patient], [name])[0][name]
 
 
@@ -353,7 +443,18 @@ def score_coverage(df: pd.DataFrame, names: Sequence[str] = SCORE_NAMES) -> pd.D
 
 
 def coverage_notes(coverage: pd.DataFrame) -> list[str]:
-    """One sentence per score not computable for every patient (for reports, the leaderboard, the card)."""
+    """Write one sentence per score not computable for every patient (reports, leaderboard, model card).
+
+    Parameters
+    ----------
+    coverage : DataFrame
+        The table of ``score_coverage``.
+
+    Returns
+    -------
+    list of str
+        One sentence per incompletely computable score; empty when every score covers every patient.
+    """
     notes = []
     for r in coverage.itertuples():
         if r.computable < r.patients:

@@ -17,6 +17,8 @@ stated once here and quoted in the config, the model card and ``/model_info``:
 
 from __future__ import annotations
 
+__all__ = ["Decision", "SIMPLICITY", "choose_champion", "ici_noise_floor", "noise_floors"]
+
 import contextlib
 from dataclasses import dataclass, field
 

@@ -11,6 +11,8 @@ against the models' own predictions (curves and risk) when it is built.
 
 from __future__ import annotations
 
+__all__ = ["SurvivalKernel"]
+
 import numpy as np
 import pandas as pd
 

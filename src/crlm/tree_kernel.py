@@ -19,6 +19,11 @@ The tables are rebuilt from the fitted estimators when a pickled kernel is loade
 
 from __future__ import annotations
 
+__all__ = [
+    "NUMPY_ROUTE_MAX_CELLS", "TREE_FAMILIES", "TreeKernel", "TreeNodes", "ensemble_trees", "family",
+    "sklearn_tree_nodes", "xgb_tree_nodes",
+]
+
 import json
 from dataclasses import dataclass
 
@@ -200,7 +205,7 @@ class TreeKernel:
         return {"estimators": self.estimators, "times": self.times}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["estimators"], state["times"])
+        TreeKernel.__init__(self, state["estimators"], state["times"])
 
     # ------------------------------------------------------------------ the flattened tables
 
@@ -228,7 +233,7 @@ class TreeKernel:
         self.leaf_value = np.concatenate([t.value for t in trees]) * np.repeat(scale, sizes)
         if self.family == "forest":
             self.leaf_row = np.cumsum(leaf) - 1  # node -> row of the leaf-curve table
-            self.leaf_curves = np.concatenate([t.curve[t.left < 0] for t in trees])
+            self.leaf_curves = np.concatenate([t.curve[t.left < 0] for t in trees if t.curve is not None])
         self.offset = np.zeros(len(self.estimators))
         if self.family != "forest":  # the models' constant start (xgboost's base score, sklearn's init)
             zeros = [np.zeros((1, e.n_features_in_)) for e in self.estimators]

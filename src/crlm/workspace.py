@@ -10,6 +10,11 @@ unit; the user confirms each line before training.
 
 from __future__ import annotations
 
+__all__ = [
+    "JOB_TEMPLATE", "MARKER_TEXT", "MAX_CODES", "SYNONYMS", "UNIT_HINTS", "candidate_fields", "draft_mapping",
+    "init_workspace",
+]
+
 import difflib
 import re
 from pathlib import Path

@@ -8,6 +8,11 @@ as numpy columns (yes/no as 1.0/0.0/NaN), the form the hot path of the API reads
 
 from __future__ import annotations
 
+__all__ = [
+    "CanonicalColumns", "Cohort", "CohortValidationError", "NO_WORDS", "Problem", "ValidationReport",
+    "YES_WORDS", "canonical_columns", "make_y", "predictors_frame", "to_canonical",
+]
+
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -9,6 +9,11 @@ Rows that fail validation are set aside with a report; ``strict=True`` fails the
 
 from __future__ import annotations
 
+__all__ = [
+    "ExtraField", "JoinSpec", "Mapping", "MappingError", "NA_STRINGS", "RecordedScore", "UNIT_FACTORS",
+    "apply_mapping", "load_cohort", "map_with_written", "read_mapping", "read_table",
+]
+
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -99,7 +104,7 @@ class Mapping(BaseModel):
 
     def own_fields(self) -> tuple[Field, ...]:
         """The centre's declared fields (extra predictors, then recorded scores) as schema ``Field`` objects."""
-        return tuple(f.to_field() for f in [*self.extra_fields, *self.recorded_scores])
+        return (*(f.to_field() for f in self.extra_fields), *(s.to_field() for s in self.recorded_scores))
 
 
 class MappingError(ValueError):

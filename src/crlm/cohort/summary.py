@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["completeness", "endpoint_summary", "km_at", "km_median"]
+
 import pandas as pd
 
 from crlm.cohort.base import Cohort

@@ -7,6 +7,8 @@ the catalogue, run lazily so that every bad cell is collected. A row with any ba
 
 from __future__ import annotations
 
+__all__ = ["ROW_COLUMN", "validate_frame"]
+
 from collections.abc import Sequence
 from dataclasses import replace
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["score_agreement", "score_concordance"]
+
 import numpy as np
 import pandas as pd
 

@@ -33,6 +33,12 @@ saw an evaluated patient) and go through exactly the same evaluation, bootstrap 
 
 from __future__ import annotations
 
+__all__ = [
+    "BOOTSTRAP_METRICS", "BenchmarkResult", "BenchmarkSpec", "COMPARISON_COLUMNS", "HIGHER_IS_BETTER",
+    "INTERVAL_WORDS", "NON_NEGATIVE", "family_of", "fit_model",
+    "model_kind", "prepare_population", "run_benchmark", "score_values",
+]
+
 import time
 import warnings
 from collections.abc import Callable
@@ -351,6 +357,40 @@ def prepare_population(cohort: Cohort, spec: BenchmarkSpec) -> tuple[Cohort, lis
 
 def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory: Callable | None = None,
                   progress: Callable[[str, int, int], None] | None = None) -> BenchmarkResult:
+    """Benchmark models against the reference by nested resampling on one cohort (module docstring).
+
+    Parameters
+    ----------
+    cohort : Cohort
+        The patients with their outcomes.
+    spec : BenchmarkSpec, optional
+        Models, baselines, reference, horizons, resampling and bootstrap sizes (default: ``BenchmarkSpec()``).
+    factory : callable, optional
+        ``factory(name, blocks, postoperative, columns, seed)`` -> an unfitted model, instead of the zoo's
+        ``make_model`` (tests use it to spy on what reaches ``fit``).
+    progress : callable, optional
+        ``progress(stage, done, total)``, called as the work advances.
+
+    Returns
+    -------
+    BenchmarkResult
+        Out-of-fold predictions, metrics with bootstrap intervals, paired comparisons against the reference,
+        the ablation, the chosen hyperparameters and notes (``docs/ARCHITECTURE.md``, the contracts).
+
+    Raises
+    ------
+    ValueError
+        An unknown model or endpoint, an empty cohort, or too few events, before any work is done.
+
+    Examples
+    --------
+    >>> from crlm.cohort.simulate import simulate_cohort
+    >>> spec = BenchmarkSpec(models=("coxph",), baselines=(), outer_repeats=1, outer_splits=2, inner_splits=2,
+    ...                      n_boot=20, ablation_models=0, ceiling=False)
+    >>> result = run_benchmark(simulate_cohort(300, seed=1), spec)
+    >>> result.leaderboard().model.tolist()[:2]  # doctest: +SKIP
+    ['oracle', 'coxph']
+    """
     spec = spec or BenchmarkSpec()
     spec, ref_notes = references.fit_spec(spec, cohort)  # reference, recorded scores, the centre's fields
     for name in (*spec.models, *spec.baselines, spec.reference):
@@ -388,7 +428,8 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
     timings["evaluate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    indices = bootstrap_indices(len(y), spec.n_boot, spec.seed, strata=y["event"]) if spec.n_boot else []
+    indices: list | np.ndarray = (bootstrap_indices(len(y), spec.n_boot, spec.seed, strata=y["event"])
+                                  if spec.n_boot else [])
     boots = ({m: bootstrap_oof(y, oof[m], grid, horizons, indices, points[m]) for m in oof}
              if spec.n_boot else {})
     timings["bootstrap"] = time.perf_counter() - t0

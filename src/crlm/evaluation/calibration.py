@@ -6,6 +6,11 @@ the calibration slope and Austin's ICI use one implementation and no lifelines (
 
 from __future__ import annotations
 
+__all__ = [
+    "CoxFit", "binned_calibration", "calibration_in_the_large", "calibration_slope", "check_surv", "check_y",
+    "d_calibration", "fit_cox", "ici", "rcs_basis", "survival_at_own_time",
+]
+
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -13,6 +13,11 @@ patients (those every rule can rate).
 
 from __future__ import annotations
 
+__all__ = [
+    "SUMMARY_THRESHOLDS", "THRESHOLDS", "benchmark_curves", "decision_curves", "plot", "score_group_rules",
+    "summary", "summary_with_intervals",
+]
+
 import matplotlib
 
 matplotlib.use("Agg")

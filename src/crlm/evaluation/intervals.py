@@ -6,6 +6,8 @@ difference accounts for both being evaluated on the same patients.
 
 from __future__ import annotations
 
+__all__ = ["bootstrap_indices", "bootstrap_metric", "centred_interval", "holm", "percentile_interval"]
+
 import warnings
 from collections.abc import Callable, Mapping
 

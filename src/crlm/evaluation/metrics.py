@@ -8,6 +8,12 @@ before that horizon unchanged: such patients stay controls/at risk, and their IP
 
 from __future__ import annotations
 
+__all__ = [
+    "HorizonWarning", "SurvivalFn", "brier_scores", "default_tau", "evaluate_predictions",
+    "evaluation_grid", "harrell_c", "integrated_brier", "integrated_ipa", "ipa", "km_reference",
+    "survival_from_matrix", "time_dependent_auc", "uno_c", "usable_horizons",
+]
+
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -269,11 +275,11 @@ def evaluate_predictions(y_train, y_test, risk, survival: SurvivalFn, horizons: 
     y_train, y_test = check_y(y_train, "y_train"), check_y(y_test, "y_test", need_events=True)
     n = len(y_test)
     risk = _check_risk(risk, n)
-    horizons = _check_times(horizons)
+    times = _check_times(horizons)
     if auc_from not in ("survival", "risk"):
         raise ValueError(f"auc_from must be 'survival' or 'risk', got {auc_from!r}")
-    keep = _usable_mask(y_train, y_test, horizons)
-    usable = horizons[keep]
+    keep = _usable_mask(y_train, y_test, times)
+    usable = times[keep]
     tau = float(usable[-1]) if tau is None else float(tau)
     s_h = _call(survival, usable, n)
     grid = evaluation_grid(y_train, y_test, grid_size, t_max=usable[-1])
@@ -292,9 +298,9 @@ def evaluate_predictions(y_train, y_test, risk, survival: SurvivalFn, horizons: 
     dcal_chi2, dcal_p = cal.d_calibration(y_test, cal.survival_at_own_time(survival, y_test["time"]), dcal_bins)
 
     def per_horizon(name: str, values) -> dict[str, float]:
-        full = np.full(len(horizons), np.nan)
+        full = np.full(len(times), np.nan)
         full[keep] = values
-        return {f"{name}_{_tag(h)}": float(v) for h, v in zip(horizons, full, strict=True)}
+        return {f"{name}_{_tag(h)}": float(v) for h, v in zip(times, full, strict=True)}
 
     out = {"n": float(n), "n_events": float(y_test["event"].sum()), "harrell_c": harrell_c(y_test, risk),
            "uno_c": uno_c(y_train, y_test, risk, tau), "uno_tau": tau}

@@ -3,6 +3,8 @@ averaged) and the bootstrap over patients (``crlm.evaluation.benchmark`` explain
 
 from __future__ import annotations
 
+__all__ = ["OOF", "bootstrap_oof", "evaluate_oof"]
+
 import contextlib
 import warnings
 from dataclasses import dataclass

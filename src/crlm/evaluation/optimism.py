@@ -15,8 +15,11 @@ between models. The nested-CV and optimism-corrected figures are labelled as suc
 
 from __future__ import annotations
 
+__all__ = ["HEADLINE_LABEL", "optimism_corrected", "performance"]
+
 import contextlib
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -80,7 +83,7 @@ def optimism_corrected(model_name: str, params: dict, X: pd.DataFrame, y: np.nda
         ``label``, ``n_boot``, ``patients``, ``events`` and per metric ``{"apparent", "optimism",
         "corrected"}`` (``corrected`` = apparent - mean optimism over successful refits; ``n_ok`` of them).
     """
-    build = {"blocks": tuple(blocks), "postoperative": postoperative, "columns_present": list(X.columns),
+    build: dict[str, Any] = {"blocks": tuple(blocks), "postoperative": postoperative, "columns_present": list(X.columns),
              "random_state": seed, "endpoint": endpoint}
     shipped = make_model(model_name, **build, **params).fit(X, y)
     rated = np.isfinite(np.asarray(shipped.predict(X), dtype=float))  # a score cannot rate every patient

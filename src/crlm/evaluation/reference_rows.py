@@ -3,6 +3,13 @@ generating model's truth) and the observed-information ceiling (a model fitted o
 
 from __future__ import annotations
 
+__all__ = [
+    "CEILING", "CEILING_MODEL", "CEILING_PARAMS", "CEILING_SEED_OFFSET", "ORACLE", "ceiling_oof",
+    "ceiling_seed", "oracle_oof",
+]
+
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -14,13 +21,14 @@ from crlm.models import make_model
 ORACLE = "oracle"
 CEILING = "ceiling"
 CEILING_MODEL = "xgb_cox"
-CEILING_PARAMS = {"model__n_estimators": 400, "model__max_depth": 3}
+CEILING_PARAMS: dict[str, Any] = {"model__n_estimators": 400, "model__max_depth": 3}
 CEILING_SEED_OFFSET = 10**6  # the ceiling's training cohort: simulate_cohort(ceiling_n, CEILING_SEED_OFFSET + seed)
 
 
 def oracle_oof(population: Cohort, spec, grid) -> OOF:
     """The generating model's true risk and S(t|x), as out-of-fold-like predictions for every repeat."""
     truth = population.truth
+    assert truth is not None, "the oracle needs a simulated cohort"
     risk = np.asarray(truth.risk(spec.endpoint), dtype=float)
     surv = np.asarray(truth.survival(spec.endpoint, grid), dtype=float)
     reps = spec.outer_repeats

@@ -12,6 +12,8 @@ A score that cannot be computed is listed with the factors it lacks and how many
 
 from __future__ import annotations
 
+__all__ = ["coverage_table", "fit_spec", "is_valid", "model_name", "recorded_models", "resolve"]
+
 from dataclasses import replace
 
 import pandas as pd
@@ -123,7 +125,7 @@ def fit_spec(spec, cohort: Cohort):
     (BenchmarkSpec, list of str)
         The spec and the notes on the reference.
     """
-    notes = []
+    notes: list[str] = []
     if spec.reference in (AUTO, NONE) or spec.reference.startswith(RECORDED):
         with_outcome = cohort.with_outcome(spec.endpoint) if len(cohort) else cohort
         resolved, notes = resolve(spec.reference, with_outcome, spec.baselines)

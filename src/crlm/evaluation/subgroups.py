@@ -16,6 +16,11 @@ products, in row blocks so memory stays bounded. O/E uses a weighted Kaplan–Me
 
 from __future__ import annotations
 
+__all__ = [
+    "AGE_BANDS", "COLUMNS", "MIN_EVENTS", "MIN_PATIENTS", "NOT_RECORDED", "TOO_FEW", "fong_score_name",
+    "subgroup_labels", "subgroup_performance",
+]
+
 import warnings
 
 import numpy as np

@@ -13,6 +13,8 @@ checks that unit weights reproduce ``evaluate_predictions`` (to 1e-4) and one re
 
 from __future__ import annotations
 
+__all__ = ["bootstrap_metrics", "censoring_survival", "resample_weights", "weighted_harrell_c", "weighted_oe"]
+
 import numpy as np
 
 from crlm.kaplan_meier import censoring_curve

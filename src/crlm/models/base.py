@@ -8,6 +8,10 @@ first time of their grid, constant after the last (no extrapolation of the tail)
 
 from __future__ import annotations
 
+__all__ = ["SurvivalMixin", "SurvivalPipeline", "check_times", "event_time", "step_survival"]
+
+from collections.abc import Callable
+
 import numpy as np
 from sklearn.pipeline import Pipeline
 
@@ -41,6 +45,10 @@ def event_time(y) -> tuple[np.ndarray, np.ndarray]:
 
 class SurvivalMixin:
     """``predict_survival`` for scikit-survival estimators (their curves live on ``unique_times_``)."""
+
+    # provided by the scikit-survival estimator this is mixed into
+    predict_survival_function: Callable[..., np.ndarray]
+    unique_times_: np.ndarray
 
     def predict_survival(self, X, times) -> np.ndarray:
         values = self.predict_survival_function(X, return_array=True)

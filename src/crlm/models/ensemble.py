@@ -15,12 +15,14 @@ refit the members without choosing them again (the interval does not carry the s
 
 from __future__ import annotations
 
+__all__ = ["CanonicalRows", "DEFAULT_CANDIDATES", "Ensemble"]
+
 import numbers
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
@@ -37,8 +39,19 @@ DEFAULT_CANDIDATES = ("coxnet", "cox_prior", "xgb_cox")  # one per family; the f
 
 
 class CanonicalRows(TransformerMixin, BaseEstimator):
-    """Canonical rows -> a DataFrame of the model fields (numbers and yes/no as floats, categories as
-    objects); fields the training rows lack are left out (``columns_``)."""
+    """Canonical rows -> a DataFrame of the model fields (numbers and yes/no as floats, categories as objects).
+
+    Fields the training rows lack are left out (``columns_``).
+
+    Parameters
+    ----------
+    blocks : sequence of str
+        Feature blocks (``crlm.schema.PREDICTOR_BLOCKS``).
+    postoperative : bool
+        Whether postoperative fields are model fields.
+    columns_present : sequence of str or None
+        The columns of the training data (None: every field of the blocks).
+    """
 
     def __init__(self, blocks: Sequence[str] = DEFAULT_BLOCKS, postoperative: bool = False,
                  columns_present: Sequence[str] | None = None):
@@ -83,8 +96,14 @@ class Ensemble(SurvivalAnalysisMixin, BaseEstimator):
     build : callable
         ``build(name, blocks=..., postoperative=..., columns_present=..., random_state=..., endpoint=...)``
         -> an unfitted zoo pipeline (``crlm.models.make_model``).
-    blocks, postoperative, endpoint, random_state
+    blocks : sequence of str
+        Feature blocks, passed to ``build`` for every member.
+    postoperative : bool
         Passed to ``build`` for every member.
+    endpoint : str or None
+        Passed to ``build`` (the literature models need it).
+    random_state : int or None
+        Seed of the ranking folds and of every member.
 
     Attributes
     ----------
@@ -112,6 +131,7 @@ class Ensemble(SurvivalAnalysisMixin, BaseEstimator):
         self.random_state = random_state
 
     def _member(self, name: str, X: pd.DataFrame):
+        assert self.build is not None  # checked by fit
         return self.build(name, blocks=tuple(self.blocks), postoperative=self.postoperative,
                           columns_present=list(X.columns), random_state=self.random_state, endpoint=self.endpoint)
 
@@ -131,8 +151,8 @@ class Ensemble(SurvivalAnalysisMixin, BaseEstimator):
                 c[name] = np.nan
         return c
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
-        self._validate_params()
         if self.build is None:
             raise ValueError("Ensemble needs build (crlm.models.make_model)")
         if not isinstance(X, pd.DataFrame):

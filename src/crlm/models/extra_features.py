@@ -13,6 +13,8 @@ All read canonical rows (a DataFrame or ``CanonicalColumns``) and encode with nu
 
 from __future__ import annotations
 
+__all__ = ["AUTO", "AugmentedPreprocessor", "LiteratureFeatures", "ScoreFeature", "canonical_inputs"]
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,11 +46,24 @@ class _Columns(TransformerMixin, BaseEstimator):
 
 
 class LiteratureFeatures(_Columns):
-    """The prior's factors whose fields the model may use (``blocks``, ``postoperative``, ``columns_present``).
+    """The prior's factors whose fields the model may use, coded as in their sources (1/0 per factor).
 
-    Fitted: ``factors_`` (names of the kept factors: the rules are looked up, so the fitted encoder pickles),
-    ``prevalence_`` (imputation values), ``dropped_factors_`` ({name: reason}: a
-    factor never known, or constant, in the training rows carries no information)."""
+    Parameters
+    ----------
+    blocks : sequence of str
+        Feature blocks the model may use.
+    postoperative : bool
+        Whether postoperative factors may be used.
+    columns_present : sequence of str or None
+        The columns of the training data (None: every field).
+
+    Attributes
+    ----------
+    factors_ : list of str
+        Names of the kept factors (the rules are looked up, so the fitted encoder pickles);
+        ``prevalence_`` the imputation values; ``dropped_factors_`` ({name: reason}) the factors never known,
+        or constant, in the training rows (they carry no information).
+    """
 
     def __init__(self, blocks: Sequence[str] = DEFAULT_BLOCKS, postoperative: bool = False,
                  columns_present: Sequence[str] | None = None):
@@ -96,9 +111,19 @@ class LiteratureFeatures(_Columns):
 
 
 class ScoreFeature(_Columns):
-    """A reference score's total in points (not scaled, so its coefficient is a log-HR per point); ``score``
-    is ``"fong_recorded"``, ``"fong"`` (or another ``crlm.scores`` name) or ``"auto"`` (recorded if any row
-    of the training data has it, else computed). Fitted: ``score_`` (the score used) and ``median_``."""
+    """A reference score's total in points (not scaled, so its coefficient is a log-HR per point).
+
+    Parameters
+    ----------
+    score : str
+        ``"fong_recorded"``, ``"fong"`` (or another ``crlm.scores`` name) or ``"auto"`` (recorded if any row
+        of the training data has it, else computed).
+
+    Attributes
+    ----------
+    score_ : str
+        The score used; ``median_`` the training median that imputes a missing total.
+    """
 
     def __init__(self, score: str = AUTO):
         self.score = score
@@ -132,7 +157,15 @@ class ScoreFeature(_Columns):
 
 
 class AugmentedPreprocessor(_Columns):
-    """``features`` (the standard preprocessor, or None for the extra columns only) then ``extra``."""
+    """The standard feature columns followed by extra columns (literature factors or a score).
+
+    Parameters
+    ----------
+    features : FeaturePreprocessor or None
+        The standard preprocessor (None: the extra columns only).
+    extra : LiteratureFeatures, ScoreFeature or None
+        The extra columns.
+    """
 
     def __init__(self, features: FeaturePreprocessor | None = None, extra: _Columns | None = None):
         self.features = features

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["LINEAR_COX", "feature_names", "final_estimator", "linear_coefficients", "xgb_booster"]
+
 import pandas as pd
 import xgboost as xgb
 from sklearn.utils.validation import check_is_fitted

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+__all__ = ["CoxPH", "Coxnet"]
+
+import numbers
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 from sksurv.base import SurvivalAnalysisMixin
 from sksurv.linear_model import CoxnetSurvivalAnalysis, CoxPHSurvivalAnalysis
@@ -22,11 +26,13 @@ def _proportional_survival(baseline, lp, times) -> np.ndarray:
 
 
 class CoxPH(SurvivalMixin, CoxPHSurvivalAnalysis):
-    """scikit-survival's Cox model with ``predict_survival``; Breslow baseline.
+    """The Cox model of scikit-survival with ``predict_survival``; Breslow baseline.
 
-    ``alpha`` is a ridge penalty on the summed partial log-likelihood scale (sksurv divides both by n), so
-    alpha = 1 is negligible shrinkage that still makes the one-hot columns (which sum to 1, collinear with
-    the baseline hazard) identifiable."""
+    Parameters as ``sksurv.linear_model.CoxPHSurvivalAnalysis`` (validated by it at ``fit``). ``alpha`` is a
+    ridge penalty on the summed partial log-likelihood scale (sksurv divides both by n), so alpha = 1 is
+    negligible shrinkage that still makes the one-hot columns (which sum to 1, collinear with the baseline
+    hazard) identifiable.
+    """
 
     def predict_survival(self, X, times) -> np.ndarray:
         check_is_fitted(self, "coef_")
@@ -42,7 +48,33 @@ class Coxnet(SurvivalAnalysisMixin, BaseEstimator):
 
     Wraps ``CoxnetSurvivalAnalysis(alphas=[alpha], fit_baseline_model=True)`` so that ``predict`` and the
     survival curves use exactly that alpha (by default sksurv would use the last alpha of a path, P15) and
-    ``alpha`` is an ordinary tunable parameter."""
+    ``alpha`` is an ordinary tunable parameter.
+
+    Parameters
+    ----------
+    alpha : float
+        Penalty weight (> 0).
+    l1_ratio : float
+        Lasso share of the penalty, in (0, 1] (1 = lasso; the rest is ridge).
+    max_iter : int
+        Maximum coordinate-descent iterations.
+    tol : float
+        Convergence tolerance.
+
+    Attributes
+    ----------
+    coef_ : ndarray
+        Log hazard ratio per model-matrix column.
+    estimator_ : CoxnetSurvivalAnalysis
+        The fitted scikit-survival estimator.
+    """
+
+    _parameter_constraints = {
+        "alpha": [Interval(numbers.Real, 0, None, closed="neither")],
+        "l1_ratio": [Interval(numbers.Real, 0, 1, closed="right")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="neither")],
+    }
 
     def __init__(self, alpha: float = 0.02, l1_ratio: float = 0.5, max_iter: int = 100_000, tol: float = 1e-7):
         self.alpha = alpha
@@ -50,6 +82,7 @@ class Coxnet(SurvivalAnalysisMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         self.estimator_ = CoxnetSurvivalAnalysis(alphas=[self.alpha], l1_ratio=self.l1_ratio,
                                                  fit_baseline_model=True, max_iter=self.max_iter, tol=self.tol)

@@ -21,13 +21,18 @@ equal ``PHReg``'s, and with every centre at zero the fit equals scikit-survival'
 
 from __future__ import annotations
 
+__all__ = [
+    "BreslowPartialLikelihood", "CoxPrior", "ENDPOINT_NAMES", "FongPlus", "LiteratureCox", "MIN_WEIGHT",
+    "penalised_cox",
+]
+
 import math
 import numbers
 
 import numpy as np
 import pandas as pd
 from scipy import optimize
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from sksurv.base import SurvivalAnalysisMixin
@@ -49,9 +54,19 @@ def _matrix(X) -> tuple[np.ndarray, list[str] | None]:
 
 
 class BreslowPartialLikelihood:
-    """Cox log partial likelihood (Breslow ties) with its gradient and Hessian, vectorised with cumulative sums
-    over the time-sorted patients: O(n p^2) per Hessian, where statsmodels' ``PHReg`` loops over the event
-    times in Python (3-4 s per fit at n = 2,000). Tested against ``PHReg`` and scikit-survival."""
+    """Cox log partial likelihood (Breslow ties) with its gradient and Hessian.
+
+    Vectorised with cumulative sums over the time-sorted patients: O(n p^2) per Hessian, where statsmodels'
+    ``PHReg`` loops over the event times in Python (3-4 s per fit at n = 2,000). Tested against ``PHReg``
+    and scikit-survival.
+
+    Parameters
+    ----------
+    X : ndarray
+        The model matrix, shape (n, p).
+    y : structured array
+        Event indicator and time (``crlm.cohort.base.make_y``).
+    """
 
     def __init__(self, X: np.ndarray, y):
         event, time = event_time(y)
@@ -198,8 +213,8 @@ class CoxPrior(_LinearHazards):
         self.alpha = alpha
         self.endpoint = endpoint
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
-        self._validate_params()
         values, names = _matrix(X)
         centre, se = _literature_centres(names, self.endpoint)
         has_prior = np.isfinite(centre)
@@ -213,16 +228,23 @@ class CoxPrior(_LinearHazards):
 
 
 class LiteratureCox(_LinearHazards):
-    """The published log-HRs fixed (columns without an effect for the endpoint get 0); only the Breslow
-    baseline comes from the cohort. ``endpoint`` as in ``CoxPrior``."""
+    """The published log-HRs fixed (columns without an effect for the endpoint get 0).
+
+    Only the Breslow baseline comes from the cohort.
+
+    Parameters
+    ----------
+    endpoint : str
+        Which published effects apply (``os``, ``rfs``, ``dfs``, ``liver_rfs``).
+    """
 
     _parameter_constraints = {"endpoint": [StrOptions(set(ENDPOINT_NAMES)), None]}
 
     def __init__(self, endpoint: str | None = None):
         self.endpoint = endpoint
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
-        self._validate_params()
         values, names = _matrix(X)
         centre, _ = _literature_centres(names, self.endpoint)
         if not np.isfinite(centre).any():
@@ -257,8 +279,8 @@ class FongPlus(_LinearHazards):
         self.anchor_strength = anchor_strength
         self.alpha = alpha
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
-        self._validate_params()
         values, names = _matrix(X)
         anchors = [j for j, n in enumerate(names or []) if n.endswith(" (points)")]
         if len(anchors) != 1:

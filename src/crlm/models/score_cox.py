@@ -8,9 +8,14 @@ the fit uses the patients with a score, and evaluation must be restricted to the
 
 from __future__ import annotations
 
+__all__ = ["COLUMN_PREFIX", "ScoreCoxModel", "ScoreInputs", "score_fields"]
+
+import numbers
+
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 
@@ -22,12 +27,33 @@ COLUMN_PREFIX = "column:"
 
 
 class ScoreCoxModel(BaseEstimator):
-    """``score``: a name of ``crlm.scores.compute_score`` (``"fong"``, ``"game"``, ...) or ``"column:<name>"``
-    to use a numeric column of X as the total (e.g. an externally computed score). ``alpha`` is a negligible
-    ridge penalty (sksurv's summed scale) that keeps the fit finite when the score separates perfectly.
+    """A Cox model on one clinical score's total (the score baselines of the benchmark).
 
     The parameter ``score`` shadows sklearn's ``score(X, y)`` method, so this estimator has none: compute
-    C-indices with ``crlm``'s evaluation on the patients with a score."""
+    C-indices with ``crlm``'s evaluation on the patients with a score.
+
+    Parameters
+    ----------
+    score : str
+        A name of ``crlm.scores.compute_score`` (``"fong"``, ``"game"``, ...) or ``"column:<name>"`` to use a
+        numeric column of X as the total (e.g. an externally computed score).
+    alpha : float
+        A negligible ridge penalty (sksurv's summed scale) that keeps the fit finite when the score separates
+        perfectly.
+    fallback : str or None
+        Served models: the score computed where ``score`` (a recorded one) is missing.
+
+    Attributes
+    ----------
+    coef_ : ndarray
+        Log hazard ratio per score point; ``n_scored_`` the patients with a score at ``fit``.
+    """
+
+    _parameter_constraints = {
+        "score": [str],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "fallback": [str, None],
+    }
 
     def __init__(self, score: str = "fong", alpha: float = 1e-3, fallback: str | None = None):
         self.score = score
@@ -52,6 +78,7 @@ class ScoreCoxModel(BaseEstimator):
             total = np.where(np.isnan(total), np.asarray(computed, dtype=float), total)
         return total
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         total = self.total(X)
         ok = np.isfinite(total)
@@ -82,9 +109,16 @@ class ScoreCoxModel(BaseEstimator):
 
 
 class ScoreInputs(TransformerMixin, BaseEstimator):
-    """The preprocessing step of a score model: the canonical rows (``crlm.cohort.base.canonical_columns``)
-    restricted to the inputs of ``scores`` (a recorded score column passes unchanged). Nothing is learned from
-    the data; ``columns_`` lists the fields read, as a learned model's preprocessor does."""
+    """The preprocessing step of a score model: the canonical rows restricted to the inputs of ``scores``.
+
+    A recorded score column passes unchanged. Nothing is learned from the data; ``columns_`` lists the fields
+    read, as a learned model's preprocessor does.
+
+    Parameters
+    ----------
+    scores : tuple of str
+        Score names (``crlm.scores.SCORES``) or ``"column:<name>"``.
+    """
 
     def __init__(self, scores: tuple[str, ...] = ("fong",)):
         self.scores = scores

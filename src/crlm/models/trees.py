@@ -4,15 +4,23 @@ summed cumulative hazard; needs ``low_memory=False`` for curves) and gradient bo
 
 from __future__ import annotations
 
+__all__ = ["GBSA", "RSF"]
+
 from sksurv.ensemble import GradientBoostingSurvivalAnalysis, RandomSurvivalForest
 
 from crlm.models.base import SurvivalMixin
 
 
 class RSF(SurvivalMixin, RandomSurvivalForest):
-    """``RandomSurvivalForest`` with ``predict_survival`` (defaults for the zoo are set by ``make_model``)."""
+    """``RandomSurvivalForest`` with ``predict_survival``.
+
+    Parameters as scikit-survival's (validated by it at ``fit``); the zoo's defaults are set by ``make_model``.
+    """
 
 
 class GBSA(SurvivalMixin, GradientBoostingSurvivalAnalysis):
-    """``GradientBoostingSurvivalAnalysis`` with ``predict_survival`` (use ``loss="coxph"``: the other losses
-    have no survival function)."""
+    """``GradientBoostingSurvivalAnalysis`` with ``predict_survival``.
+
+    Parameters as scikit-survival's (validated by it at ``fit``); use ``loss="coxph"``: the other losses have
+    no survival function.
+    """

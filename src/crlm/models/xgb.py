@@ -12,11 +12,16 @@ Both keep the fitted ``booster_`` (with feature names when fitted on a DataFrame
 
 from __future__ import annotations
 
+__all__ = ["AFT_DISTRIBUTIONS", "MIN_TIME", "XGBAFT", "XGBCox"]
+
+import numbers
+
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 from scipy import optimize, stats
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from sksurv.base import SurvivalAnalysisMixin
 from sksurv.linear_model.coxph import BreslowEstimator
@@ -35,6 +40,17 @@ def _matrix(X) -> tuple[np.ndarray, list[str] | None]:
 
 class _XGBSurvival(SurvivalAnalysisMixin, BaseEstimator):
     objective = ""
+    _parameter_constraints: dict = {
+        "n_estimators": [Interval(numbers.Integral, 0, None, closed="left")],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "max_depth": [Interval(numbers.Integral, 1, None, closed="left")],
+        "min_child_weight": [Interval(numbers.Real, 0, None, closed="left")],
+        "subsample": [Interval(numbers.Real, 0, 1, closed="right")],
+        "colsample_bytree": [Interval(numbers.Real, 0, 1, closed="right")],
+        "reg_lambda": [Interval(numbers.Real, 0, None, closed="left")],
+        "random_state": [Interval(numbers.Integral, 0, None, closed="left"), None],
+        "n_jobs": [Interval(numbers.Integral, 1, None, closed="left")],
+    }
 
     def __init__(self, n_estimators: int = 300, learning_rate: float = 0.05, max_depth: int = 2,
                  min_child_weight: float = 5.0, subsample: float = 0.8, colsample_bytree: float = 0.8,
@@ -78,11 +94,43 @@ class _XGBSurvival(SurvivalAnalysisMixin, BaseEstimator):
         return np.asarray(self.booster_.inplace_predict(values, predict_type="margin"), dtype=float)
 
 
-class XGBCox(_XGBSurvival):
-    """XGBoost ``survival:cox`` with a Breslow baseline; ``predict`` = log hazard ratio."""
+class XGBCox(_XGBSurvival):  # numpydoc ignore=PR02
+    """XGBoost ``survival:cox`` with a Breslow baseline; ``predict`` = log hazard ratio.
+
+    The parameters are those of the shared ``__init__`` (inherited, hence the PR02 exemption).
+
+    Parameters
+    ----------
+    n_estimators : int
+        Boosting rounds.
+    learning_rate : float
+        Shrinkage per round (xgboost's ``eta``).
+    max_depth : int
+        Depth of each tree.
+    min_child_weight : float
+        Minimum Hessian weight in a leaf.
+    subsample : float
+        Share of the rows sampled per tree, in (0, 1].
+    colsample_bytree : float
+        Share of the columns sampled per tree, in (0, 1].
+    reg_lambda : float
+        L2 penalty on the leaf weights.
+    random_state : int or None
+        Seed (None: 0).
+    n_jobs : int
+        Threads.
+
+    Attributes
+    ----------
+    booster_ : xgboost.Booster
+        The fitted booster (feature names kept when fitted on a DataFrame).
+    baseline_ : BreslowEstimator
+        The baseline survival at a margin of 0.
+    """
 
     objective = "survival:cox"
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         values, names = self._setup(X)
         event, time = event_time(y)
@@ -104,9 +152,47 @@ class XGBCox(_XGBSurvival):
 
 
 class XGBAFT(_XGBSurvival):
-    """XGBoost ``survival:aft``; ``distribution`` normal/logistic/extreme with scale ``sigma`` on log time."""
+    """XGBoost ``survival:aft``: an accelerated failure time model on log time.
+
+    Parameters
+    ----------
+    distribution : {"normal", "logistic", "extreme"}
+        Distribution of the log-time residual.
+    sigma : float
+        Its scale (> 0).
+    n_estimators : int
+        Boosting rounds.
+    learning_rate : float
+        Shrinkage per round (xgboost's ``eta``).
+    max_depth : int
+        Depth of each tree.
+    min_child_weight : float
+        Minimum Hessian weight in a leaf.
+    subsample : float
+        Share of the rows sampled per tree, in (0, 1].
+    colsample_bytree : float
+        Share of the columns sampled per tree, in (0, 1].
+    reg_lambda : float
+        L2 penalty on the leaf weights.
+    random_state : int or None
+        Seed (None: 0).
+    n_jobs : int
+        Threads.
+
+    Attributes
+    ----------
+    booster_ : xgboost.Booster
+        The fitted booster.
+    intercept_ : float
+        The intercept-only AFT location the boosting starts from.
+    """
 
     objective = "survival:aft"
+    _parameter_constraints: dict = {
+        **_XGBSurvival._parameter_constraints,
+        "distribution": [StrOptions(set(AFT_DISTRIBUTIONS))],
+        "sigma": [Interval(numbers.Real, 0, None, closed="neither")],
+    }
 
     def __init__(self, distribution: str = "normal", sigma: float = 1.0, n_estimators: int = 300,
                  learning_rate: float = 0.05, max_depth: int = 2, min_child_weight: float = 5.0,
@@ -135,6 +221,7 @@ class XGBAFT(_XGBSurvival):
         lo, hi = log_time.min() - 5 * sigma, log_time.max() + 10 * sigma
         return float(optimize.minimize_scalar(nll, bounds=(lo, hi), method="bounded").x)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         values, names = self._setup(X)
         event, time = event_time(y)

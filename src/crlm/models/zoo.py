@@ -8,7 +8,14 @@ grid search work) with two steps, ``"preprocess"`` and ``"model"``; tune with ``
 
 from __future__ import annotations
 
+__all__ = [
+    "LEARNED_MODEL_NAMES", "MODEL_NAMES", "MODEL_STEP", "PREPROCESS_STEP", "RECORDED_PREFIX",
+    "SCORE_MODEL_NAMES", "SCORE_PREFIX", "SEARCH_SPACES", "is_score_model", "make_model", "model_family",
+    "set_endpoint",
+]
+
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from crlm.features import make_preprocessor
 from crlm.models.base import SurvivalPipeline
@@ -96,7 +103,7 @@ def model_family(name: str) -> str:
 def _preprocessor(name: str, blocks: Sequence[str], postoperative: bool, columns_present):
     """The first step: the schema-driven features, plus the literature coding (``cox_prior``) or the reference
     score (``fong_plus``); the literature coding alone (``literature_cox``); canonical rows (``ensemble``)."""
-    where = {"blocks": tuple(blocks), "postoperative": postoperative,
+    where: dict[str, Any] = {"blocks": tuple(blocks), "postoperative": postoperative,
              "columns_present": None if columns_present is None else tuple(columns_present)}
     if name == "ensemble":
         return CanonicalRows(**where)

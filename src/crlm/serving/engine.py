@@ -79,7 +79,8 @@ class Engine:
 
     def warm_up(self) -> None:
         """One prediction at load time, so the first request does not pay for lazy imports and caches."""
-        example = {f.name: (f.minimum + f.maximum) / 2 for f in form_fields() if f.required_for_prediction}
+        example = {f.name: (f.minimum + f.maximum) / 2 for f in form_fields()
+                   if f.required_for_prediction and f.minimum is not None and f.maximum is not None}
         example["n_liver_metastases"] = 2
         with contextlib.suppress(RequestError):  # a served score needs factors the minimal example lacks
             self.example = self.answer([example])[0]
