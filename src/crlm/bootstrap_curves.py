@@ -36,7 +36,9 @@ from sklearn.base import clone
 from crlm import parallel
 from crlm.evaluation.intervals import bootstrap_indices
 from crlm.models import final_estimator
+from crlm.cohort.base import CanonicalColumns, canonical_columns
 from crlm.recalibration import Recalibrator
+from crlm.stacked_features import StackedPreprocessing
 from crlm.survival_kernel import SurvivalKernel
 
 INTERVAL_METHODS = ("centred", "percentile", "basic")
@@ -122,7 +124,42 @@ class BootstrapCurves:
         """(B, n, T) recalibrated survival of every replicate for the rows (canonical columns or a frame)."""
         if self.shared:
             curves = self.kernels[0].survival(_frame(self.preprocessors[0].transform(rows)))  # (B, n, T)
-            return np.stack([recal.apply(c) for recal, c in zip(self.recalibrators, curves, strict=True)])
+        else:
+            stacked = self.stacked(rows)
+            if stacked is None:
+                return self.survival_per_replicate(rows)
+            pre, kernel = stacked
+            curves = kernel.survival(pre.transform(rows))  # (B, n, T): every replicate in one pass
+        return np.stack([recal.apply(c) for recal, c in zip(self.recalibrators, curves, strict=True)])
+
+    def stacked(self, rows=None) -> tuple[StackedPreprocessing, SurvivalKernel] | None:
+        """The replicates' preprocessing and models stacked (``crlm.stacked_features``,
+        ``SurvivalKernel.stack``), or None where they cannot be (the reference path ``survival_per_replicate``
+        then answers: e.g. the ensemble, whose members' curves have no fast kernel, or a served score).
+
+        Built on first use and checked then against ``survival_per_replicate`` on (at most 25 of) ``rows``: a
+        mismatch keeps the reference path (never trade correctness for speed). Not stored in bundles."""
+        if not hasattr(self, "_stacked"):
+            fast = None
+            pre = StackedPreprocessing.build(self.preprocessors)
+            kernel = SurvivalKernel.stack(self.kernels) if pre is not None else None
+            if kernel is not None and rows is not None:
+                columns = canonical_columns(rows)
+                m = min(25, columns.n_rows)
+                check = CanonicalColumns({name: values[:m] for name, values in columns.items()}, m)
+                reference = np.stack([k.survival(_frame(p.transform(check)))[0]
+                                      for p, k in zip(self.preprocessors, self.kernels, strict=True)])
+                if np.allclose(kernel.survival(pre.transform(check)), reference, rtol=0, atol=1e-10):
+                    fast = (pre, kernel)
+            self._stacked = fast
+        return self._stacked
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_stacked"}
+
+    def survival_per_replicate(self, rows) -> np.ndarray:
+        """(B, n, T) as ``survival``, each replicate transforming the rows and evaluating its model in turn (the
+        reference the stacked path is checked against, and the path of replicates that cannot be stacked)."""
         out = []
         for pre, kernel, recal in zip(self.preprocessors, self.kernels, self.recalibrators, strict=True):
             Z = pre.transform(rows)
