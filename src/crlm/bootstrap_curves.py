@@ -34,10 +34,10 @@ from joblib import Parallel, delayed
 from sklearn.base import clone
 
 from crlm import parallel
+from crlm.cohort.base import CanonicalColumns, canonical_columns
 from crlm.evaluation.intervals import bootstrap_indices
 from crlm.models import final_estimator
-from crlm.cohort.base import CanonicalColumns, canonical_columns
-from crlm.recalibration import Recalibrator
+from crlm.recalibration import Recalibrator, apply_each
 from crlm.stacked_features import StackedPreprocessing
 from crlm.survival_kernel import SurvivalKernel
 
@@ -130,7 +130,7 @@ class BootstrapCurves:
                 return self.survival_per_replicate(rows)
             pre, kernel = stacked
             curves = kernel.survival(pre.transform(rows))  # (B, n, T): every replicate in one pass
-        return np.stack([recal.apply(c) for recal, c in zip(self.recalibrators, curves, strict=True)])
+        return apply_each(self.recalibrators, curves)
 
     def stacked(self, rows=None) -> tuple[StackedPreprocessing, SurvivalKernel] | None:
         """The replicates' preprocessing and models stacked (``crlm.stacked_features``,

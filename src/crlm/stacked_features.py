@@ -36,8 +36,8 @@ from crlm.features import (
     ordinal_rank,
     tumour_burden_score,
 )
-from crlm.models.extra_features import AugmentedPreprocessor, LiteratureFeatures, ScoreFeature
 from crlm.literature_prior import PRIOR_BY_NAME
+from crlm.models.extra_features import AugmentedPreprocessor, LiteratureFeatures, ScoreFeature
 from crlm.scores import score_total
 
 PAD, SCALE, MISSING, BOOL, LEVEL, IMPUTE = range(6)
