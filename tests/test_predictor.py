@@ -181,5 +181,7 @@ def test_median_times_of_a_batch_equal_each_curves_median_time():
                                            + rng.uniform(0, 0.08, (200, 1)), 0, 1), axis=1)
     curves[0, 0] = 0.4  # below one half from the start
     curves[1, 3:6] = 0.5  # a flat step at exactly one half
+    curves[2:20] = np.maximum(curves[2:20], 0.6)  # never reaches one half: no median
     assert median_times(times, curves) == [median_time(times, c) for c in curves]
-    assert any(m is None for m in median_times(times, curves)) and any(m is not None for m in median_times(times, curves))
+    medians = median_times(times, curves)
+    assert medians[0] == 0.0 and None in medians and any(m is not None for m in medians)
