@@ -281,15 +281,17 @@ class Predictor:
             rng = self.training_ranges.get(name)
             if values is None or rng is None:
                 continue
-            for i in np.flatnonzero(~missing):
-                value = values[i]
-                if genomic and value == "unknown":
-                    continue
-                if "min" in rng and not rng["min"] <= float(value) <= rng["max"]:
-                    out[i].append(f"{name} {float(value):g} is outside the training range "
+            present = np.flatnonzero(~missing)  # the checks run on the batch; only flagged patients loop
+            if "min" in rng:
+                numbers = np.asarray(values[present], dtype=float)
+                for i in present[~((rng["min"] <= numbers) & (numbers <= rng["max"]))]:
+                    out[i].append(f"{name} {float(values[i]):g} is outside the training range "
                                   f"({rng['min']:g}-{rng['max']:g}): the prediction is an extrapolation")
-                elif "categories" in rng and str(value) not in rng["categories"]:
-                    out[i].append(f"{name} {value!r} was not seen in training")
+            elif "categories" in rng:
+                texts = np.asarray(values[present]).astype(str)
+                unseen = ~np.isin(texts, rng["categories"]) & ~(genomic & (texts == "unknown"))
+                for i in present[unseen]:
+                    out[i].append(f"{name} {values[i]!r} was not seen in training")
         return out
 
     # ------------------------------------------------------------------ persistence
