@@ -208,3 +208,18 @@ def test_a_broken_discovered_bundle_is_left_out_with_its_reason(set_dir, tmp_pat
     assert "truncated or corrupted" in store.model_set.refused["centre-rfs"]
     named = ModelStore(ModelConfig("bundle", {"os": None, "rfs": "centre-rfs"}, target)).load_now()
     assert named.state == "failed" and "truncated or corrupted" in named.error  # named by the operator: fatal
+
+
+def test_model_info_describes_every_served_model_and_the_pair_asked_for(client):
+    info = client.get("/model_info").json()
+    assert info["state"] == "ready" and info["defaults"] == {"os": "centre-os", "rfs": "centre-rfs"}
+    listed = {m["name"] for m in client.get("/models").json()["models"]}
+    assert set(info["served"]) == listed  # every served model, not only the default pair
+    for name, card in info["served"].items():
+        assert card["name"] == name and card["metadata"]["endpoint"] == card["endpoint"]
+        assert card["interval_method"] and card["explainer"]
+    assert {ep: m["name"] for ep, m in info["models"].items()} == info["defaults"]
+    pair = client.get("/model_info", params={"os": "crlm-sim-os"}).json()
+    assert pair["models"]["os"]["name"] == "crlm-sim-os" and pair["models"]["rfs"]["name"] == "centre-rfs"
+    refused = client.get("/model_info", params={"rfs": "crlm-sim-os"})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "models.rfs"

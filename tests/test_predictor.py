@@ -170,3 +170,18 @@ def test_shared_preprocessing_replicates_take_the_fast_kernel(cohort):
     for h in a["horizons"]:
         assert 0 <= h["lower"] <= h["survival"] <= h["upper"] <= 1
     assert "full-data preprocessing kept" in pred.metadata["interval_method"]
+
+
+def test_median_times_of_a_batch_equal_each_curves_median_time():
+    from crlm.predictor import median_times
+
+    rng = np.random.default_rng(3)
+    times = np.arange(0.0, 61.0, 3.0)
+    curves = np.minimum.accumulate(np.clip(1 - np.cumsum(rng.uniform(0, 0.08, (200, len(times))), axis=1)
+                                           + rng.uniform(0, 0.08, (200, 1)), 0, 1), axis=1)
+    curves[0, 0] = 0.4  # below one half from the start
+    curves[1, 3:6] = 0.5  # a flat step at exactly one half
+    curves[2:20] = np.maximum(curves[2:20], 0.6)  # never reaches one half: no median
+    assert median_times(times, curves) == [median_time(times, c) for c in curves]
+    medians = median_times(times, curves)
+    assert medians[0] == 0.0 and None in medians and any(m is not None for m in medians)

@@ -135,17 +135,13 @@ class Explainer:
         if top <= 0:
             return [[] for _ in rows]
         contributions = self.feature_contributions(Z)
+        # the top fields of every patient at once (each row sorted by the same algorithm as one patient alone)
+        order = np.argsort(-np.abs(contributions), axis=1)[:, :top]
+        sizes = np.take_along_axis(contributions, order, axis=1)
         answers = []
-        for i, row in enumerate(rows):
-            order = np.argsort(-np.abs(contributions[i]))
-            items = []
-            for k in order[:top]:
-                size = float(contributions[i, k])
-                if abs(size) < 1e-9:
-                    continue
-                name = self.field_names[k]
-                items.append(describe(name, row.get(name), size, self.endpoint, row))
-            answers.append(items)
+        for row, ks, row_sizes in zip(rows, order.tolist(), sizes.tolist(), strict=True):
+            answers.append([describe(self.field_names[k], row.get(self.field_names[k]), size, self.endpoint, row)
+                            for k, size in zip(ks, row_sizes, strict=True) if abs(size) >= 1e-9])
         return answers
 
 

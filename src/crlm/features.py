@@ -222,14 +222,17 @@ class OrdinalRankEncoder(_ImputeScale):
         self.indicator = indicator
 
     def _values(self, columns):
-        out = []
-        for name, col in zip(self.feature_names_in_, columns, strict=True):
-            order = {c: float(i) for i, c in enumerate(schema.field(str(name)).categories or ())}
-            out.append(np.array([order.get(v, np.nan) if isinstance(v, str) else np.nan for v in col], dtype=float))
-        return np.column_stack(out)
+        return np.column_stack([ordinal_rank(str(name), col)
+                                for name, col in zip(self.feature_names_in_, columns, strict=True)])
 
     def _labels(self, names):
         return [f"{n} (ordinal)" for n in names]
+
+
+def ordinal_rank(name: str, values: np.ndarray) -> np.ndarray:
+    """Rank of each value in the schema's category order of field ``name`` (NaN for missing or unknown values)."""
+    order = {c: float(i) for i, c in enumerate(schema.field(name).categories or ())}
+    return np.array([order.get(v, np.nan) if isinstance(v, str) else np.nan for v in values], dtype=float)
 
 
 class TumourBurdenScore(_ImputeScale):

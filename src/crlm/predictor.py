@@ -225,21 +225,25 @@ class Predictor:
         explanations = self.explainer.explain(Z, records, top=top)
         warnings = self.warnings(columns)
         months = self.curve_times.tolist()
-        horizons = self._horizon_columns
+        # whole-batch conversions to Python values (one call per array, not per patient)
+        at = [j for _, j in self._horizon_columns]
+        horizon_months = [float(h) for h, _ in self._horizon_columns]
+        at_horizons = zip(surv[:, at].tolist(), lower[:, at].tolist(), upper[:, at].tolist(), strict=True)
+        curves = zip(surv.round(5).tolist(), lower.round(5).tolist(), upper.round(5).tolist(), strict=True)
+        medians = median_times(self.curve_times, surv)
+        groups = self.risk_groups(risk)
         answers = []
-        for i in range(len(records)):
-            median = median_time(self.curve_times, surv[i])
+        for i, ((s, lo, up), (cs, cl, cu), risk_i) in enumerate(zip(at_horizons, curves, risk.tolist(), strict=True)):
             answers.append({
                 "endpoint": self.endpoint,
                 "endpoint_label": self.endpoint_label,
-                "risk_score": float(risk[i]),
-                "horizons": [{"months": float(h), "survival": float(surv[i, j]), "lower": float(lower[i, j]),
-                              "upper": float(upper[i, j])} for h, j in horizons],
-                "median_months": median,
-                "median_reached": median is not None,
-                "risk_group": self.risk_group(risk[i]),
-                "curve": {"months": months, "survival": surv[i].round(5).tolist(),
-                          "lower": lower[i].round(5).tolist(), "upper": upper[i].round(5).tolist()},
+                "risk_score": risk_i,
+                "horizons": [{"months": h, "survival": a, "lower": b, "upper": c}
+                             for h, a, b, c in zip(horizon_months, s, lo, up, strict=True)],
+                "median_months": medians[i],
+                "median_reached": medians[i] is not None,
+                "risk_group": groups[i],
+                "curve": {"months": months, "survival": cs, "lower": cl, "upper": cu},
                 "contributions": explanations[i],
                 "warnings": warnings[i],
             })
@@ -360,6 +364,11 @@ class Predictor:
         low, high = self.risk_cuts
         return "low" if risk <= low else "high" if risk > high else "intermediate"
 
+    def risk_groups(self, risk: np.ndarray) -> list[str]:
+        """``risk_group`` of every risk score (one vectorised comparison)."""
+        low, high = self.risk_cuts
+        return np.where(risk <= low, "low", np.where(risk > high, "high", "intermediate")).tolist()
+
     # ------------------------------------------------------------------ the inputs the models use
 
     @functools.cached_property
@@ -435,15 +444,17 @@ class Predictor:
             rng = self.training_ranges.get(name)
             if values is None or rng is None:
                 continue
-            for i in np.flatnonzero(~missing):
-                value = values[i]
-                if genomic and value == "unknown":
-                    continue
-                if "min" in rng and not rng["min"] <= float(value) <= rng["max"]:
-                    out[i].append(f"{name} {float(value):g} is outside the training range "
+            present = np.flatnonzero(~missing)  # the checks run on the batch; only flagged patients loop
+            if "min" in rng:
+                numbers = np.asarray(values[present], dtype=float)
+                for i in present[~((rng["min"] <= numbers) & (numbers <= rng["max"]))]:
+                    out[i].append(f"{name} {float(values[i]):g} is outside the training range "
                                   f"({rng['min']:g}-{rng['max']:g}): the prediction is an extrapolation")
-                elif "categories" in rng and str(value) not in rng["categories"]:
-                    out[i].append(f"{name} {value!r} was not seen in training")
+            elif "categories" in rng:
+                texts = np.asarray(values[present]).astype(str)
+                unseen = ~np.isin(texts, rng["categories"]) & ~(genomic & (texts == "unknown"))
+                for i in present[unseen]:
+                    out[i].append(f"{name} {values[i]!r} was not seen in training")
         return out
 
     # ------------------------------------------------------------------ persistence
@@ -522,6 +533,20 @@ def median_time(times: np.ndarray, surv: np.ndarray) -> float | None:
         return float(times[0])
     t0, t1, s0, s1 = times[j - 1], times[j], surv[j - 1], surv[j]
     return float(t0 + (s0 - 0.5) / (s0 - s1) * (t1 - t0)) if s0 != s1 else float(t1)
+
+
+def median_times(times: np.ndarray, surv: np.ndarray) -> list[float | None]:
+    """``median_time`` of every curve (rows of ``surv``), vectorised over the rows."""
+    below = surv <= 0.5
+    reached = below.any(axis=1)
+    j = np.where(reached, below.argmax(axis=1), 1)
+    rows = np.arange(len(surv))
+    t0, t1 = times[np.maximum(j - 1, 0)], times[j]
+    s0, s1 = surv[rows, np.maximum(j - 1, 0)], surv[rows, j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        interpolated = np.where(s0 != s1, t0 + (s0 - 0.5) / (s0 - s1) * (t1 - t0), t1)
+    value = np.where(j == 0, times[0], interpolated)
+    return [float(v) if r else None for v, r in zip(value.tolist(), reached.tolist(), strict=True)]
 
 
 def curve_grid(horizons, max_follow_up: float) -> np.ndarray:

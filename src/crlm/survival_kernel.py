@@ -57,22 +57,57 @@ class SurvivalKernel:
                     and np.allclose(self.risk(check_rows), expected_risk, rtol=1e-5, atol=tolerance)):
                 self.kind = "generic"  # never trade correctness for speed
 
-    def risk(self, Z: pd.DataFrame) -> np.ndarray:
-        """(n, K) risk score of every model (its ``predict``: higher = worse)."""
+    @classmethod
+    def stack(cls, kernels: list[SurvivalKernel]) -> SurvivalKernel | None:
+        """One kernel for K single-model kernels (each checked when it was built), fed one model matrix per
+        model: ``survival`` and ``risk`` of a (K, n, P) tensor, model k reading its own ``Z[k]`` (its columns
+        first, zero padding after them). None unless all are linear, or all tree ensembles of one family.
+
+        Parameters
+        ----------
+        kernels : list of SurvivalKernel
+            E.g. the bootstrap replicates' kernels, each over its own preprocessing's columns.
+
+        Returns
+        -------
+        SurvivalKernel or None
+        """
+        kinds = {k.kind for k in kernels}
+        if len(kinds) != 1 or kinds == {"generic"} or any(len(k.estimators) != 1 for k in kernels):
+            return None
+        out = cls.__new__(cls)
+        out.times, out.kind = kernels[0].times, kernels[0].kind
+        out.estimators = [k.estimators[0] for k in kernels]
+        if out.kind == "linear":
+            width = max(k.coef.shape[0] for k in kernels)
+            out.coef = np.hstack([np.pad(k.coef, ((0, width - k.coef.shape[0]), (0, 0))) for k in kernels])
+            out.intercept = np.concatenate([k.intercept for k in kernels])
+            out.s0 = np.concatenate([k.s0 for k in kernels])
+        elif family(out.estimators) is not None:
+            out.trees = TreeKernel(out.estimators, out.times)
+        else:
+            return None
+        return out
+
+    def risk(self, Z) -> np.ndarray:
+        """(n, K) risk score of every model (its ``predict``: higher = worse); ``Z`` (n, p) read by every model,
+        or (K, n, P), one matrix per model (a ``stack``ed kernel)."""
         if self.kind == "trees":
             return self.trees.risk(Z)
         if self.kind == "linear":
             # einsum, not BLAS: a BLAS product's rounding depends on the batch's size, so a patient's answer
             # would change in the last bit with the requests it was batched with
-            return np.einsum("np,pk->nk", Z.to_numpy(dtype=float), self.coef) + self.intercept
+            if isinstance(Z, np.ndarray) and Z.ndim == 3:
+                return np.einsum("knp,pk->nk", Z, self.coef) + self.intercept
+            return np.einsum("np,pk->nk", np.asarray(Z, dtype=float), self.coef) + self.intercept
         return np.stack([np.asarray(e.predict(Z), dtype=float) for e in self.estimators], axis=1)
 
     def linear_predictors(self, Z: pd.DataFrame) -> np.ndarray:
         """(n, K) log-hazard of every model (proportional-hazards models; for others, their risk score)."""
         return self.risk(Z)
 
-    def survival(self, Z: pd.DataFrame) -> np.ndarray:
-        """(K, n, T) survival of every model at ``times``."""
+    def survival(self, Z) -> np.ndarray:
+        """(K, n, T) survival of every model at ``times`` (``Z`` as in ``risk``)."""
         if self.kind == "trees":
             return self.trees.survival(Z)
         if self.kind == "generic":

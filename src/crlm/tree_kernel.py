@@ -247,7 +247,8 @@ class TreeKernel:
 
     def _matrices(self, X) -> np.ndarray:
         """float32 input: (n, p) read by every model, or (K, n, p) from a list of K matrices, one per model (e.g.
-        when each refit has its own preprocessing; narrower ones are padded, their models never read the pad)."""
+        when each refit has its own preprocessing; narrower ones are padded, their models never read the pad),
+        or such a (K, n, P) array itself (``crlm.stacked_features``)."""
         if isinstance(X, list | tuple):
             if len(X) != len(self.estimators):
                 raise ValueError(f"{len(X)} model matrices for {len(self.estimators)} models")

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from crlm.scenarios import RESPONSE_FIELDS
-from crlm.serving.engine import Engine, LoadedModel
+from crlm.serving.engine import Engine, LoadedModel, model_card
 from crlm.serving.errors import RequestError, json_type, problem
 from crlm.serving.settings import DISCLAIMER, ENDPOINTS, ModelConfig
 from crlm.serving.tracking_lock import tracking_store_lock
@@ -153,6 +153,14 @@ class ModelSet:
         """``GET /models``: every served model, the default pair and the models left out."""
         return {"models": [model_summary(name, m, self.defaults) for name, m in self.models.items()],
                 "defaults": dict(self.defaults), "refused": dict(self.refused), "disclaimer": DISCLAIMER}
+
+    def model_info(self, choice=None) -> dict:
+        """``GET /model_info``: the model card of every served model (``served``, by name), the default pair's
+        names (``defaults``) and, under ``models``, the cards of the pair a request would get with these
+        ``os`` / ``rfs`` names (None: the default pair; a 422 naming the key for an unknown name)."""
+        pair = self.choose(choice).model_info()
+        return {"models": pair["models"], "defaults": dict(self.defaults),
+                "served": {name: model_card(m) for name, m in self.models.items()}, "disclaimer": DISCLAIMER}
 
     def warm_up(self) -> None:
         self.default_engine.warm_up()

@@ -133,11 +133,17 @@ async def models_catalogue(_: Request) -> Response:
     return JSONResponse({"state": "ready", **svc.store.model_set.catalogue()})
 
 
-async def model_info(_: Request) -> Response:
+async def model_info(request: Request) -> Response:
     svc = _instance()
     if svc is None or svc.store.engine is None:
         return JSONResponse(svc.store.info() if svc else {"state": "starting"}, status_code=503)
-    return JSONResponse({"state": "ready", **svc.store.engine.model_info()})
+    if svc.store.model_set is None:
+        return JSONResponse({"state": "ready", **svc.store.engine.model_info()})
+    choice = {ep: request.query_params[ep] for ep in ("os", "rfs") if ep in request.query_params}
+    try:
+        return JSONResponse({"state": "ready", **svc.store.model_set.model_info(choice or None)})
+    except RequestError as err:
+        return err.response()
 
 
 async def ui_config(_: Request) -> Response:
