@@ -15,8 +15,8 @@ import time
 
 import pytest
 
+from crlm.serving.admission import AdmissionMiddleware, AdmissionSettings
 from crlm.serving.bentoml_fixes import known_path
-from crlm.serving.guard import GuardMiddleware, GuardSettings
 from crlm.serving.model_checks import ModelRefused, check_slot
 from crlm.serving.readiness import WorkerReadiness, alive, remove_stale_directories
 from crlm.serving.settings import ModelConfig, SettingsError, validate_environment
@@ -150,30 +150,32 @@ def test_hostile_bodies_get_the_services_own_4xx(asgi_client, content, headers, 
 
 # ---------------------------------------------------------------------------------------------- shedding (6)
 
-def test_past_capacity_requests_are_shed_at_once_with_retry_after():
+def test_past_capacity_requests_are_shed_at_once_with_retry_after_without_reading_the_body():
     release = asyncio.Event()
     seen = []
 
     async def slow_app(scope, receive, send):
         seen.append(scope["path"])
+        await receive()
         await release.wait()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    guard = GuardMiddleware(slow_app, GuardSettings(max_concurrency=2, retry_after_s=3))
+    gate = AdmissionMiddleware(slow_app, AdmissionSettings(max_concurrency=2, retry_after_s=3))
 
-    async def call():
-        sent = []
+    async def call(path="/predict", method="POST"):
+        sent, reads = [], []
 
         async def receive():
+            reads.append(1)
             return {"type": "http.request", "body": b'{"patient": {}}', "more_body": False}
 
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-type", b"application/json")]}
-        await guard(scope, receive, send)
-        return sent
+        scope = {"type": "http", "method": method, "path": path, "headers": [(b"content-type", b"application/json")]}
+        await gate(scope, receive, send)
+        return sent, reads
 
     async def run():
         first = [asyncio.create_task(call()) for _ in range(2)]
@@ -181,15 +183,27 @@ def test_past_capacity_requests_are_shed_at_once_with_retry_after():
         started = time.perf_counter()
         shed = await call()  # the third, while two are answered
         elapsed = time.perf_counter() - started
+        probe = asyncio.create_task(call("/readyz", "GET"))  # probes and pages are never shed
+        await asyncio.sleep(0.01)
         release.set()
-        return shed, elapsed, await asyncio.gather(*first)
+        return shed, elapsed, await asyncio.gather(*first), await probe
 
-    shed, elapsed, answered = asyncio.run(run())
-    assert shed[0]["status"] == 503 and elapsed < 0.1
+    (shed, reads), elapsed, answered, probe = asyncio.run(run())
+    assert shed[0]["status"] == 503 and elapsed < 0.1 and reads == []  # refused before a byte of the body
     assert (b"retry-after", b"3") in shed[0]["headers"]
     assert "CRLM_MAX_CONCURRENCY" in json.loads(shed[1]["body"])["errors"][0]["rule"]
-    assert [a[0]["status"] for a in answered] == [200, 200] and len(seen) == 2
-    assert guard.in_flight == 0
+    assert [a[0][0]["status"] for a in answered] == [200, 200] and probe[0][0]["status"] == 200
+    assert seen == ["/predict", "/predict", "/readyz"]
+    assert gate.in_flight == 0 and gate.shed == 1
+
+
+def test_admission_is_the_outermost_layer_of_the_served_app(monkeypatch):
+    from crlm.serving.service import CRLMService
+
+    monkeypatch.setenv("CRLM_MAX_CONCURRENCY", "3")
+    app = CRLMService.to_asgi()
+    assert isinstance(app, AdmissionMiddleware) and app.settings.max_concurrency == 3
+    assert not isinstance(app.app, AdmissionMiddleware)  # once, however often the module is imported
 
 
 # ---------------------------------------------------------------------------------------------- metrics labels (5)

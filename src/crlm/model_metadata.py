@@ -51,7 +51,7 @@ class ModelMetadata(Mapping):
         A model recalibrated for a new centre (``crlm.centre``): the centre, its cohort and the source model.
     model_card
         The model card (Markdown).
-    package_versions, created_at, schema_version
+    package_versions, created_at, schema_version, schema_fields
         Reproducibility.
     extra
         Keys this version of crlm does not know (kept as they were read).
@@ -113,6 +113,7 @@ class ModelMetadata(Mapping):
     package_versions: dict | None = None
     created_at: str | None = None
     schema_version: str | None = None
+    schema_fields: dict | None = None
     extra: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ (de)serialisation

@@ -47,7 +47,7 @@ from crlm.model_metadata import ModelMetadata
 from crlm.models import SurvivalPipeline, final_estimator, is_score_model, make_model
 from crlm.recalibration import Recalibrator, cross_fitted_ici
 from crlm.scenarios import response_profile, response_scenarios
-from crlm.schema import DEFAULT_BLOCKS, DEFAULT_HORIZONS_MONTHS, FIELDS_BY_NAME
+from crlm.schema import DEFAULT_BLOCKS, DEFAULT_HORIZONS_MONTHS, FIELDS_BY_NAME, schema_stamp
 from crlm.schema import endpoint as get_endpoint
 from crlm.score_explain import ScoreExplainer
 from crlm.survival_kernel import SurvivalKernel
@@ -721,6 +721,7 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
         "explainer": explainer.method,
         "risk_groups": "tertiles of the training cohort's risk score",
         "package_versions": package_versions(),
+        **schema_stamp(fields_used),  # schema_version + schema_fields: checked at load (serving.model_checks)
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     } | (metadata or {})
     predictor = Predictor(

@@ -11,9 +11,12 @@ This module imports nothing of ours.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 __all__ = [
     "Block", "DEFAULT_HORIZONS_MONTHS", "ENDPOINTS", "ENDPOINT_ALIASES", "Endpoint", "FIELDS",
-    "FIELDS_BY_NAME", "Field", "Kind", "LABELS", "MARKER_VALUES", "PREDICTOR_BLOCKS", "Timing",
+    "FIELDS_BY_NAME", "Field", "Kind", "LABELS", "MARKER_VALUES", "PREDICTOR_BLOCKS", "SCHEMA_VERSION", "Timing",
     "data_dictionary_markdown", "derive_fields", "endpoint", "field", "input_fields", "outcome_fields",
     "pandera_schema", "patient_model", "predictor_fields",
 ]
@@ -437,6 +440,84 @@ def patient_model(required: Iterable[str] | None = None, extra_fields: Iterable[
             definitions[f.name] = (annotation | None, PydField(None, description=description, **constraints))
     return create_model("Patient", __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False),
                         **definitions)
+
+
+# --- the schema's version ------------------------------------------------------------------------------
+
+# Raised by hand when the catalogue's meaning changes in a way its content hash cannot see (a field's values
+# re-coded under the same name, type, unit and range); the hash follows every other change.
+SCHEMA_RELEASE = "1"
+
+
+def field_signature(f: Field) -> dict:
+    """What a fitted model depends on in a field: its type, unit, valid range, categories and the fields it
+    is derived from (its description, label, block and timing may change without changing a model's inputs).
+
+    Parameters
+    ----------
+    f : Field
+
+    Returns
+    -------
+    dict
+        JSON-able: ``kind``, ``unit``, ``minimum``, ``maximum``, ``categories``, ``derived_from``.
+    """
+    return {"kind": f.kind, "unit": f.unit, "minimum": f.minimum, "maximum": f.maximum,
+            "categories": None if f.categories is None else list(f.categories),
+            "derived_from": list(f.derived_from)}
+
+
+def catalogue_hash(fields: Iterable[Field] = FIELDS) -> str:
+    """A content hash (12 hex digits of SHA-256) of the name and ``field_signature`` of every field."""
+    document = {f.name: field_signature(f) for f in fields}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:12]
+
+
+SCHEMA_VERSION = f"{SCHEMA_RELEASE}+{catalogue_hash()}"  # e.g. "1+3f9c0a1b2c4d": the release, then the hash
+
+
+def model_fields(names: Iterable[str]) -> list[str]:
+    """``names`` and, recursively, the catalogue fields they are derived from (sorted; names not in the
+    catalogue, such as a centre's own fields, are left out)."""
+    todo, seen = [n for n in names if n in FIELDS_BY_NAME], set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(d for d in FIELDS_BY_NAME[name].derived_from if d in FIELDS_BY_NAME)
+    return sorted(seen)
+
+
+def schema_stamp(fields_used: Iterable[str]) -> dict:
+    """What a model records of the schema it was trained with (``Predictor.metadata``): ``schema_version``
+    and ``schema_fields``, the ``field_signature`` of each field it uses (``model_fields``).
+
+    Parameters
+    ----------
+    fields_used : iterable of str
+        The model's input fields.
+
+    Returns
+    -------
+    dict
+    """
+    return {"schema_version": SCHEMA_VERSION,
+            "schema_fields": {name: field_signature(FIELDS_BY_NAME[name]) for name in model_fields(fields_used)}}
+
+
+def changed_fields(recorded: dict[str, dict]) -> dict[str, str]:
+    """The fields of ``recorded`` (``schema_stamp``'s ``schema_fields``) whose signature differs in this
+    catalogue: name -> what changed in words ("unit mm -> cm", "no longer in the catalogue")."""
+    out = {}
+    for name, old in recorded.items():
+        if name not in FIELDS_BY_NAME:
+            out[name] = "no longer in the catalogue"
+            continue
+        new = field_signature(FIELDS_BY_NAME[name])
+        diffs = [f"{key} {old.get(key)!r} -> {new[key]!r}" for key in new if old.get(key) != new[key]]
+        if diffs:
+            out[name] = ", ".join(diffs)
+    return out
 
 
 def data_dictionary_markdown() -> str:

@@ -1,5 +1,5 @@
-"""The guard: API key, load shedding, body size, content type and JSON well-formedness, before the service
-sees a byte.
+"""The guard: API key, body size, content type and JSON well-formedness, before the service sees a byte (load
+shedding is earlier still: ``crlm.serving.admission``, in front of BentoML's middlewares).
 
 It parses each API body once and carries the parsed document in the ASGI scope (``PARSED_BODY``); the
 service's input specs read it from there, so BentoML never parses (or logs) a body: its pydantic error of a
@@ -19,8 +19,6 @@ from crlm.serving.errors import RequestError, json_type, problem
 from crlm.serving.settings import (
     BODY_KEYS,
     DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_RETRY_AFTER_S,
     MAX_BATCH,
     OPEN_PATHS,
     OPEN_PREFIXES,
@@ -73,8 +71,6 @@ def _unsafe(name: str) -> bool:
 class GuardSettings:
     api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-    retry_after_s: int = DEFAULT_RETRY_AFTER_S
     open_paths: frozenset[str] = OPEN_PATHS
     open_prefixes: tuple[str, ...] = OPEN_PREFIXES
     body_paths: dict = field(default_factory=lambda: dict(BODY_KEYS))
@@ -87,8 +83,7 @@ class GuardSettings:
 
 @functools.lru_cache(maxsize=8)
 def _guard_settings(s: ServiceSettings) -> GuardSettings:
-    return GuardSettings(api_key=s.api_key, max_body_bytes=s.max_body_bytes, max_concurrency=s.max_concurrency,
-                         retry_after_s=s.retry_after_s)
+    return GuardSettings(api_key=s.api_key, max_body_bytes=s.max_body_bytes)
 
 
 def authorised(headers: dict[str, str], api_key: str) -> bool:
@@ -106,7 +101,6 @@ class GuardMiddleware:
     def __init__(self, app, settings: GuardSettings | None = None):
         self.app = app
         self.fixed = settings  # None: the environment's (parsed once per distinct value: the key can be rotated)
-        self.in_flight = 0  # API requests of this worker being answered
 
     @property
     def settings(self) -> GuardSettings:
@@ -127,26 +121,17 @@ class GuardMiddleware:
                                                          "Authorization: Bearer")],
                                    headers={"WWW-Authenticate": "Bearer"})
             if api_call:
-                if self.in_flight >= s.max_concurrency:  # shed at once: a queue past capacity only adds latency
-                    raise RequestError(503, "the server is at capacity; retry after the delay in Retry-After",
-                                       [problem("request", f"at most {s.max_concurrency} requests at once "
-                                                           "per worker (CRLM_MAX_CONCURRENCY)")],
-                                       headers={"Retry-After": str(s.retry_after_s)})
                 self._check_headers(headers, s)
         except RequestError as err:
             return await err.response()(scope, receive, send)
         if not api_call:
             return await self.app(scope, receive, send)
-        self.in_flight += 1
         try:
-            try:
-                body = await self._read_body(receive, s.max_body_bytes)
-                scope[PARSED_BODY] = check_body(path, body)
-            except RequestError as err:
-                return await err.response()(scope, receive, send)
-            return await self.app(scope, _replay(body, receive), send)
-        finally:
-            self.in_flight -= 1
+            body = await self._read_body(receive, s.max_body_bytes)
+            scope[PARSED_BODY] = check_body(path, body)
+        except RequestError as err:
+            return await err.response()(scope, receive, send)
+        return await self.app(scope, _replay(body, receive), send)
 
     def _check_headers(self, headers: dict[str, str], s: GuardSettings) -> None:
         ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()

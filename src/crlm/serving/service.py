@@ -31,7 +31,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
-from crlm.serving import bentoml_fixes, responses  # noqa: E402
+from crlm.serving import admission, bentoml_fixes, responses  # noqa: E402
 from crlm.serving.batching import MicroBatcher  # noqa: E402
 from crlm.serving.engine import batch_answer, scores_answer  # noqa: E402
 from crlm.serving.errors import RequestError, problem  # noqa: E402
@@ -307,3 +307,4 @@ def _server_error(where: str, err: Exception) -> Response:
 
 
 CRLMService.add_asgi_middleware(GuardMiddleware)
+admission.install(CRLMService)  # load shedding in front of BentoML's own middlewares (crlm.serving.admission)

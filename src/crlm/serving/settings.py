@@ -20,8 +20,11 @@ MAX_BATCH = 1000
 # 1,000 complete patients are about 1.1 MB of compact JSON (1.3 MB indented); 4 MiB leaves ample room.
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_ALIAS = "champion"
-# Requests a worker handles at once (answering or waiting for the models); past the queue, a fast 503.
-DEFAULT_MAX_CONCURRENCY = 16
+# API requests a worker has admitted (answering or queued for the models); past it, a fast 503
+# (crlm.serving.admission). Sized by Little's law: admitted requests wait about bound / throughput, and the
+# micro-batcher needs several at once for its throughput (benchmarks/load.py, docs/SERVING.md: at 4 the
+# throughput of one worker halved; at 16 the admitted p99 was ~3.8x the unloaded p99; at 8 ~2.3-3.4x).
+DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_RETRY_AFTER_S = 1
 # A request not answered in this time gets a 504 (a batch of 1,000 patients takes about a second).
 DEFAULT_REQUEST_TIMEOUT_S = 60
