@@ -37,10 +37,10 @@ feature names (``crlm.models`` uses that, so fitted estimators and boosters carr
 from __future__ import annotations
 
 __all__ = [
-    "BooleanEncoder", "CategoryEncoder", "DEFAULT_BLOCKS", "FeaturePreprocessor", "LOG_FIELDS",
-    "MISSING_LEVEL", "NumericEncoder", "ORDINAL_FIELDS", "OrdinalRankEncoder", "TBS_INPUTS", "TBS_NAME",
-    "TumourBurdenScore", "UNKNOWN_LEVEL", "block_encoders", "make_preprocessor", "model_columns",
-    "model_fields", "present_columns", "tumour_burden_score",
+    "block_encoders", "BooleanEncoder", "CategoryEncoder", "DEFAULT_BLOCKS", "FeaturePreprocessor",
+    "LOG_FIELDS", "make_preprocessor", "MISSING_LEVEL", "model_columns", "model_fields", "NumericEncoder",
+    "ORDINAL_FIELDS", "ordinal_rank", "OrdinalRankEncoder", "present_columns", "TBS_INPUTS", "TBS_NAME",
+    "tumour_burden_score", "TumourBurdenScore", "UNKNOWN_LEVEL",
 ]
 
 from collections.abc import Iterable, Sequence

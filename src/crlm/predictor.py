@@ -21,8 +21,9 @@ patient whose score cannot be computed gets a ``ValueError`` naming the missing 
 from __future__ import annotations
 
 __all__ = [
-    "CURVE_MAX_MONTHS", "CURVE_STEP_MONTHS", "INTERVAL_MEANING", "PINNED_PACKAGES", "Predictor",
-    "SCORE_FALLBACK", "curve_grid", "median_time", "oof_survival", "package_versions", "train_predictor",
+    "curve_grid", "CURVE_MAX_MONTHS", "CURVE_STEP_MONTHS", "INTERVAL_MEANING", "median_time",
+    "median_times", "oof_survival", "package_versions", "PINNED_PACKAGES", "Predictor", "SCORE_FALLBACK",
+    "train_predictor",
 ]
 
 import functools

@@ -14,7 +14,9 @@ the other half: the same patients for both).
 
 from __future__ import annotations
 
-__all__ = ["MIN_EVENTS", "MIN_EVENTS_BASELINE", "Recalibrator", "cross_fitted_ici"]
+__all__ = [
+    "apply_each", "cross_fitted_ici", "MIN_EVENTS", "MIN_EVENTS_BASELINE", "Recalibrator",
+]
 
 from dataclasses import dataclass
 

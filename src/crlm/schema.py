@@ -15,10 +15,11 @@ import hashlib
 import json
 
 __all__ = [
-    "Block", "DEFAULT_HORIZONS_MONTHS", "ENDPOINTS", "ENDPOINT_ALIASES", "Endpoint", "FIELDS",
-    "FIELDS_BY_NAME", "Field", "Kind", "LABELS", "MARKER_VALUES", "PREDICTOR_BLOCKS", "SCHEMA_VERSION", "Timing",
-    "data_dictionary_markdown", "derive_fields", "endpoint", "field", "input_fields", "outcome_fields",
-    "pandera_schema", "patient_model", "predictor_fields",
+    "Block", "catalogue_hash", "changed_fields", "data_dictionary_markdown", "DEFAULT_HORIZONS_MONTHS",
+    "derive_fields", "Endpoint", "endpoint", "ENDPOINT_ALIASES", "ENDPOINTS", "Field", "field",
+    "field_signature", "FIELDS", "FIELDS_BY_NAME", "input_fields", "Kind", "LABELS", "MARKER_VALUES",
+    "model_fields", "outcome_fields", "pandera_schema", "patient_model", "PREDICTOR_BLOCKS",
+    "predictor_fields", "schema_stamp", "SCHEMA_VERSION", "Timing",
 ]
 
 from collections.abc import Iterable

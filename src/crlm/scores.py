@@ -13,9 +13,9 @@ numpy functions of the canonical columns (numbers and yes/no as floats with NaN,
 from __future__ import annotations
 
 __all__ = [
-    "CEA", "Columns", "DFI", "Factor", "MULTI", "N", "NODE", "Rule", "SCORES", "SCORE_NAMES", "SIZE", "SYNC",
-    "ScoreDefinition", "available_scores", "compute_score", "coverage_notes", "score_coverage",
-    "score_patient", "score_patients", "score_table", "score_total",
+    "available_scores", "CEA", "Columns", "compute_score", "coverage_notes", "DFI", "Factor", "MULTI", "N",
+    "NODE", "Rule", "score_coverage", "SCORE_NAMES", "score_patient", "score_patients", "score_table",
+    "score_total", "ScoreDefinition", "SCORES", "SIZE", "SYNC", "tumour_burden_score",
 ]
 
 from collections.abc import Callable, Sequence
