@@ -182,7 +182,7 @@ def test_ceiling_works_in_every_plot(sim_result):
 
     fig = plots.calibration_plot(res, "ceiling", 36)
     ax = fig.axes[0]
-    assert label in ax.get_title() and "36 months" in ax.get_title()
+    assert label in ax.get_title(loc="left") and "36 months" in ax.get_title(loc="left")
     counts = [int(t.get_text().removeprefix("n=")) for t in ax.texts if t.get_text().startswith("n=")]
     assert sum(counts) == n  # every patient the ceiling scores is in one of the plotted groups
     at_36 = int(np.flatnonzero(np.isclose(res.grid, 36.0))[0])
@@ -194,7 +194,7 @@ def test_ceiling_works_in_every_plot(sim_result):
 
     fig = plots.km_by_risk_group(res, "ceiling")
     left = fig.axes[0]
-    assert label in left.get_title()
+    assert label in left.get_title(loc="left")
     legend = _legend_texts(left)
     assert len(legend) == 3  # tertiles of the ceiling's risk
     assert sum(int(re.search(r"n=(\d+)", t).group(1)) for t in legend) == n

@@ -381,15 +381,6 @@ def run_benchmark(cohort: Cohort, spec: BenchmarkSpec | None = None, *, factory:
     ------
     ValueError
         An unknown model or endpoint, an empty cohort, or too few events, before any work is done.
-
-    Examples
-    --------
-    >>> from crlm.cohort.simulate import simulate_cohort
-    >>> spec = BenchmarkSpec(models=("coxph",), baselines=(), outer_repeats=1, outer_splits=2, inner_splits=2,
-    ...                      n_boot=20, ablation_models=0, ceiling=False)
-    >>> result = run_benchmark(simulate_cohort(300, seed=1), spec)
-    >>> result.leaderboard().model.tolist()[:2]  # doctest: +SKIP
-    ['oracle', 'coxph']
     """
     spec = spec or BenchmarkSpec()
     spec, ref_notes = references.fit_spec(spec, cohort)  # reference, recorded scores, the centre's fields
