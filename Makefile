@@ -38,7 +38,7 @@ tracking-server: $(STAMP)
 
 # The public API whose docstrings numpydoc validates (the objects checked: [tool.numpydoc_validation] in
 # pyproject.toml). `make lint` is separate from `make test` (mypy alone takes about a minute).
-NUMPYDOC_FILES := src/crlm/predictor.py src/crlm/evaluation/benchmark.py src/crlm/scores.py src/crlm/schema.py \
+NUMPYDOC_FILES := src/crlm/predictor.py src/crlm/predictor_training.py src/crlm/evaluation/benchmark.py src/crlm/scores.py src/crlm/schema.py \
 	$(addprefix src/crlm/models/,base.py linear.py trees.py xgb.py prior_cox.py score_cox.py ensemble.py extra_features.py)
 
 lint: $(STAMP)

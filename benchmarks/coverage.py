@@ -29,7 +29,8 @@ import pandas as pd
 from crlm.bootstrap_curves import INTERVAL_METHODS
 from crlm.cohort.base import predictors_frame
 from crlm.cohort.simulate import simulate_cohort
-from crlm.predictor import Predictor, train_predictor
+from crlm.predictor import Predictor
+from crlm.predictor_training import train_predictor
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HORIZONS = (36.0, 60.0)

@@ -30,7 +30,8 @@ import xgboost as xgb
 from crlm.cohort import load_tcia
 from crlm.cohort.base import predictors_frame
 from crlm.models import GBSA, RSF, XGBAFT, XGBCox
-from crlm.predictor import Predictor, train_predictor
+from crlm.predictor import Predictor
+from crlm.predictor_training import train_predictor
 
 
 def previous_paths(p: Predictor, Z_train: pd.DataFrame) -> Predictor:

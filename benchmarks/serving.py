@@ -45,7 +45,7 @@ FAMILIES = {"linear": "coxnet", "boosting": "gbsa", "forest": "rsf"}
 def train_small(directory: Path, model_name: str = "coxnet", n: int = 400, interval_models: int = 10) -> Path:
     """An OS and an RFS Predictor of ``model_name`` on a simulated cohort, saved as bundles in ``directory``."""
     from crlm.cohort.simulate import simulate_cohort
-    from crlm.predictor import train_predictor
+    from crlm.predictor_training import train_predictor
 
     cohort = simulate_cohort(n, seed=5)
     directory.mkdir(parents=True, exist_ok=True)

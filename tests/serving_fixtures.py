@@ -21,7 +21,7 @@ MODEL_CARD = "# Test model card\n\nTrained on a small simulated cohort for the s
 def train_models(directory: Path, n: int = 400, seed: int = 5, n_interval_models: int = 10) -> Path:
     """OS and RFS Predictors (coxnet) on a simulated cohort, saved as the bundles the service loads."""
     from crlm.cohort.simulate import simulate_cohort
-    from crlm.predictor import train_predictor
+    from crlm.predictor_training import train_predictor
 
     cohort = simulate_cohort(n, seed=seed)
     for endpoint in ("os", "rfs"):
@@ -62,7 +62,7 @@ def build_model_set(directory: Path, models_dir: Path) -> Path:
     """The served set of the model-set tests: the simulated coxnet pair and a centre's ridge-Cox pair."""
     import shutil
 
-    from crlm.predictor import train_predictor
+    from crlm.predictor_training import train_predictor
 
     for name in ("crlm-sim-os", "crlm-sim-rfs"):
         shutil.copytree(models_dir / name, directory / name)

@@ -557,7 +557,7 @@ def test_models_from_the_mlflow_registry_alias(models_dir, patients, tmp_path, m
 
 def test_a_served_score_answers_complete_patients_and_refuses_incomplete_ones_with_422():
     from crlm.cohort.simulate import simulate_cohort
-    from crlm.predictor import train_predictor
+    from crlm.predictor_training import train_predictor
     from crlm.serving.engine import Engine, LoadedModel, model_card
     from crlm.serving.errors import RequestError
 

@@ -13,7 +13,7 @@ from joblib import Parallel, delayed
 from crlm import parallel
 from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
-from crlm.predictor import train_predictor
+from crlm.predictor_training import train_predictor
 
 SPEC = BenchmarkSpec(models=("coxph", "xgb_cox"), baselines=("score:fong",), outer_splits=2, outer_repeats=2,
                      inner_splits=2, n_boot=20, ablation_models=1, ceiling=False, n_jobs=1,

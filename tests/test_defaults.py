@@ -11,7 +11,7 @@ from crlm.config import JobConfig
 from crlm.evaluation.benchmark import BenchmarkSpec
 from crlm.features import model_columns
 from crlm.models import DEFAULT_BASELINES, DEFAULT_MODELS, MODEL_NAMES, make_model
-from crlm.predictor import train_predictor
+from crlm.predictor_training import train_predictor
 from crlm.schema import DEFAULT_BLOCKS, DEFAULT_HORIZONS_MONTHS, PREDICTOR_BLOCKS, predictor_fields
 from crlm.workspace import init_workspace
 

@@ -10,7 +10,7 @@ from crlm.cli import app
 from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation.decision_curves import TREAT_ALL, TREAT_NONE, decision_curves
 from crlm.external import ModelSource, evaluate_external, ici_noise_floor
-from crlm.predictor import train_predictor
+from crlm.predictor_training import train_predictor
 
 runner = CliRunner()
 

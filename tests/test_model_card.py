@@ -18,7 +18,7 @@ from crlm.evaluation.intervals import bootstrap_indices
 from crlm.evaluation.metrics import harrell_c
 from crlm.evaluation.subgroups import TOO_FEW, subgroup_performance
 from crlm.evaluation.weighted import resample_weights, weighted_harrell_c, weighted_oe
-from crlm.predictor import train_predictor
+from crlm.predictor_training import train_predictor
 from crlm.reporting.formatting import format_estimate, format_number
 from crlm.reporting.model_card import SECTION_TITLES, build_model_card
 from crlm.schema import FIELDS_BY_NAME

@@ -7,8 +7,10 @@ import pytest
 from crlm.cohort.base import make_y, predictors_frame
 from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation.calibration import ici
+from crlm.median_survival import median_time
 from crlm.models import final_estimator
-from crlm.predictor import Predictor, median_time, train_predictor
+from crlm.predictor import Predictor
+from crlm.predictor_training import train_predictor
 from crlm.recalibration import Recalibrator
 
 
@@ -173,7 +175,7 @@ def test_shared_preprocessing_replicates_take_the_fast_kernel(cohort):
 
 
 def test_median_times_of_a_batch_equal_each_curves_median_time():
-    from crlm.predictor import median_times
+    from crlm.median_survival import median_times
 
     rng = np.random.default_rng(3)
     times = np.arange(0.0, 61.0, 3.0)

@@ -7,7 +7,7 @@ import pytest
 
 from crlm.cohort.base import Cohort, predictors_frame
 from crlm.cohort.simulate import simulate_cohort
-from crlm.predictor import train_predictor
+from crlm.predictor_training import train_predictor
 
 
 @pytest.fixture(scope="module")

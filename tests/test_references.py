@@ -58,7 +58,7 @@ def test_a_recorded_score_declared_in_the_mapping_is_a_reference(no_cea):
 
 def test_a_horizon_without_events_is_dropped_with_a_warning_when_building_the_predictor():
     from crlm.evaluation.metrics import HorizonWarning
-    from crlm.predictor import train_predictor
+    from crlm.predictor_training import train_predictor
 
     cohort = simulate_cohort(200, 9)
     early = cohort.data["os_months"] <= 12

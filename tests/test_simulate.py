@@ -13,7 +13,8 @@ from crlm.cohort.base import Cohort
 from crlm.evaluation import simulator_check as check
 from crlm.evaluation.metrics import harrell_c
 from crlm.kaplan_meier import km_at
-from crlm.schema import FIELDS, FIELDS_BY_NAME, pandera_schema
+from crlm.schema import FIELDS, FIELDS_BY_NAME
+from crlm.schema_artefacts import pandera_schema
 from crlm.scores import compute_score
 
 

@@ -15,7 +15,7 @@ from crlm.evaluation.benchmark import BenchmarkSpec, fit_model, run_benchmark
 from crlm.literature_prior import PRIOR, PRIOR_BY_FEATURE, prior_card_lines, prior_table
 from crlm.models import CoxPrior, Ensemble, FongPlus, LiteratureCox, final_estimator, make_model
 from crlm.models.prior_cox import BreslowPartialLikelihood, penalised_cox
-from crlm.predictor import train_predictor
+from crlm.predictor_training import train_predictor
 
 BRAF = "braf_v600e_status"
 BRAF_FEATURE = "braf_v600e_status (literature: V600E mutant)"

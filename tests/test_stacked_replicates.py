@@ -11,7 +11,7 @@ from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation.intervals import bootstrap_indices
 from crlm.features import make_preprocessor
 from crlm.models import make_model
-from crlm.predictor import train_predictor
+from crlm.predictor_training import train_predictor
 from crlm.schema import Field
 from crlm.stacked_features import StackedPreprocessing
 

@@ -177,7 +177,7 @@ def dictionary(
 ):
     """Write the data dictionary generated from the schema."""
     # deferred: CLI start-up (module docstring)
-    from crlm.schema import data_dictionary_markdown
+    from crlm.schema_artefacts import data_dictionary_markdown
 
     text = data_dictionary_markdown()
     if check:

@@ -1,6 +1,6 @@
 """The contract between training, the Predictor, the model card, tracking and serving: ``ModelMetadata``.
 
-One frozen, typed document per Predictor, built once (``crlm.predictor.train_predictor``; a new centre's
+One frozen, typed document per Predictor, built once (``crlm.predictor_training.train_predictor``; a new centre's
 recalibration derives a new one with ``replace``), serialised once (``to_dict`` / ``to_json``: the bundle's
 ``metadata.json``, identical in the MLflow registry's copy of the model) and read by the model card, tracking and
 serving. ``from_dict`` accepts older and newer bundles: a key it does not know is kept, untouched, in ``extra``

@@ -21,7 +21,8 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from crlm.ownership import owner_dead
 from crlm.paths import project_root
-from crlm.predictor import Predictor, package_versions
+from crlm.predictor import Predictor
+from crlm.predictor_training import package_versions
 from crlm.reporting.formatting import headline_horizon, horizon_key
 from crlm.schema import FIELDS_BY_NAME, input_fields
 

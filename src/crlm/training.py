@@ -35,7 +35,8 @@ from crlm.evaluation.subgroups import subgroup_performance
 from crlm.model_metadata import Registration
 from crlm.models import is_score_model
 from crlm.paths import project_root
-from crlm.predictor import Predictor, train_predictor
+from crlm.predictor import Predictor
+from crlm.predictor_training import train_predictor
 from crlm.reporting.model_card import build_model_card
 from crlm.results_store import FailureRecorder, benchmark_tables, persist_benchmark, results_directory
 from crlm.scores import SCORES

@@ -17,7 +17,8 @@ import pandas as pd
 import pandera.errors as pa_errors
 
 from crlm.cohort.base import Problem, ValidationReport, _to_bool, to_canonical
-from crlm.schema import FIELDS_BY_NAME, Field, pandera_schema
+from crlm.schema import FIELDS_BY_NAME, Field
+from crlm.schema_artefacts import pandera_schema
 
 ROW_COLUMN = "_source_row"  # 1-based data row of the source file, carried through mapping and validation
 
