@@ -154,7 +154,7 @@ class BootstrapCurves:
             fast = None
             pre = StackedPreprocessing.build(self.preprocessors)
             kernel = SurvivalKernel.stack(self.kernels) if pre is not None else None
-            if kernel is not None and rows is not None:
+            if pre is not None and kernel is not None and rows is not None:  # kernel is None when pre is
                 columns = canonical_columns(rows)
                 m = min(25, columns.n_rows)
                 check = CanonicalColumns({name: values[:m] for name, values in columns.items()}, m)

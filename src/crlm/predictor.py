@@ -335,7 +335,18 @@ class Predictor:
         return "low" if risk <= low else "high" if risk > high else "intermediate"
 
     def risk_groups(self, risk: np.ndarray) -> list[str]:
-        """``risk_group`` of every risk score (one vectorised comparison)."""
+        """``risk_group`` of every risk score (one vectorised comparison).
+
+        Parameters
+        ----------
+        risk : numpy.ndarray
+            Risk scores of this model, one per patient.
+
+        Returns
+        -------
+        list of str
+            ``"low"``, ``"intermediate"`` or ``"high"`` per score.
+        """
         low, high = self.risk_cuts
         return np.where(risk <= low, "low", np.where(risk > high, "high", "intermediate")).tolist()
 
