@@ -31,7 +31,7 @@ from crlm.explain import Explainer, field_of
 from crlm.median_survival import median_times
 from crlm.model_metadata import ModelMetadata
 from crlm.models import SurvivalPipeline, final_estimator, is_score_model
-from crlm.recalibration import Recalibrator
+from crlm.recalibration import SurvivalMap
 from crlm.scenarios import response_scenarios
 from crlm.schema import FIELDS_BY_NAME
 from crlm.score_explain import ScoreExplainer
@@ -84,7 +84,7 @@ class Predictor:
     curve_times: np.ndarray
     model: SurvivalPipeline
     kernel: SurvivalKernel  # the refit (the point estimate); bundles before bootstrap_curves also hold refits
-    recalibrator: Recalibrator
+    recalibrator: SurvivalMap
     explainer: Explainer | ScoreExplainer
     risk_cuts: tuple[float, float]
     training_ranges: dict
