@@ -1,9 +1,12 @@
 """The Predictor: calibrated horizons with intervals, explanations, warnings, fast path = slow path, save/load."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from crlm.centre import ChainedRecalibrator
 from crlm.cohort.base import make_y, predictors_frame
 from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation.calibration import ici
@@ -187,3 +190,21 @@ def test_median_times_of_a_batch_equal_each_curves_median_time():
     assert median_times(times, curves) == [median_time(times, c) for c in curves]
     medians = median_times(times, curves)
     assert medians[0] == 0.0 and None in medians and any(m is not None for m in medians)
+
+
+def test_replicates_with_a_centres_chained_maps_apply_each_map_in_turn(predictor, cohort):
+    """A centre's recalibration (``crlm.centre``) chains its map after every replicate's own: the band's
+    replicates are then the source replicates' curves passed through the centre's map."""
+    times = predictor.replicates.recalibrators[0].times
+    k = len(times)
+    centre_map = Recalibrator(times, np.full(k, 1.3), np.zeros(k), np.linspace(0.9, 0.4, k), np.ones(k, dtype=bool))
+    chained = copy.copy(predictor)
+    chained.replicates = copy.copy(predictor.replicates)
+    chained.replicates.recalibrators = [ChainedRecalibrator(r, centre_map) for r in predictor.replicates.recalibrators]
+    rows = patients(cohort, 20)
+    expected = centre_map.apply(predictor.replicates.survival(rows))
+    assert not np.allclose(expected, predictor.replicates.survival(rows))  # the centre's map changes the curves
+    np.testing.assert_allclose(chained.replicates.survival(rows), expected, atol=1e-12)
+    for answer in chained.predict(rows.head(3)):
+        for h in answer["horizons"]:
+            assert 0 <= h["lower"] <= h["upper"] <= 1

@@ -47,7 +47,7 @@ from crlm import parallel
 from crlm.cohort.base import CanonicalColumns, canonical_columns
 from crlm.evaluation.intervals import bootstrap_indices
 from crlm.models import final_estimator
-from crlm.recalibration import Recalibrator, apply_each
+from crlm.recalibration import Recalibrator, SurvivalMap, apply_each
 from crlm.stacked_features import StackedPreprocessing
 from crlm.survival_kernel import SurvivalKernel
 
@@ -86,7 +86,7 @@ class BootstrapCurves:
 
     preprocessors: list
     kernels: list[SurvivalKernel]
-    recalibrators: list[Recalibrator]
+    recalibrators: list[SurvivalMap]
     method: str = "centred"
     level: float = 0.95
     shared: bool = False  # one preprocessor and one kernel over every replicate (refit_preprocessing=False)
@@ -154,7 +154,7 @@ class BootstrapCurves:
             fast = None
             pre = StackedPreprocessing.build(self.preprocessors)
             kernel = SurvivalKernel.stack(self.kernels) if pre is not None else None
-            if kernel is not None and rows is not None:
+            if pre is not None and kernel is not None and rows is not None:  # kernel is None when pre is
                 columns = canonical_columns(rows)
                 m = min(25, columns.n_rows)
                 check = CanonicalColumns({name: values[:m] for name, values in columns.items()}, m)

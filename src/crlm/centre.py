@@ -34,7 +34,7 @@ from crlm.external import ModelSource, ici_noise_floor, predict_survival
 from crlm.model_metadata import LEGACY_REGISTRATION_KEYS, ModelMetadata, Registration
 from crlm.paths import project_root
 from crlm.predictor import Predictor
-from crlm.recalibration import Recalibrator
+from crlm.recalibration import Recalibrator, SurvivalMap
 from crlm.reporting.card_markdown import markdown_to_html
 
 SLOPE_MIN_EVENTS = 100
@@ -44,7 +44,7 @@ METHODS = ("auto", "baseline", "baseline_slope")
 class ChainedRecalibrator:
     """The source model's recalibration followed by the centre's (both per-time maps at the same times)."""
 
-    def __init__(self, first: Recalibrator, second: Recalibrator):
+    def __init__(self, first: SurvivalMap, second: Recalibrator):
         self.first, self.second = first, second
         self.times = first.times
 

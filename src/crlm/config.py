@@ -29,7 +29,7 @@ class Strict(BaseModel):
 
 
 class SimulatedCohort(Strict):
-    n: int = Field(2000, ge=50, le=200_000)
+    n: int = Field(default=2000, ge=50, le=200_000)
     seed: int = 1
 
 
@@ -56,11 +56,11 @@ class Resampling(Strict):
     (the Fong score needs no training; with 2 folds every delta C against it was biased towards 0).
     ``optimism_boot``: Harrell's optimism bootstrap of the shipped model (``crlm.evaluation.optimism``)."""
 
-    outer_splits: int = Field(5, ge=2, le=10)
-    outer_repeats: int = Field(2, ge=1, le=50)
-    inner_splits: int = Field(3, ge=2, le=10)
-    n_boot: int = Field(200, ge=0, le=5000)
-    optimism_boot: int = Field(200, ge=0, le=2000)
+    outer_splits: int = Field(default=5, ge=2, le=10)
+    outer_repeats: int = Field(default=2, ge=1, le=50)
+    inner_splits: int = Field(default=3, ge=2, le=10)
+    n_boot: int = Field(default=200, ge=0, le=5000)
+    optimism_boot: int = Field(default=200, ge=0, le=2000)
 
 
 class Selection(Strict):
@@ -72,8 +72,8 @@ class Selection(Strict):
 
     metric: Literal["uno_c", "harrell_c", "mean_auc", "ipa_ibs"] = "uno_c"
     ici_horizon: float = 36.0
-    tie_tolerance: float = Field(0.005, ge=0, le=0.1)
-    noise_floor_resamples: int = Field(100, ge=10, le=2000)
+    tie_tolerance: float = Field(default=0.005, ge=0, le=0.1)
+    noise_floor_resamples: int = Field(default=100, ge=10, le=2000)
 
 
 class ClusterSpec(Strict):
@@ -105,10 +105,10 @@ class JobConfig(Strict):
     missing: dict[str, Literal["indicator", "impute"]] = {}
     resampling: Resampling = Resampling()
     selection: Selection = Selection()
-    n_interval_models: int = Field(50, ge=5, le=1000)
+    n_interval_models: int = Field(default=50, ge=5, le=1000)
     interval_refit_preprocessing: bool = True  # False: faster serving, see crlm.bootstrap_curves
     seed: int = 0
-    n_jobs: int = Field(2, ge=1, le=64)
+    n_jobs: int = Field(default=2, ge=1, le=64)
     cluster: ClusterSpec = ClusterSpec()
     experiment: str | None = None  # default crlm-<cohort>-<endpoint>
     registered_model: str | None = None  # default crlm-<cohort>-<endpoint>
@@ -156,7 +156,10 @@ class JobConfig(Strict):
     def cohort_name(self) -> str:
         if self.cohort.name:
             return self.cohort.name
-        return "sim" if self.cohort.simulate else Path(self.cohort.file).stem
+        if self.cohort.simulate:
+            return "sim"
+        assert self.cohort.file is not None  # validated: exactly one of file and simulate
+        return Path(self.cohort.file).stem
 
     @property
     def model_name(self) -> str:

@@ -167,17 +167,25 @@ def value_text(name: str, value, row: dict | None = None) -> str:
     return str(value).replace("_", " ")
 
 
+def _json_value(name: str, value, text: str, row: dict | None) -> bool | float | str:
+    """A known input's value as JSON: bool, number or text (the derived scores recomputed from ``row``)."""
+    f = FIELDS_BY_NAME.get(name)
+    if f is not None and f.kind == "bool":
+        return bool(value)
+    if f is not None and f.kind in ("float", "int"):
+        return float(value)
+    if name == "tumour_burden_score":
+        assert row is not None, "the tumour burden score is described from its patient's row"
+        return float(tumour_burden_score(row["largest_metastasis_cm"], row["n_liver_metastases"]))
+    return float(text.split()[0]) if name == "fong_score" else str(value)
+
+
 def describe(name: str, value, size: float, endpoint: str, row: dict | None = None) -> dict:
     f = FIELDS_BY_NAME.get(name)
     label = f.label if f else DERIVED_LABELS.get(name, name.replace("_", " "))
     text = value_text(name, value, row)
     direction = "raises" if size > 0 else "lowers"
     event = EVENT_WORDS.get(endpoint, "the event")
-    json_value = None if text.startswith("unknown (") else (
-        bool(value) if f is not None and f.kind == "bool" else
-        float(value) if f is not None and f.kind in ("float", "int") else
-        (float(tumour_burden_score(row["largest_metastasis_cm"], row["n_liver_metastases"]))
-         if name == "tumour_burden_score"
-         else float(text.split()[0]) if name == "fong_score" else str(value)))
+    json_value = None if text.startswith("unknown (") else _json_value(name, value, text, row)
     return {"field": name, "label": label, "value": json_value, "value_text": text, "direction": direction,
             "size": size, "sentence": f"{label} {text} {direction} the risk of {event}"}

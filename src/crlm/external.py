@@ -202,16 +202,9 @@ def ici_noise_floor(y, surv: np.ndarray, times: np.ndarray, horizon: float, n_si
 
 def _score_totals(cohort: Cohort) -> dict[str, np.ndarray]:
     """Every score computable for some patient: published (``score:<name>``) and recorded (declared)."""
-    totals = {}
-    coverage = score_coverage(cohort.data)
-    for r in coverage.itertuples():
-        if r.computable > 0:
-            totals[f"score:{r.score}"] = None
-    for f in cohort.recorded_scores:
-        totals[RECORDED_PREFIX + f.name] = None
-    for name in totals:
-        totals[name] = final_estimator(make_model(name)).total(cohort.data)
-    return totals
+    names = [f"score:{r.score}" for r in score_coverage(cohort.data).itertuples() if r.computable > 0]
+    names += [RECORDED_PREFIX + f.name for f in cohort.recorded_scores]
+    return {name: final_estimator(make_model(name)).total(cohort.data) for name in dict.fromkeys(names)}
 
 
 def evaluate_external(predictor: Predictor, cohort: Cohort, source: ModelSource | None = None, *,
@@ -254,7 +247,7 @@ def evaluate_external(predictor: Predictor, cohort: Cohort, source: ModelSource 
 
     oof = {MODEL: OOF(risk[None, :], surv[None, :, :], np.ones(len(y), dtype=bool))}
     totals = _score_totals(population)
-    indices = bootstrap_indices(len(y), n_boot, seed, strata=y["event"]) if n_boot else []
+    indices: np.ndarray | list = bootstrap_indices(len(y), n_boot, seed, strata=y["event"]) if n_boot else []
     rows, comparisons = [], []
     point = evaluate_oof(y, oof[MODEL], times, used)
     boot = bootstrap_oof(y, oof[MODEL], times, used, indices, point) if n_boot else None
@@ -286,7 +279,7 @@ def evaluate_external(predictor: Predictor, cohort: Cohort, source: ModelSource 
         median, p95 = ici_noise_floor(y, surv, times, h, seed=seed)
         floor.append({"horizon": h, "ici_floor_median": median, "ici_floor_p95": p95})
     j = {h: int(np.argmin(np.abs(times - h))) for h in used}
-    rules = {f"{predictor.model_name} (predicted risk)": (lambda h: 1.0 - surv[:, j[h]])}
+    rules: dict[str, dc.RiskRule] = {f"{predictor.model_name} (predicted risk)": (lambda h: 1.0 - surv[:, j[h]])}
     rules |= dc.score_group_rules(population.data)
     curves = dc.decision_curves(y, rules, used)
     decision_summary = dc.summary_with_intervals(y, rules, used, n_boot=min(n_boot, 200), seed=seed)
@@ -365,6 +358,7 @@ def log_evaluation(ev: ExternalEvaluation, experiment: str | None = None) -> str
         mlflow.log_text("\n".join(ev.field_warnings + ev.notes) + "\n", "evaluation/warnings.txt")
         for h in ev.horizons:
             mlflow.log_figure(dc.plot(ev.decision_curves, h), f"decision_curves/decision_curve_{h:g}m.png")
+            assert ev.times is not None and ev.survival is not None  # evaluate_external records the curves
             j = int(np.argmin(np.abs(ev.times - h)))
             table = binned_calibration(ev.y, ev.survival[:, j], h, groups=min(10, max(3, ev.n // 30)))
             mlflow.log_figure(_calibration_figure(table, h, ev), f"calibration/calibration_{h:g}m.png")

@@ -23,7 +23,7 @@ def median_time(times: np.ndarray, surv: np.ndarray) -> float | None:
 def median_times(times: np.ndarray, surv: np.ndarray) -> list[float | None]:
     """``median_time`` of every curve (rows of ``surv``), vectorised over the rows."""
     below = surv <= 0.5
-    reached = below.any(axis=1)
+    reached = np.asarray(below.any(axis=1), dtype=bool)  # an array (numpy's stubs: bool | Any)
     j = np.where(reached, below.argmax(axis=1), 1)
     rows = np.arange(len(surv))
     t0, t1 = times[np.maximum(j - 1, 0)], times[j]

@@ -31,7 +31,7 @@ from crlm.explain import Explainer, field_of
 from crlm.median_survival import median_times
 from crlm.model_metadata import ModelMetadata
 from crlm.models import SurvivalPipeline, final_estimator, is_score_model
-from crlm.recalibration import Recalibrator
+from crlm.recalibration import SurvivalMap
 from crlm.scenarios import response_scenarios
 from crlm.schema import FIELDS_BY_NAME
 from crlm.score_explain import ScoreExplainer
@@ -84,7 +84,7 @@ class Predictor:
     curve_times: np.ndarray
     model: SurvivalPipeline
     kernel: SurvivalKernel  # the refit (the point estimate); bundles before bootstrap_curves also hold refits
-    recalibrator: Recalibrator
+    recalibrator: SurvivalMap
     explainer: Explainer | ScoreExplainer
     risk_cuts: tuple[float, float]
     training_ranges: dict
@@ -335,7 +335,18 @@ class Predictor:
         return "low" if risk <= low else "high" if risk > high else "intermediate"
 
     def risk_groups(self, risk: np.ndarray) -> list[str]:
-        """``risk_group`` of every risk score (one vectorised comparison)."""
+        """``risk_group`` of every risk score (one vectorised comparison).
+
+        Parameters
+        ----------
+        risk : numpy.ndarray
+            Risk scores of this model, one per patient.
+
+        Returns
+        -------
+        list of str
+            ``"low"``, ``"intermediate"`` or ``"high"`` per score.
+        """
         low, high = self.risk_cuts
         return np.where(risk <= low, "low", np.where(risk > high, "high", "intermediate")).tolist()
 

@@ -238,8 +238,8 @@ def train_predictor(cohort: Cohort, endpoint: str, model_name: str, params: dict
         horizons=horizons, curve_times=times, model=model, kernel=kernel,
         recalibrator=recalibrator, explainer=explainer, replicates=replicates,
         risk_cuts=(float(np.quantile(risk, 1 / 3)), float(np.quantile(risk, 2 / 3))),
-        training_ranges=_training_ranges(population.data, fields_used, cohort.extra_fields), fields_used=fields_used,
-        metadata=None)
-    # built once: the training facts, the job's own (``metadata``: champion decision, headline, ...) and the inputs
+        training_ranges=_training_ranges(population.data, fields_used, cohort.extra_fields), fields_used=fields_used)
+    # built once (replacing the default, empty ModelMetadata): the training facts, the job's own (``metadata``:
+    # champion decision, headline, ...) and the inputs
     predictor.metadata = ModelMetadata(**(meta | predictor.input_metadata()))
     return predictor

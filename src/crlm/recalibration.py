@@ -15,10 +15,12 @@ the other half: the same patients for both).
 from __future__ import annotations
 
 __all__ = [
-    "apply_each", "cross_fitted_ici", "MIN_EVENTS", "MIN_EVENTS_BASELINE", "Recalibrator",
+    "apply_each", "cross_fitted_ici", "MIN_EVENTS", "MIN_EVENTS_BASELINE", "Recalibrator", "SurvivalMap",
 ]
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -31,6 +33,18 @@ MIN_EVENTS_BASELINE = 5  # a baseline-only update needs fewer events (one parame
 def _cloglog_event(surv: np.ndarray) -> np.ndarray:
     f = np.clip(1.0 - np.asarray(surv, dtype=float), 1e-6, 1 - 1e-6)
     return np.log(-np.log1p(-f))
+
+
+class SurvivalMap(Protocol):
+    """What a prediction uses of a recalibration: a per-time map of survival curves at ``times`` (a
+    ``Recalibrator``, or a centre's map chained after the source model's, ``crlm.centre.ChainedRecalibrator``)."""
+
+    times: np.ndarray
+
+    @property
+    def active(self) -> bool: ...
+
+    def apply(self, surv: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
@@ -136,13 +150,14 @@ def cross_fitted_ici(y, surv_oof: np.ndarray, times, horizon: float, seed: int =
     return {"ici_before": float(np.mean(before)), "ici_after": float(np.mean(after))}
 
 
-def apply_each(recalibrators: list[Recalibrator], curves: np.ndarray) -> np.ndarray:
+def apply_each(recalibrators: Sequence[SurvivalMap], curves: np.ndarray) -> np.ndarray:
     """Each map applied to its own models' curves in one vectorised pass: ``curves[k]`` by ``recalibrators[k]``.
 
     Parameters
     ----------
-    recalibrators : list of Recalibrator
-        K maps on the same time grid (e.g. the bootstrap replicates').
+    recalibrators : sequence of SurvivalMap
+        K maps on the same time grid (e.g. the bootstrap replicates'); maps other than ``Recalibrator`` (a
+        centre's chained maps) are applied one by one.
     curves : array (K, n, T)
         Survival at the maps' times.
 
@@ -152,9 +167,12 @@ def apply_each(recalibrators: list[Recalibrator], curves: np.ndarray) -> np.ndar
         Equal to ``np.stack([r.apply(c) for r, c in zip(recalibrators, curves)])``.
     """
     surv = np.asarray(curves, dtype=float)
-    fitted = np.stack([r.fitted for r in recalibrators])[:, None, :]
+    if not all(isinstance(r, Recalibrator) for r in recalibrators):
+        return np.stack([r.apply(c) for r, c in zip(recalibrators, surv, strict=True)])
+    maps = [r for r in recalibrators if isinstance(r, Recalibrator)]  # all of them (narrowed for the type checker)
+    fitted = np.stack([r.fitted for r in maps])[:, None, :]
     if fitted.any():
-        slope, z_mean, s0 = (np.stack([getattr(r, name) for r in recalibrators])[:, None, :]
+        slope, z_mean, s0 = (np.stack([getattr(r, name) for r in maps])[:, None, :]
                              for name in ("slope", "z_mean", "baseline_survival"))
         recal = s0 ** np.exp(slope * (_cloglog_event(surv) - z_mean))
         surv = np.where(fitted, recal, surv)

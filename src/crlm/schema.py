@@ -427,6 +427,7 @@ def field_signature(f: Field) -> dict:
     Parameters
     ----------
     f : Field
+        A catalogue field.
 
     Returns
     -------
@@ -439,7 +440,18 @@ def field_signature(f: Field) -> dict:
 
 
 def catalogue_hash(fields: Iterable[Field] = FIELDS) -> str:
-    """A content hash (12 hex digits of SHA-256) of the name and ``field_signature`` of every field."""
+    """A content hash (12 hex digits of SHA-256) of the name and ``field_signature`` of every field.
+
+    Parameters
+    ----------
+    fields : iterable of Field, default FIELDS
+        The catalogue to hash.
+
+    Returns
+    -------
+    str
+        12 lower-case hex digits.
+    """
     document = {f.name: field_signature(f) for f in fields}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -448,8 +460,19 @@ SCHEMA_VERSION = f"{SCHEMA_RELEASE}+{catalogue_hash()}"  # e.g. "1+3f9c0a1b2c4d"
 
 
 def model_fields(names: Iterable[str]) -> list[str]:
-    """``names`` and, recursively, the catalogue fields they are derived from (sorted; names not in the
-    catalogue, such as a centre's own fields, are left out)."""
+    """``names`` and, recursively, the catalogue fields they are derived from.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Field names (e.g. a model's ``fields_used``).
+
+    Returns
+    -------
+    list of str
+        The names and the catalogue fields they derive from, sorted; names not in the catalogue, such as a
+        centre's own fields, are left out.
+    """
     todo, seen = [n for n in names if n in FIELDS_BY_NAME], set()
     while todo:
         name = todo.pop()
@@ -471,14 +494,26 @@ def schema_stamp(fields_used: Iterable[str]) -> dict:
     Returns
     -------
     dict
+        ``{"schema_version": SCHEMA_VERSION, "schema_fields": {name: field_signature}}``.
     """
     return {"schema_version": SCHEMA_VERSION,
             "schema_fields": {name: field_signature(FIELDS_BY_NAME[name]) for name in model_fields(fields_used)}}
 
 
 def changed_fields(recorded: dict[str, dict]) -> dict[str, str]:
-    """The fields of ``recorded`` (``schema_stamp``'s ``schema_fields``) whose signature differs in this
-    catalogue: name -> what changed in words ("unit mm -> cm", "no longer in the catalogue")."""
+    """The fields of ``recorded`` whose signature differs in this catalogue.
+
+    Parameters
+    ----------
+    recorded : dict of str to dict
+        ``schema_stamp``'s ``schema_fields``: field name -> its ``field_signature`` when the model was trained.
+
+    Returns
+    -------
+    dict of str to str
+        Name -> what changed in words ("unit 'mm' -> 'cm'", "no longer in the catalogue"); empty when
+        nothing did.
+    """
     out = {}
     for name, old in recorded.items():
         if name not in FIELDS_BY_NAME:

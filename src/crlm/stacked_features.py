@@ -51,7 +51,7 @@ def _encoder_columns(encoder, inputs: list[str], levels: dict) -> list[tuple]:
     """Output columns of one fitted ``crlm.features`` encoder, in its own order: (raw key, kind, a, b, c)."""
     if isinstance(encoder, NumericEncoder | OrdinalRankEncoder | TumourBurdenScore):
         if isinstance(encoder, TumourBurdenScore):
-            keys = [("tbs", *inputs)]
+            keys: list[tuple] = [("tbs", *inputs)]
         elif isinstance(encoder, OrdinalRankEncoder):
             keys = [("ord", f) for f in inputs]
         else:

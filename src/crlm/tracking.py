@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from crlm.ownership import owner_dead
 from crlm.paths import project_root
@@ -84,7 +84,7 @@ def dashboard_url(experiment_id: str, base: str | None = None) -> str:
 def flat_params(prefix: str, value) -> dict[str, str]:
     """Nested config -> flat MLflow params (``resampling.outer_repeats``)."""
     if isinstance(value, dict):
-        out = {}
+        out: dict[str, str] = {}
         for k, v in value.items():
             out |= flat_params(f"{prefix}.{k}" if prefix else str(k), v)
         return out
@@ -207,7 +207,7 @@ def input_signature(extra_fields: list[dict] | None = None) -> ModelSignature:
     """Every patient field is an optional input column (the Predictor imputes and warns about gaps); a
     centre's own fields (``Predictor.metadata["extra_fields"]``) are columns too."""
     types = {"float": "double", "int": "double", "bool": "boolean", "category": "string", "string": "string"}
-    cols = [ColSpec(types[f.kind], f.name, required=False) for f in input_fields()]
+    cols: list[ColSpec | TensorSpec] = [ColSpec(types[f.kind], f.name, required=False) for f in input_fields()]
     cols += [ColSpec(types[f["kind"]], f["name"], required=False) for f in extra_fields or []
              if f["block"] != "score"]
     params = ParamSchema([ParamSpec("output", "string", "table")])
@@ -271,8 +271,8 @@ def compare_runs(experiment: str | None = None, history: bool = False) -> pd.Dat
     the latest published run of each job; ``history`` lists every published run."""
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
-    experiments = [client.get_experiment_by_name(experiment)] if experiment else client.search_experiments()
-    experiments = [e for e in experiments if e is not None and e.name.startswith("crlm")]
+    found = [client.get_experiment_by_name(experiment)] if experiment else client.search_experiments()
+    experiments = [e for e in found if e is not None and e.name.startswith("crlm")]
     if not experiments:
         return pd.DataFrame()
     ids = [e.experiment_id for e in experiments]

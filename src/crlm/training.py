@@ -21,6 +21,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import yaml
+from mlflow.data.pandas_dataset import from_pandas
 
 from crlm import parallel, publish, tracking
 from crlm.cohort import Cohort, load_cohort
@@ -66,6 +67,7 @@ def load_job_cohort(config: JobConfig) -> Cohort:
     if config.cohort.simulate is not None:
         cohort = simulate_cohort(config.cohort.simulate.n, config.cohort.simulate.seed)
     else:
+        assert config.cohort.file is not None, "JobConfig validates: a cohort is simulated or read from a file"
         cohort = load_cohort(config.cohort.file, config.cohort.mapping, strict=config.cohort.strict)
     cohort.name = config.cohort_name
     return cohort
@@ -129,7 +131,7 @@ def run_job(config: JobConfig, progress: Progress | None = None, log: Callable[[
             if progress:
                 progress(f"{stage} [{backend.label()}]", done, total)
 
-        return _run_job(config, staged, log)
+        return _run_job(config, backend, staged, log)
 
 
 def export_target(config: JobConfig) -> Path:
@@ -137,7 +139,8 @@ def export_target(config: JobConfig) -> Path:
     return Path(config.export_dir or project_root() / "models" / config.model_name)
 
 
-def _run_job(config: JobConfig, progress: Progress | None, log: Callable[[str], None]) -> JobOutcome:
+def _run_job(config: JobConfig, backend: parallel.Backend, progress: Progress | None,
+             log: Callable[[str], None]) -> JobOutcome:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     cohort = load_job_cohort(config)  # strict validation failure raises here: nothing is logged or registered
@@ -147,14 +150,14 @@ def _run_job(config: JobConfig, progress: Progress | None, log: Callable[[str], 
     with mlflow.start_run(run_name=f"{config.job}") as parent, FailureRecorder() as failure:
         mlflow.set_tags({"crlm_role": "job", "crlm_job": config.job, "crlm_cohort": cohort.name,
                          "crlm_endpoint": config.endpoint, "crlm_published": "false"} | publish.owner())
-        mlflow.log_params(parallel.active().params())
+        mlflow.log_params(backend.params())
         mlflow.log_params(tracking.flat_params("", json.loads(config.model_dump_json())))
         mlflow.log_dict(json.loads(config.model_dump_json()), "config/job.json")
         mlflow.log_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False), "config/job.yaml")
         mlflow.log_dict(tracking.package_versions(), "environment/package_versions.json")
         with warnings.catch_warnings():  # a free-text source matches several MLflow source types; it is a label
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(cohort.data, name=cohort.name, source=cohort.source[:200])
+            dataset = from_pandas(cohort.data, name=cohort.name, source=cohort.source[:200])
         mlflow.log_input(dataset, context="training")
         mlflow.log_params({"dataset_digest": dataset.digest, "patients": len(cohort)})
 

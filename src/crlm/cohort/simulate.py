@@ -46,6 +46,7 @@ from crlm.cohort.truth import (  # noqa: F401  (re-exported: the simulator's pub
 ACCRUAL_MONTHS = 168.0  # patients enter uniformly over 14 years ...
 CLOSING_MONTHS = 180.0  # ... and are followed to a common closing date 15 years after the first entry
 LOSS_PER_YEAR = 0.03  # random loss to follow-up (exponential)
+_NONE = np.array(None, dtype=object)  # np.where's missing value (numpy's stubs refuse a bare None)
 SIMULATED_CAVEATS = (  # the simulated cohort's limitations, printed by the model card (as a mapping's caveats)
     "**Synthetic data:** the cohort is simulated from published effect sizes; the figures describe the method on "
     "synthetic data and say nothing about real patients.",
@@ -209,7 +210,7 @@ def _chemotherapy(rng: np.random.Generator, d: dict[str, np.ndarray], era: np.nd
                                      + 0.8 * (era - 0.5))
     d["treated"] = treated
     second = treated & (rng.random(n) < np.where(d["dfi"] == 0, 0.05, 0.20))
-    d["line"] = np.where(treated, np.where(second, "second_or_later", "first"), None)
+    d["line"] = np.where(treated, np.where(second, "second_or_later", "first"), _NONE)
     first_probs = [0.45, 0.22, 0.12, 0.08, 0.08, 0.05]
     second_probs = [0.20, 0.05, 0.55, 0.05, 0.05, 0.10]
     regimens = ["folfox", "capox", "folfiri", "folfoxiri", "fluoropyrimidine", "other"]
@@ -226,7 +227,7 @@ def _chemotherapy(rng: np.random.Generator, d: dict[str, np.ndarray], era: np.nd
     r = (-0.50 * ras - 0.70 * d["braf"] - 0.25 * burden + 0.35 * (d["biologic"] == "anti_egfr")
          + 0.25 * (d["regimen"] == "folfoxiri") - 0.50 * second + rng.standard_normal(n))
     recist = np.select([r < -1.65, r < -0.40, r < 1.95], ["PD", "SD", "PR"], "CR")
-    d["recist"] = np.where(treated, recist, None)
+    d["recist"] = np.where(treated, recist, _NONE)
     u = rng.random(n)
     change = np.select(
         [recist == "CR", recist == "PR", recist == "SD"],
@@ -292,7 +293,7 @@ def _missing(rng: np.random.Generator, values: np.ndarray, share: float | np.nda
     drop = rng.random(len(values)) < share
     if values.dtype.kind == "f":
         return np.where(drop, np.nan, values)
-    return np.where(drop, None, values.astype(object))
+    return np.where(drop, _NONE, values.astype(object))
 
 
 def _marker(mutant: np.ndarray, tested: np.ndarray) -> np.ndarray:
@@ -355,7 +356,7 @@ def simulate_cohort(n: int, seed: int) -> Cohort:
         "chemo_biologic": d["biologic"],
         "chemo_cycles": np.where(treated & (rng.random(n) < 0.06), np.nan, d["cycles"]),
         "chemo_line": d["line"],
-        "recist_response": np.where(recist_known, d["recist"], None),
+        "recist_response": np.where(recist_known, d["recist"], _NONE),
         "tumour_size_change_percent": np.where(change_known, d["change"], np.nan),
         "progression_before_surgery": d["progression"],
         "viable_tumour_percent": _missing(rng, d["viable"], 0.12),

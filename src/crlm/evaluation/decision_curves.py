@@ -14,9 +14,12 @@ patients (those every rule can rate).
 from __future__ import annotations
 
 __all__ = [
-    "SUMMARY_THRESHOLDS", "THRESHOLDS", "benchmark_curves", "decision_curves", "plot", "score_group_rules",
+    "RiskRule", "SUMMARY_THRESHOLDS", "THRESHOLDS", "benchmark_curves", "decision_curves", "plot", "score_group_rules",
     "summary", "summary_with_intervals",
 ]
+
+from collections.abc import Callable, Mapping
+from typing import TypeAlias
 
 import matplotlib
 
@@ -33,6 +36,8 @@ from crlm.scores import SCORES, compute_score  # noqa: E402
 THRESHOLDS = np.round(np.arange(0.02, 0.96, 0.02), 2)
 SUMMARY_THRESHOLDS = (0.1, 0.2, 0.3, 0.5, 0.7)
 TREAT_ALL, TREAT_NONE = "treat all", "treat none"
+# a rule's predicted risk by the horizon: one array for every horizon, or computed per horizon (months)
+RiskRule: TypeAlias = np.ndarray | Callable[[float], np.ndarray]
 
 
 def score_group_rules(data: pd.DataFrame, min_share: float = 0.8) -> dict[str, np.ndarray]:
@@ -62,7 +67,7 @@ def score_group_rules(data: pd.DataFrame, min_share: float = 0.8) -> dict[str, n
     return rules
 
 
-def decision_curves(y, risks: dict[str, np.ndarray], horizons, thresholds=THRESHOLDS) -> pd.DataFrame:
+def decision_curves(y, risks: Mapping[str, RiskRule], horizons, thresholds=THRESHOLDS) -> pd.DataFrame:
     """Net benefit of each rule at each horizon and threshold, on the patients every rule can rate.
 
     Parameters
@@ -123,7 +128,7 @@ def _net_benefit(time, event, risk, threshold: float, horizon: float) -> dict:
     return {"net_benefit": tp - fp * threshold / (1.0 - threshold), "test_pos_rate": float(rate)}
 
 
-def summary_with_intervals(y, risks: dict, horizons, thresholds=SUMMARY_THRESHOLDS, n_boot: int = 200,
+def summary_with_intervals(y, risks: Mapping[str, RiskRule], horizons, thresholds=SUMMARY_THRESHOLDS, n_boot: int = 200,
                            seed: int = 0) -> pd.DataFrame:
     """Net benefit at a few thresholds with 95% percentile-bootstrap intervals over patients.
 
@@ -201,6 +206,11 @@ def plot(curves: pd.DataFrame, horizon: float, title: str = ""):
     return fig
 
 
+def _risk_by(surv: np.ndarray, grid: np.ndarray) -> Callable[[float], np.ndarray]:
+    """Horizon -> predicted risk (1 - survival at the grid time nearest the horizon) of curves on ``grid``."""
+    return lambda h: 1.0 - surv[:, int(np.argmin(np.abs(grid - h)))]
+
+
 def benchmark_curves(result, models=None) -> pd.DataFrame:
     """Decision curves of a benchmark's out-of-fold predictions (repeat-averaged risk 1 - S(h)) for learned
     ``models`` (default: every learned model) and the scores' high-risk groups, on the benchmark population.
@@ -219,10 +229,10 @@ def benchmark_curves(result, models=None) -> pd.DataFrame:
     """
     models = [m for m in (models or result.oof) if m in result.oof and model_kind(m) == "learned"]
     grid = np.asarray(result.grid, dtype=float)
-    rules = {}
+    rules: dict[str, RiskRule] = {}
     for m in models:
         oof = result.oof[m]
         surv = np.where(oof.valid[:, None], oof.survival.mean(axis=0), np.nan)
-        rules[f"{m} (predicted risk)"] = (lambda h, s=surv: 1.0 - s[:, int(np.argmin(np.abs(grid - h)))])
+        rules[f"{m} (predicted risk)"] = _risk_by(surv, grid)
     rules |= score_group_rules(result.population.data)
     return decision_curves(result.y, rules, result.horizons)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -26,13 +27,16 @@ from crlm.evaluation.calibration import binned_calibration, ici  # noqa: E402
 from crlm.reporting.formatting import METRIC_LABELS, format_estimate, format_p  # noqa: E402
 from crlm.scores import SCORES, compute_score  # noqa: E402
 
+if TYPE_CHECKING:  # only the type checker needs it (the rcParams key names of recent matplotlib stubs)
+    from matplotlib.typing import RcKeyType
+
 # Okabe–Ito: distinguishable with colour-vision deficiency and in greyscale print.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 GROUP_COLOURS = {2: ("#0072B2", "#D55E00"), 3: ("#0072B2", "#E69F00", "#D55E00"),
                  4: ("#0072B2", "#009E73", "#E69F00", "#D55E00")}
 REFERENCE_COLOUR = "#4D4D4D"
 ORACLE_COLOUR = "#A6A6A6"
-_STYLE = {
+_STYLE: dict[RcKeyType, Any] = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "xtick.labelsize": 8,
     "ytick.labelsize": 8, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
     "grid.color": "#E5E5E5", "grid.linewidth": 0.6, "axes.axisbelow": True, "legend.frameon": False,
@@ -381,7 +385,7 @@ def forest_plot(res: BenchmarkResult, metric: str = "harrell_c") -> Figure:
         ax.set_ylim(-0.7, len(comp) - 0.3)
         ax.grid(axis="y", visible=False)
         trans = blended_transform_factory(ax.transAxes, ax.transData)
-        mono = {"transform": trans, "fontsize": 8, "family": "DejaVu Sans Mono"}
+        mono: dict[str, Any] = {"transform": trans, "fontsize": 8, "family": "DejaVu Sans Mono"}
         ax.text(1.02, len(comp) - 0.45, f"{'delta [95% CI]':<24}{'p Holm':>7}{'n':>6}", va="bottom", color="#404040", **mono)
         for i, row in comp.iterrows():
             ci = f"{row.delta:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"

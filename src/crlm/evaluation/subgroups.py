@@ -22,6 +22,7 @@ __all__ = [
 ]
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -143,7 +144,7 @@ def subgroup_performance(res: BenchmarkResult, model: str, n_boot: int = 100, se
             members = np.flatnonzero((labels.to_numpy() == level) & valid)
             ys = y[members]
             n, events = len(members), int(ys["event"].sum())
-            row = dict.fromkeys(COLUMNS, np.nan) | {
+            row: dict[str, Any] = dict.fromkeys(COLUMNS, np.nan) | {
                 "grouping": grouping, "subgroup": level, "patients": n, "events": events, "horizon": horizon,
                 "reference": ref if ref_oof is not None else "", "note": ""}
             if n < MIN_PATIENTS or events < MIN_EVENTS:

@@ -9,6 +9,7 @@ import pandas as pd
 from crlm.evaluation import decision_curves
 from crlm.evaluation.benchmark import ORACLE, BenchmarkResult
 from crlm.evaluation.plots import model_label
+from crlm.reporting.card_context import CardContext
 from crlm.reporting.card_markdown import frame_table, table
 from crlm.reporting.formatting import METRIC_LABELS, MISSING_TEXT, format_estimate, format_number, format_p
 
@@ -29,7 +30,7 @@ def _decision_curve_lines(res: BenchmarkResult, champion: str) -> list[str]:
     return lines
 
 
-class ResultSections:
+class ResultSections(CardContext):
     """Sections 9-14 of the card."""
 
     def _selection(self) -> list[str]:
@@ -55,7 +56,7 @@ class ResultSections:
         models, hs = self._models(), self.res.horizons
         tau = self.res.metric_row(self.champion, "uno_tau")
         tau_text = f"tau = {format_number(tau.estimate, 0)} months" if tau is not None else "tau = last horizon"
-        spec_rows = [("Harrell's C", "harrell_c", None), (f"Uno's C ({tau_text})", "uno_c", None),
+        spec_rows: list[tuple[str, str, float | None]] = [("Harrell's C", "harrell_c", None), (f"Uno's C ({tau_text})", "uno_c", None),
                      ("mean time-dependent AUC", "mean_auc", None)]
         spec_rows += [(f"AUC at {h:g} months", "auc", h) for h in hs]
         spec_rows += [("integrated Brier score (lower is better)", "ibs", None),

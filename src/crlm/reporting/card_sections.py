@@ -11,6 +11,7 @@ from sksurv.nonparametric import kaplan_meier_estimator
 
 from crlm.literature_prior import prior_card_lines
 from crlm.models import SEARCH_SPACES, final_estimator, make_model, model_family
+from crlm.reporting.card_context import CardContext
 from crlm.reporting.card_markdown import linkify, table
 from crlm.reporting.formatting import MISSING_TEXT, format_number
 from crlm.schema import FIELDS_BY_NAME
@@ -40,7 +41,7 @@ def _params_text(params: dict) -> str:
     return ", ".join(f"`{k}` = {v}" for k, v in params.items()) if params else "none (the zoo's defaults)"
 
 
-class DescriptionSections:
+class DescriptionSections(CardContext):
     """Sections 1-8 and 15-19 of the card."""
 
     def _intended_use(self) -> list[str]:

@@ -23,7 +23,7 @@ from crlm.models import final_estimator, make_model
 from crlm.reporting.card_markdown import markdown_to_html
 from crlm.reporting.card_results import ResultSections
 from crlm.reporting.card_sections import DescriptionSections
-from crlm.reporting.formatting import MISSING_TEXT, format_estimate, headline_horizon
+from crlm.reporting.formatting import MISSING_TEXT, headline_horizon
 from crlm.schema import endpoint
 
 SECTION_TITLES = (
@@ -141,21 +141,6 @@ class _Card(DescriptionSections, ResultSections):
             return {}
         return {k: v for k, v in est.get_params(deep=False).items()
                 if v is None or isinstance(v, int | float | str | bool)}
-
-    def _tuned(self) -> dict[str, pd.Series]:
-        """The champion's hyperparameters chosen by inner tuning, per outer fold."""
-        cp = self.res.chosen_params
-        if cp is None or cp.empty or "model" not in cp:
-            return {}
-        rows = cp[cp.model == self.champion]
-        return {c: rows[c].dropna() for c in rows.columns if "__" in c and rows[c].notna().any()}
-
-    def _models(self) -> list[str]:
-        return [m for m in (self.champion, self.ref, ORACLE if ORACLE in self.res.oof else None) if m]
-
-    def _metric_text(self, model: str, metric: str, horizon: float | None = None) -> str:
-        row = self.res.metric_row(model, metric, horizon)
-        return MISSING_TEXT if row is None else format_estimate(row.estimate, row.ci_low, row.ci_high)
 
     # ---------------------------------------------------------------- the document
 

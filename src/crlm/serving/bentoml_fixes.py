@@ -42,7 +42,7 @@ def _bound_metric_labels() -> None:
         return await original(self, scope, receive, send)
 
     call.crlm_fixed = True  # type: ignore[attr-defined]
-    Metrics.__call__ = call
+    Metrics.__call__ = call  # type: ignore[method-assign]  # the monkeypatch is the point of this module
 
 
 def _cancel_request_timers() -> None:
@@ -79,4 +79,4 @@ def _cancel_request_timers() -> None:
             timer.cancel()
 
     call.crlm_fixed = True  # type: ignore[attr-defined]
-    TimeoutMiddleware.__call__ = call
+    TimeoutMiddleware.__call__ = call  # type: ignore[method-assign]  # likewise

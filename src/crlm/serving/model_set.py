@@ -30,7 +30,7 @@ def model_entries(config: ModelConfig) -> tuple[list[str], set[str]]:
     fails stops readiness. Discovered ones (every alias of the store, every bundle of the directory) that fail
     are left out, with the reason in ``GET /models``.
     """
-    named = [config.names[ep] for ep in ENDPOINTS if config.names.get(ep)]  # loaded first, OS then RFS
+    named = [name for ep in ENDPOINTS if (name := config.names.get(ep))]  # loaded first, OS then RFS
     if config.entries:
         return list(dict.fromkeys([*named, *config.entries])), set(config.entries) | set(named)
     found: list[str] = []
@@ -51,10 +51,10 @@ def is_real(model: LoadedModel) -> bool:
 
 def default_pair(models: Mapping[str, LoadedModel], config: ModelConfig) -> dict[str, str]:
     """The pair that answers a request naming no model (see the module docstring)."""
-    pair = {}
+    pair: dict[str, str] = {}
     for ep in ENDPOINTS:
-        if config.names.get(ep):
-            pair[ep] = config.names[ep]
+        if name := config.names.get(ep):
+            pair[ep] = name
             continue
         candidates = [(not is_real(m), -(m.ref["training_cohort"].get("patients") or 0), name)
                       for name, m in models.items() if m.ref["endpoint"] == ep]

@@ -112,7 +112,10 @@ def load_entry(entry: str, config: ModelConfig, slot: str | None = None) -> Load
 def load_model(endpoint: str, config: ModelConfig) -> LoadedModel:
     """One endpoint's named model (``config.names``) from the registry alias or the exported bundle, checked
     against its slot."""
-    return load_entry(config.names[endpoint], config, endpoint)
+    name = config.names.get(endpoint)
+    if name is None:
+        raise ValueError(f"no model is named for the {endpoint!r} endpoint (CRLM_{endpoint.upper()}_MODEL)")
+    return load_entry(name, config, endpoint)
 
 
 class ModelStore:
@@ -188,6 +191,7 @@ class ModelStore:
 
     def require_model_set(self) -> ModelSet:
         self.require_engine()
+        assert self.model_set is not None  # set together with the engine
         return self.model_set
 
     def require_engine(self) -> Engine:
