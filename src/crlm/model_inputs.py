@@ -14,9 +14,10 @@ field their preprocessing kept.
 
 from __future__ import annotations
 
-__all__ = ["accepted_fields", "required_fields", "used_columns", "used_fields"]
+__all__ = ["accepted_fields", "required_fields", "uncomputable_score", "used_columns", "used_fields"]
 
 import numpy as np
+import pandas as pd
 
 from crlm.features import TBS_INPUTS, TBS_NAME
 from crlm.schema import FIELDS_BY_NAME
@@ -108,3 +109,31 @@ def accepted_fields(used: list[str]) -> list[str]:
             if source not in out:
                 out.append(source)
     return out
+
+
+def uncomputable_score(model_name: str, fields_used, columns, rows: np.ndarray) -> str:
+    """Say why a served score could not answer: the rows and the fields the score needs that they lack.
+
+    Parameters
+    ----------
+    model_name : str
+        The served score (``score:<name>``).
+    fields_used : list of str
+        The score's inputs.
+    columns : CanonicalColumns or dict of ndarray
+        The request's canonical columns.
+    rows : numpy.ndarray
+        Indices of the patients without a score (the first five are named).
+
+    Returns
+    -------
+    str
+        The message of the ``ValueError`` (or the row's warning).
+    """
+    needed = [f for f in fields_used if f != "fong_score_recorded"]
+    parts = []
+    for i in rows[:5]:
+        missing = [f for f in needed if f not in columns or pd.isna(columns[f][i])]
+        parts.append(f"row {int(i)}: {', '.join(missing) or 'an input'} missing")
+    return (f"{model_name} cannot be computed ({'; '.join(parts)}); the served model is the score "
+            "itself, so each of its factors must be given")

@@ -189,7 +189,7 @@ class Predictor:
         columns, Z = self._prepare(rows)
         risk = self.risk(Z)
         if np.isnan(risk).any():
-            raise ValueError(_uncomputable(self, columns, np.flatnonzero(np.isnan(risk))))
+            raise ValueError(model_inputs.uncomputable_score(self.model_name, self.fields_used, columns, np.flatnonzero(np.isnan(risk))))
         surv, lower, upper = self._curves(Z, columns)
         records = columns.records()
         explanations = self.explainer.explain(Z, records, top=top)
@@ -298,7 +298,7 @@ class Predictor:
         records = []
         for i in range(columns.n_rows):
             if not rated[i]:
-                records.append({"warnings": _uncomputable(self, columns, np.array([i]))})
+                records.append({"warnings": model_inputs.uncomputable_score(self.model_name, self.fields_used, columns, np.array([i]))})
                 continue
             a = next(answers)
             rec = {"risk_score": a["risk_score"], "risk_group": a["risk_group"],
@@ -491,14 +491,3 @@ class Predictor:
             # a tree model bundled before the tree kernel: built and checked on the explainer's training patients
             predictor.kernel = SurvivalKernel(kernel.estimators, kernel.times, predictor.explainer.background)
         return predictor
-
-
-def _uncomputable(predictor: Predictor, columns: CanonicalColumns, rows: np.ndarray) -> str:
-    """Why a served score could not answer: the rows and the fields the score needs that they lack."""
-    needed = [f for f in predictor.fields_used if f != "fong_score_recorded"]
-    parts = []
-    for i in rows[:5]:
-        missing = [f for f in needed if f not in columns or pd.isna(columns[f][i])]
-        parts.append(f"row {int(i)}: {', '.join(missing) or 'an input'} missing")
-    return (f"{predictor.model_name} cannot be computed ({'; '.join(parts)}); the served model is the score "
-            "itself, so each of its factors must be given")

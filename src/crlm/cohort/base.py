@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from crlm.cohort.truth import SimulationTruth
-from crlm.schema import FIELDS, FIELDS_BY_NAME, Field, derive_fields, endpoint
+from crlm.derived_fields import derive_fields
+from crlm.schema import FIELDS, FIELDS_BY_NAME, Field, endpoint
 
 
 @dataclass(frozen=True)
