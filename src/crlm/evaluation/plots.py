@@ -20,10 +20,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 from sksurv.compare import compare_survival  # noqa: E402
-from sksurv.nonparametric import kaplan_meier_estimator  # noqa: E402
 
 from crlm.evaluation.benchmark import HIGHER_IS_BETTER, ORACLE, BenchmarkResult  # noqa: E402
 from crlm.evaluation.calibration import binned_calibration, ici  # noqa: E402
+from crlm.kaplan_meier import km_curve  # noqa: E402
 from crlm.reporting.formatting import METRIC_LABELS, format_estimate, format_p  # noqa: E402
 from crlm.scores import SCORES, compute_score  # noqa: E402
 
@@ -97,7 +97,7 @@ def _estimate_text(row) -> str:
 def _km(time, event):
     """Kaplan–Meier step function starting at (0, 1) and its log-log 95% band (2, len)."""
     time, event = np.asarray(time, float), np.asarray(event, bool)
-    x, s, ci = kaplan_meier_estimator(event, time, conf_type="log-log")
+    x, s, ci = km_curve(time, event, conf_type="log-log")
     return np.r_[0.0, x], np.r_[1.0, s], np.c_[[1.0, 1.0], ci]
 
 

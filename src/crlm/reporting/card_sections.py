@@ -7,21 +7,14 @@ import hashlib
 
 import numpy as np
 import pandas as pd
-from sksurv.nonparametric import kaplan_meier_estimator
 
+from crlm.kaplan_meier import median_follow_up
 from crlm.literature_prior import prior_card_lines
 from crlm.models import SEARCH_SPACES, final_estimator, make_model, model_family
 from crlm.reporting.card_context import CardContext
 from crlm.reporting.card_markdown import linkify, table
 from crlm.reporting.formatting import MISSING_TEXT, format_number
 from crlm.schema import FIELDS_BY_NAME
-
-
-def _median_follow_up(y) -> float:
-    """Median follow-up by reverse Kaplan–Meier (censoring as the event)."""
-    t, s = kaplan_meier_estimator(~np.asarray(y["event"], bool), np.asarray(y["time"], float))
-    below = np.flatnonzero(s <= 0.5)
-    return float(t[below[0]]) if len(below) else float("nan")
 
 
 def _data_digest(frame: pd.DataFrame) -> str:
@@ -100,7 +93,7 @@ class DescriptionSections(CardContext):
             rows.append(["predictor training (all patients with the endpoint)", m["patients"],
                          m.get("events", MISSING_TEXT), MISSING_TEXT, format_number(m.get("max_follow_up_months"), 1)])
         rows.append([f"benchmark (patients with a computable {self.ref or 'reference'})", len(y),
-                     int(y["event"].sum()), format_number(_median_follow_up(y), 1), format_number(float(np.max(y["time"])), 1)])
+                     int(y["event"].sum()), format_number(median_follow_up(y["time"], y["event"]), 1), format_number(float(np.max(y["time"])), 1)])
         lines = ["Follow-up in months; median follow-up by reverse Kaplan–Meier.", ""]
         lines += table(["analysis set", "patients", "events", "median follow-up", "maximum follow-up"], rows)
         by_h = [[f"{h:g}", int((y["event"] & (y["time"] <= h)).sum()), int((y["time"] > h).sum())]
