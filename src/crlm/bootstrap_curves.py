@@ -34,7 +34,7 @@ replicate (the model and the map are still refitted); the interval then omits th
 
 from __future__ import annotations
 
-__all__ = ["BootstrapCurves", "EPS", "INTERVAL_METHODS"]
+__all__ = ["BootstrapCurves", "EPS", "INTERVAL_METHODS", "replicate_quantiles"]
 
 from dataclasses import dataclass
 
@@ -61,6 +61,60 @@ def _cloglog(s: np.ndarray) -> np.ndarray:
 
 def _inverse_cloglog(z: np.ndarray) -> np.ndarray:
     return np.exp(-np.exp(z))
+
+
+def replicate_quantiles(replicates: np.ndarray, quantiles, transform=None, decreasing: bool = False) -> np.ndarray:
+    """``np.quantile(transform(replicates), quantiles, axis=0)`` (numpy's default ``linear`` method), from one
+    sort of the replicates and ``transform`` applied to the order statistics only.
+
+    numpy's quantile partitions the (B, ...) array along its first, strided axis for every quantile's two
+    neighbouring order statistics (about 40 ms for 50 x 1,000 patients x 40 times); sorting the replicates of
+    each (patient, time) as one contiguous row is ~10x faster. A monotone ``transform`` maps order statistics to
+    order statistics (reversed when ``decreasing``), so it is applied to those only, and the interpolation is
+    numpy's own arithmetic: the result equals numpy's bit for bit (tested).
+
+    Parameters
+    ----------
+    replicates : ndarray
+        Shape (B, ...): the replicates along the first axis.
+    quantiles : sequence of float
+        Probabilities in [0, 1].
+    transform : callable, optional
+        A monotone element-wise map (non-decreasing, or non-increasing with ``decreasing=True``).
+    decreasing : bool, default False
+        Whether ``transform`` is non-increasing.
+
+    Returns
+    -------
+    ndarray
+        Shape (len(quantiles), ...).
+    """
+    values = np.asarray(replicates, dtype=float)
+    if np.isnan(values).any():  # numpy's NaN rules (a NaN slice gives NaN), on the generic path
+        return np.quantile(values if transform is None else transform(values), quantiles, axis=0)
+    count = values.shape[0]
+    ordered = np.sort(np.ascontiguousarray(np.moveaxis(values, 0, -1)), axis=-1)  # (..., B) ascending
+    q = np.asarray(quantiles, dtype=float)
+    # numpy's linear method: virtual index (n - 1) q, neighbours floor and floor + 1 (both the last past the end)
+    virtual = (count - 1) * q
+    previous = np.floor(virtual)
+    following = previous + 1
+    previous[virtual >= count - 1], following[virtual >= count - 1] = -1, -1
+    previous, following = previous.astype(np.intp) % count, following.astype(np.intp) % count
+    gamma = virtual - np.where(virtual >= count - 1, -1, previous)
+    picks = np.unique(np.concatenate([previous, following]))
+    # the k-th smallest of transform(x) is transform of the k-th smallest (decreasing: the k-th largest) of x
+    at = {int(k): ordered[..., count - 1 - k if decreasing else k] for k in picks}
+    if transform is not None:
+        at = {k: transform(v) for k, v in at.items()}
+    out = []
+    for j, t in enumerate(gamma):
+        a, b = at[int(previous[j])], at[int(following[j])]
+        diff = b - a  # numpy's _lerp, operation for operation
+        result = np.add(a, diff * t, out=np.empty(np.shape(a)))
+        np.subtract(b, diff * (1 - t), out=result, where=t >= 0.5)
+        out.append(result)
+    return np.stack(out)
 
 
 def _frame(Z) -> pd.DataFrame:
@@ -181,8 +235,8 @@ class BootstrapCurves:
         """Lower and upper curves (n, T) for the point estimate (n, T) from replicates (B, n, T)."""
         alpha = (1 - self.level) / 2
         # survival falls as cloglog rises: the upper survival bound is the lower cloglog quantile
-        z_point, z = _cloglog(point), _cloglog(replicates)
-        q_low, q_mid, q_high = np.quantile(z, [alpha, 0.5, 1 - alpha], axis=0)
+        z_point = _cloglog(point)
+        q_low, q_mid, q_high = replicate_quantiles(replicates, [alpha, 0.5, 1 - alpha], _cloglog, decreasing=True)
         if self.method == "percentile":
             z_lo, z_hi = q_low, q_high
         elif self.method == "basic":

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from crlm import model_inputs
-from crlm.bootstrap_curves import BootstrapCurves
+from crlm.bootstrap_curves import BootstrapCurves, replicate_quantiles
 from crlm.cohort.base import CanonicalColumns, canonical_columns
 from crlm.conditional import conditional_answers
 from crlm.explain import Explainer, field_of
@@ -129,10 +129,14 @@ class Predictor:
         ndarray
             Shape (1 + B, n, T): the refit at index 0, then the B replicates; t = 0 is S = 1.
         """
-        curves = self.recalibrator.apply(self.kernel.survival(Z))  # (K, n, T - 1)
-        replicates = self.replicates.survival(columns) if self.replicates is not None else curves[1:]
-        stacked = np.concatenate([curves[:1], replicates])
+        point, replicates = self._point_and_replicates(Z, columns)
+        stacked = np.concatenate([point[None], replicates])
         return np.concatenate([np.ones(stacked.shape[:2] + (1,)), stacked], axis=2)
+
+    def _point_and_replicates(self, Z, columns: CanonicalColumns) -> tuple[np.ndarray, np.ndarray]:
+        """The refit's calibrated survival (n, T - 1) and the replicates' (B, n, T - 1), at ``curve_times[1:]``."""
+        curves = self.recalibrator.apply(self.kernel.survival(Z))  # (K, n, T - 1)
+        return curves[0], self.replicates.survival(columns) if self.replicates is not None else curves[1:]
 
     def band(self, point: np.ndarray, replicates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Compute the 95% confidence band of a survival estimate from its bootstrap replicates.
@@ -154,13 +158,13 @@ class Predictor:
         if self.replicates is not None:
             return self.replicates.band(point, replicates)
         # an older bundle: model-step refits in the kernel, plain percentiles
-        return np.quantile(replicates, 0.025, axis=0), np.quantile(replicates, 0.975, axis=0)
+        lower, upper = replicate_quantiles(replicates, [0.025, 0.975])  # = np.quantile's, faster
+        return lower, upper
 
     def _curves(self, Z: pd.DataFrame, columns: CanonicalColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Calibrated survival (n, T) at ``curve_times`` with its 95% confidence interval (t = 0 is S = 1)."""
-        curves = self.refit_curves(Z, columns)[..., 1:]
-        point = curves[0]
-        lower, upper = self.band(point, curves[1:])
+        point, replicates = self._point_and_replicates(Z, columns)  # as refit_curves, without its copies
+        lower, upper = self.band(point, replicates)
         ones = np.ones((len(Z), 1))
         return (np.hstack([ones, point]), np.hstack([ones, np.minimum.accumulate(lower, axis=1)]),
                 np.hstack([ones, np.minimum.accumulate(upper, axis=1)]))
