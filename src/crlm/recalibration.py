@@ -170,10 +170,31 @@ def apply_each(recalibrators: Sequence[SurvivalMap], curves: np.ndarray) -> np.n
     if not all(isinstance(r, Recalibrator) for r in recalibrators):
         return np.stack([r.apply(c) for r, c in zip(recalibrators, surv, strict=True)])
     maps = [r for r in recalibrators if isinstance(r, Recalibrator)]  # all of them (narrowed for the type checker)
-    fitted = np.stack([r.fitted for r in maps])[:, None, :]
-    if fitted.any():
-        slope, z_mean, s0 = (np.stack([getattr(r, name) for r in maps])[:, None, :]
-                             for name in ("slope", "z_mean", "baseline_survival"))
-        recal = s0 ** np.exp(slope * (_cloglog_event(surv) - z_mean))
-        surv = np.where(fitted, recal, surv)
-    return np.minimum.accumulate(np.clip(surv, 0.0, 1.0), axis=-1)
+    fitted = np.stack([r.fitted for r in maps])
+    if not fitted.any():
+        return _monotone(np.clip(surv, 0.0, 1.0))
+    slope, z_mean, s0 = (np.stack([getattr(r, name) for r in maps])[:, None, :]
+                         for name in ("slope", "z_mean", "baseline_survival"))
+    # the same operations as Recalibrator.apply, in place in one buffer (a (K, n, T) array each step otherwise)
+    work = np.subtract(1.0, surv)
+    np.clip(work, 1e-6, 1 - 1e-6, out=work)
+    np.negative(work, out=work)
+    np.log1p(work, out=work)
+    np.negative(work, out=work)
+    np.log(work, out=work)  # _cloglog_event(surv)
+    np.subtract(work, z_mean, out=work)
+    np.multiply(slope, work, out=work)
+    np.exp(work, out=work)
+    np.power(s0, work, out=work)
+    k, t = np.nonzero(~fitted)  # the identity where a map is not fitted (few (map, time) pairs)
+    work[k, :, t] = surv[k, :, t]
+    np.clip(work, 0.0, 1.0, out=work)
+    return _monotone(work)
+
+
+def _monotone(surv: np.ndarray) -> np.ndarray:
+    """``np.minimum.accumulate(surv, axis=-1)`` in place, one time step at a time (the same values: a minimum
+    is exact; numpy's accumulate over a short last axis of many rows is twice as slow)."""
+    for j in range(1, surv.shape[-1]):
+        np.minimum(surv[..., j - 1], surv[..., j], out=surv[..., j])
+    return surv

@@ -113,4 +113,5 @@ class SurvivalKernel:
         if self.kind == "generic":
             return np.stack([e.predict_survival(Z, self.times) for e in self.estimators])
         lp = self.risk(Z)  # (n, K)
-        return np.clip(self.s0[:, None, :] ** np.exp(lp.T)[:, :, None], 0.0, 1.0)
+        surv = self.s0[:, None, :] ** np.exp(lp.T)[:, :, None]
+        return np.clip(surv, 0.0, 1.0, out=surv)
