@@ -138,9 +138,10 @@ class Explainer:
         # the top fields of every patient at once (each row sorted by the same algorithm as one patient alone)
         order = np.argsort(-np.abs(contributions), axis=1)[:, :top]
         sizes = np.take_along_axis(contributions, order, axis=1)
+        words = [_FieldWords.of(name, self.endpoint) for name in self.field_names]
         answers = []
         for row, ks, row_sizes in zip(rows, order.tolist(), sizes.tolist(), strict=True):
-            answers.append([describe(self.field_names[k], row.get(self.field_names[k]), size, self.endpoint, row)
+            answers.append([words[k].describe(row.get(words[k].name), size, row)
                             for k, size in zip(ks, row_sizes, strict=True) if abs(size) >= 1e-9])
         return answers
 
@@ -178,6 +179,45 @@ def _json_value(name: str, value, text: str, row: dict | None) -> bool | float |
         assert row is not None, "the tumour burden score is described from its patient's row"
         return float(tumour_burden_score(row["largest_metastasis_cm"], row["n_liver_metastases"]))
     return float(text.split()[0]) if name == "fong_score" else str(value)
+
+
+class _FieldWords:
+    """``describe`` for one field, its label, kind and unit looked up once (an explanation of 1,000 patients
+    describes ~12,000 contributions; the derived scores, described from their row, take ``describe`` itself)."""
+
+    def __init__(self, name: str, endpoint: str):
+        f = FIELDS_BY_NAME.get(name)
+        self.name, self.endpoint, self.kind = name, endpoint, f.kind if f is not None else None
+        self.event = EVENT_WORDS.get(endpoint, "the event")
+        self.label = f.label if f else DERIVED_LABELS.get(name, name.replace("_", " "))
+        self.unit = "" if f is None else {"count": "", "years": "years", "points": "points"}.get(f.unit or "", f.unit or "")
+        self.derived = name in ("tumour_burden_score", "fong_score")
+
+    @staticmethod
+    @functools.lru_cache(maxsize=1024)
+    def of(name: str, endpoint: str) -> _FieldWords:
+        return _FieldWords(name, endpoint)
+
+    def describe(self, value, size: float, row: dict) -> dict:
+        """``describe(name, value, size, endpoint, row)``, the same dict."""
+        if self.derived:
+            return describe(self.name, value, size, self.endpoint, row)
+        if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+            text, json_value = "unknown (imputed)", None
+        elif self.kind == "bool":
+            text, json_value = "yes" if bool(value) else "no", bool(value)
+        elif self.kind in ("float", "int"):
+            text, json_value = f"{float(value):g} {self.unit}".strip(), float(value)
+        elif self.kind is None:
+            text = json_value = str(value)
+        else:
+            text, json_value = str(value).replace("_", " "), str(value)
+        if text.startswith("unknown ("):  # a category or text value that reads "unknown (...)"
+            json_value = None
+        direction = "raises" if size > 0 else "lowers"
+        return {"field": self.name, "label": self.label, "value": json_value, "value_text": text,
+                "direction": direction, "size": size,
+                "sentence": f"{self.label} {text} {direction} the risk of {self.event}"}
 
 
 def describe(name: str, value, size: float, endpoint: str, row: dict | None = None) -> dict:
