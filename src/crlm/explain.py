@@ -74,11 +74,21 @@ class Explainer:
             take = rng.choice(len(Z_train), size=min(background_size, len(Z_train)), replace=False)
             self.background = Z_train.iloc[np.sort(take)].reset_index(drop=True)
 
-    def feature_contributions(self, Z: pd.DataFrame) -> np.ndarray:
-        """(n, n_fields) contributions on the risk scale (positive = raises the risk)."""
-        if not hasattr(self, "coef") and not isinstance(self.estimator, RSF | GBSA | XGBCox | XGBAFT):
+    @property
+    def reads_arrays(self) -> bool:
+        """Whether ``feature_contributions`` takes the model matrix as an array (columns in ``features``'
+        order): the exact methods do, occlusion needs the frame."""
+        return hasattr(self, "coef") or isinstance(self.estimator, RSF | GBSA | XGBCox | XGBAFT)
+
+    def feature_contributions(self, Z: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """(n, n_fields) contributions on the risk scale (positive = raises the risk); ``Z`` a frame, or an
+        array with the columns of ``features`` (the exact methods)."""
+        if not self.reads_arrays:
             return self._occlusion(Z)  # its rows may hold categories (the ensemble reads canonical rows)
-        Zv = (Z if list(Z.columns) == self.features else Z[self.features]).to_numpy(dtype=float)
+        if isinstance(Z, np.ndarray):
+            Zv = np.asarray(Z, dtype=float)
+        else:
+            Zv = (Z if list(Z.columns) == self.features else Z[self.features]).to_numpy(dtype=float)
         if hasattr(self, "coef"):
             per_feature = (Zv - self.mean) * self.coef
         elif isinstance(self.estimator, RSF | GBSA | XGBCox | XGBAFT):

@@ -109,10 +109,24 @@ class Predictor:
         columns = canonical_columns(rows)
         if columns.n_rows == 0:
             raise ValueError("no patients to predict")
-        Z = self.model.steps[0][1].transform(columns)  # fields the rows lack are missing
+        pre = self.model.steps[0][1]
+        array_transform = getattr(type(pre).transform, "__wrapped__", None)  # under scikit-learn's set_output
+        if self._reads_arrays and array_transform is not None:
+            # the kernel and the explainer read the matrix as numbers (columns in the explainer's order): the
+            # DataFrame scikit-learn's set_output wraps it in cost more than a one-patient model
+            return columns, np.asarray(array_transform(pre, columns), dtype=float)
+        Z = pre.transform(columns)  # fields the rows lack are missing
         if not isinstance(Z, pd.DataFrame):
             Z = pd.DataFrame(Z, columns=self.explainer.features)
         return columns, Z
+
+    @functools.cached_property
+    def _reads_arrays(self) -> bool:
+        """Whether every reader of the model matrix takes an array: a fast kernel (not the models' own
+        ``predict``, which wants the feature names) and an exact explainer (not occlusion)."""
+        explainer = self.explainer
+        return (self.kernel.kind in ("linear", "trees") and isinstance(explainer, Explainer)
+                and explainer.reads_arrays)
 
     def refit_curves(self, Z: pd.DataFrame, columns: CanonicalColumns) -> np.ndarray:
         """Calibrated survival at ``curve_times`` of the refit and of each bootstrap replicate.
@@ -417,30 +431,47 @@ class Predictor:
             Per patient, in the order of ``used_fields``: missing inputs (imputed, or a genomic marker treated
             as unknown) and values outside the training range or categories.
         """
+        # Python values per column and Python comparisons: the per-field numpy calls of a vectorised check
+        # cost more than the check for the usual batch of one patient (the same messages, in the same order)
         out: list[list[str]] = [[] for _ in range(columns.n_rows)]
+        imputes = not is_score_model(self.model_name)  # a score imputes nothing
+        for name, message, seen, rng in self._warning_rules:
+            values = columns.get(name)
+            if values is None:
+                for row in out if imputes else ():
+                    row.append(message)
+                continue
+            listed = values.tolist()
+            missing = [v != v for v in listed] if values.dtype.kind == "f" else np.asarray(pd.isna(values)).tolist()
+            for i, (gone, value) in enumerate(zip(missing, listed, strict=True)):
+                if gone:
+                    if imputes:
+                        out[i].append(message)
+                    continue
+                if rng is None:
+                    continue
+                if "min" in rng:
+                    if not (rng["min"] <= float(value) <= rng["max"]):
+                        out[i].append(f"{name} {float(value):g} is outside the training range "
+                                      f"({rng['min']:g}-{rng['max']:g}): the prediction is an extrapolation")
+                elif seen is not None and str(value) not in seen:
+                    out[i].append(f"{name} {value!r} was not seen in training")
+        return out
+
+    @functools.cached_property
+    def _warning_rules(self) -> list[tuple[str, str, set[str] | None, dict | None]]:
+        """Per used field: its missing message, its known categories (a genomic marker's ``unknown`` too) and
+        its training range or categories (``warnings``)."""
+        rules = []
         for name in self.used_fields:
             f = FIELDS_BY_NAME.get(name)
             genomic = f is not None and f.block == "genomic"
-            values = columns.get(name)
-            missing = np.ones(columns.n_rows, dtype=bool) if values is None else np.asarray(pd.isna(values))
-            message = f"{name} is missing and was {'treated as unknown' if genomic else 'imputed'}"
-            for i in np.flatnonzero(missing & (not is_score_model(self.model_name))):  # a score imputes nothing
-                out[i].append(message)
             rng = self.training_ranges.get(name)
-            if values is None or rng is None:
-                continue
-            present = np.flatnonzero(~missing)  # the checks run on the batch; only flagged patients loop
-            if "min" in rng:
-                numbers = np.asarray(values[present], dtype=float)
-                for i in present[~((rng["min"] <= numbers) & (numbers <= rng["max"]))]:
-                    out[i].append(f"{name} {float(values[i]):g} is outside the training range "
-                                  f"({rng['min']:g}-{rng['max']:g}): the prediction is an extrapolation")
-            elif "categories" in rng:
-                texts = np.asarray(values[present]).astype(str)
-                unseen = ~np.isin(texts, rng["categories"]) & ~(genomic & (texts == "unknown"))
-                for i in present[unseen]:
-                    out[i].append(f"{name} {values[i]!r} was not seen in training")
-        return out
+            seen = (set(rng["categories"]) | ({"unknown"} if genomic else set())
+                    if rng is not None and "categories" in rng else None)
+            rules.append((name, f"{name} is missing and was {'treated as unknown' if genomic else 'imputed'}",
+                          seen, rng))
+        return rules
 
     # ------------------------------------------------------------------ persistence
 

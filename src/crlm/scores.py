@@ -374,16 +374,20 @@ def score_patients(patients, names: Sequence[str] = SCORE_NAMES) -> list[dict[st
     out: list[dict[str, dict]] = [{} for _ in range(n)]
     for defn in defs:
         result = _compute(defn, d)
-        for i in range(n):
-            points = {k: None if np.isnan(v[i]) else float(v[i]) for k, v in result.points.items()}
-            missing = list(dict.fromkeys(
+        # Python values of the whole batch at once (one conversion per array, not per patient)
+        names = list(result.points)
+        per_factor = [[None if v != v else v for v in values.tolist()] for values in result.points.values()]
+        totals = [None if v != v else v for v in result.total.tolist()]
+        groups = result.group.tolist()
+        for i, (total, group, *factor_points) in enumerate(zip(totals, groups, *per_factor, strict=True)):
+            points = dict(zip(names, factor_points, strict=True))
+            missing = [] if None not in factor_points else list(dict.fromkeys(
                 f for factor in defn.factors if points[factor.name] is None for f in factor.fields
                 if _is_missing(d[f][i])))
-            total = None if np.isnan(result.total[i]) else float(result.total[i])
             why = [f"{f} (unknown)" if isinstance(d[f][i], str) else f for f in missing]
             out[i][defn.name] = {
                 "name": defn.name, "label": defn.label, "total": total,
-                "group": None if total is None else str(result.group[i]), "groups": list(defn.groups),
+                "group": None if total is None else str(group), "groups": list(defn.groups),
                 "points": points, "missing": missing,
                 "reason": None if total is not None else f"not computable: missing {', '.join(why) or 'inputs'}",
                 "preoperative": defn.preoperative, "reference": defn.reference,
