@@ -212,6 +212,7 @@ class _FieldWords:
         """``describe(name, value, size, endpoint, row)``, the same dict."""
         if self.derived:
             return describe(self.name, value, size, self.endpoint, row)
+        json_value: bool | float | str | None
         if value is None or value is pd.NA or (isinstance(value, float) and value != value):
             text, json_value = "unknown (imputed)", None
         elif self.kind == "bool":

@@ -9,16 +9,21 @@ field their preprocessing kept.
 - ``used_fields``: what the answer depends on; only these are checked and warned about;
 - ``required_fields``: the used fields the schema requires for a prediction (``required_for_prediction``);
 - ``accepted_fields``: the used fields and the fields they are derived from when absent (``ras_status`` from
-  ``kras_status`` and ``nras_status``): what a form offers for this model.
+  ``kras_status`` and ``nras_status``): what a form offers for this model;
+- ``input_warnings``: per patient, the used inputs that were missing or outside the training data.
 """
 
 from __future__ import annotations
 
-__all__ = ["accepted_fields", "required_fields", "uncomputable_score", "used_columns", "used_fields"]
+__all__ = [
+    "accepted_fields", "input_warnings", "required_fields", "uncomputable_score", "used_columns", "used_fields",
+    "warning_rules", "WarningRule",
+]
 
 import numpy as np
 import pandas as pd
 
+from crlm.cohort.base import CanonicalColumns
 from crlm.features import TBS_INPUTS, TBS_NAME
 from crlm.schema import FIELDS_BY_NAME
 from crlm.survival_kernel import SurvivalKernel
@@ -137,3 +142,105 @@ def uncomputable_score(model_name: str, fields_used, columns, rows: np.ndarray) 
         parts.append(f"row {int(i)}: {', '.join(missing) or 'an input'} missing")
     return (f"{model_name} cannot be computed ({'; '.join(parts)}); the served model is the score "
             "itself, so each of its factors must be given")
+
+
+WarningRule = tuple[str, str, "set[str] | None", "dict | None"]  # (field, missing message, known categories, range)
+
+
+def warning_rules(used: list[str], training_ranges: dict) -> list[WarningRule]:
+    """Per used field: its name, its missing message, its known categories (a genomic marker's ``unknown``
+    too) and its training range or categories (``training_ranges``), for ``input_warnings``.
+
+    Parameters
+    ----------
+    used : list of str
+        The used fields, in the order the warnings list them.
+    training_ranges : dict
+        Per field, ``{"min", "max"}`` or ``{"categories"}`` of the training data.
+
+    Returns
+    -------
+    list of tuple
+        One ``WarningRule`` per used field.
+    """
+    rules: list[WarningRule] = []
+    for name in used:
+        f = FIELDS_BY_NAME.get(name)
+        genomic = f is not None and f.block == "genomic"
+        rng = training_ranges.get(name)
+        seen = (set(rng["categories"]) | ({"unknown"} if genomic else set())
+                if rng is not None and "categories" in rng else None)
+        rules.append((name, f"{name} is missing and was {'treated as unknown' if genomic else 'imputed'}",
+                      seen, rng))
+    return rules
+
+
+def input_warnings(columns: CanonicalColumns, rules: list[WarningRule], imputes: bool = True) -> list[list[str]]:
+    """List, per patient, the inputs that were missing and the values outside the training data.
+
+    Parameters
+    ----------
+    columns : CanonicalColumns
+        The patients' canonical columns.
+    rules : list of WarningRule
+        ``warning_rules`` of the model's used fields.
+    imputes : bool, default True
+        Whether a missing input is imputed (a served score imputes nothing: no missing message).
+
+    Returns
+    -------
+    list of list of str
+        Per patient, in the order of ``rules``: missing inputs (imputed, or a genomic marker treated as
+        unknown) and values outside the training range or categories.
+    """
+    if columns.n_rows > 16:
+        return _batch_warnings(columns, rules, imputes)
+    # Python values per column and Python comparisons: the per-field numpy calls of the vectorised check
+    # cost more than the check for the usual batch of one patient (the same messages, in the same order)
+    out: list[list[str]] = [[] for _ in range(columns.n_rows)]
+    for name, message, seen, rng in rules:
+        values = columns.get(name)
+        if values is None:
+            for row in out if imputes else ():
+                row.append(message)
+            continue
+        listed = values.tolist()
+        missing = [v != v for v in listed] if values.dtype.kind == "f" else np.asarray(pd.isna(values)).tolist()
+        for i, (gone, value) in enumerate(zip(missing, listed, strict=True)):
+            if gone:
+                if imputes:
+                    out[i].append(message)
+            elif rng is not None and "min" in rng:
+                if not (rng["min"] <= float(value) <= rng["max"]):
+                    out[i].append(_out_of_range(name, value, rng))
+            elif seen is not None and str(value) not in seen:
+                out[i].append(f"{name} {value!r} was not seen in training")
+    return out
+
+
+def _out_of_range(name: str, value, rng: dict) -> str:
+    return (f"{name} {float(value):g} is outside the training range ({rng['min']:g}-{rng['max']:g}): the "
+            "prediction is an extrapolation")
+
+
+def _batch_warnings(columns: CanonicalColumns, rules: list[WarningRule], imputes: bool) -> list[list[str]]:
+    """``input_warnings`` of a large batch: the checks vectorised over the patients, only flagged ones loop."""
+    out: list[list[str]] = [[] for _ in range(columns.n_rows)]
+    for name, message, seen, rng in rules:
+        values = columns.get(name)
+        missing = (np.ones(columns.n_rows, dtype=bool) if values is None else np.isnan(values)
+                   if values.dtype.kind == "f" else np.asarray(pd.isna(values)))
+        for i in np.flatnonzero(missing).tolist() if imputes else ():
+            out[i].append(message)
+        if values is None or rng is None:
+            continue
+        present = np.flatnonzero(~missing)
+        if "min" in rng:
+            numbers = np.asarray(values[present], dtype=float)
+            for i in present[~((rng["min"] <= numbers) & (numbers <= rng["max"]))].tolist():
+                out[i].append(_out_of_range(name, values[i], rng))
+        elif seen is not None:
+            texts = np.asarray(values[present]).astype(str)
+            for i in present[~np.isin(texts, list(seen))].tolist():
+                out[i].append(f"{name} {values[i]!r} was not seen in training")
+    return out

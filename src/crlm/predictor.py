@@ -33,7 +33,6 @@ from crlm.model_metadata import ModelMetadata
 from crlm.models import SurvivalPipeline, final_estimator, is_score_model
 from crlm.recalibration import SurvivalMap
 from crlm.scenarios import response_scenarios
-from crlm.schema import FIELDS_BY_NAME
 from crlm.score_explain import ScoreExplainer
 from crlm.survival_kernel import SurvivalKernel
 from crlm.tree_kernel import family
@@ -103,15 +102,16 @@ class Predictor:
 
     # ------------------------------------------------------------------ prediction
 
-    def _prepare(self, rows) -> tuple[CanonicalColumns, pd.DataFrame]:
+    def _prepare(self, rows, as_array: bool = False) -> tuple[CanonicalColumns, pd.DataFrame | np.ndarray]:
         """(canonical columns, model matrix) of records, a DataFrame or ``CanonicalColumns`` (the API
-        canonicalises a request once for both endpoints and the scores)."""
+        canonicalises a request once for both endpoints and the scores). The matrix is a DataFrame, or with
+        ``as_array`` an array where every reader of it takes one (``_reads_arrays``: the prediction path)."""
         columns = canonical_columns(rows)
         if columns.n_rows == 0:
             raise ValueError("no patients to predict")
         pre = self.model.steps[0][1]
         array_transform = getattr(type(pre).transform, "__wrapped__", None)  # under scikit-learn's set_output
-        if self._reads_arrays and array_transform is not None:
+        if as_array and self._reads_arrays and array_transform is not None:
             # the kernel and the explainer read the matrix as numbers (columns in the explainer's order): the
             # DataFrame scikit-learn's set_output wraps it in cost more than a one-patient model
             return columns, np.asarray(array_transform(pre, columns), dtype=float)
@@ -128,7 +128,7 @@ class Predictor:
         return (self.kernel.kind in ("linear", "trees") and isinstance(explainer, Explainer)
                 and explainer.reads_arrays)
 
-    def refit_curves(self, Z: pd.DataFrame, columns: CanonicalColumns) -> np.ndarray:
+    def refit_curves(self, Z: pd.DataFrame | np.ndarray, columns: CanonicalColumns) -> np.ndarray:
         """Calibrated survival at ``curve_times`` of the refit and of each bootstrap replicate.
 
         Parameters
@@ -175,7 +175,8 @@ class Predictor:
         lower, upper = replicate_quantiles(replicates, [0.025, 0.975])  # = np.quantile's, faster
         return lower, upper
 
-    def _curves(self, Z: pd.DataFrame, columns: CanonicalColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _curves(self, Z: pd.DataFrame | np.ndarray,
+                columns: CanonicalColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Calibrated survival (n, T) at ``curve_times`` with its 95% confidence interval (t = 0 is S = 1)."""
         point, replicates = self._point_and_replicates(Z, columns)  # as refit_curves, without its copies
         lower, upper = self.band(point, replicates)
@@ -204,7 +205,7 @@ class Predictor:
         ValueError
             No patients, or a served score that cannot be computed for a patient (its missing factors named).
         """
-        columns, Z = self._prepare(rows)
+        columns, Z = self._prepare(rows, as_array=True)
         risk = self.risk(Z)
         if np.isnan(risk).any():
             raise ValueError(model_inputs.uncomputable_score(self.model_name, self.fields_used, columns, np.flatnonzero(np.isnan(risk))))
@@ -269,11 +270,11 @@ class Predictor:
             Per patient (``crlm.conditional.conditional_answers``): the curve from then on and the horizons
             (months from now) with intervals, S(t) / S(s) per bootstrap refit.
         """
-        columns, Z = self._prepare(rows)
+        columns, Z = self._prepare(rows, as_array=True)
         return conditional_answers(self.curve_times, self.refit_curves(Z, columns), self.horizons,
                                    event_free_months, self.endpoint, band=self.band)
 
-    def risk(self, Z: pd.DataFrame) -> np.ndarray:
+    def risk(self, Z: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Compute the refit's risk score (higher = worse) of each patient.
 
         Parameters
@@ -431,47 +432,12 @@ class Predictor:
             Per patient, in the order of ``used_fields``: missing inputs (imputed, or a genomic marker treated
             as unknown) and values outside the training range or categories.
         """
-        # Python values per column and Python comparisons: the per-field numpy calls of a vectorised check
-        # cost more than the check for the usual batch of one patient (the same messages, in the same order)
-        out: list[list[str]] = [[] for _ in range(columns.n_rows)]
-        imputes = not is_score_model(self.model_name)  # a score imputes nothing
-        for name, message, seen, rng in self._warning_rules:
-            values = columns.get(name)
-            if values is None:
-                for row in out if imputes else ():
-                    row.append(message)
-                continue
-            listed = values.tolist()
-            missing = [v != v for v in listed] if values.dtype.kind == "f" else np.asarray(pd.isna(values)).tolist()
-            for i, (gone, value) in enumerate(zip(missing, listed, strict=True)):
-                if gone:
-                    if imputes:
-                        out[i].append(message)
-                    continue
-                if rng is None:
-                    continue
-                if "min" in rng:
-                    if not (rng["min"] <= float(value) <= rng["max"]):
-                        out[i].append(f"{name} {float(value):g} is outside the training range "
-                                      f"({rng['min']:g}-{rng['max']:g}): the prediction is an extrapolation")
-                elif seen is not None and str(value) not in seen:
-                    out[i].append(f"{name} {value!r} was not seen in training")
-        return out
+        return model_inputs.input_warnings(columns, self._warning_rules, imputes=not is_score_model(self.model_name))
 
     @functools.cached_property
-    def _warning_rules(self) -> list[tuple[str, str, set[str] | None, dict | None]]:
-        """Per used field: its missing message, its known categories (a genomic marker's ``unknown`` too) and
-        its training range or categories (``warnings``)."""
-        rules = []
-        for name in self.used_fields:
-            f = FIELDS_BY_NAME.get(name)
-            genomic = f is not None and f.block == "genomic"
-            rng = self.training_ranges.get(name)
-            seen = (set(rng["categories"]) | ({"unknown"} if genomic else set())
-                    if rng is not None and "categories" in rng else None)
-            rules.append((name, f"{name} is missing and was {'treated as unknown' if genomic else 'imputed'}",
-                          seen, rng))
-        return rules
+    def _warning_rules(self) -> list[model_inputs.WarningRule]:
+        """``model_inputs.warning_rules`` of the used fields (built once)."""
+        return model_inputs.warning_rules(self.used_fields, self.training_ranges)
 
     # ------------------------------------------------------------------ persistence
 

@@ -124,10 +124,20 @@ class StackedPreprocessing:
                 self.source[k], self.kind[k], self.params[:, k] = where[key], kind, (a, p, c)
         # per kind: the flat output positions, their raw columns and parameters (as (k, 1) for broadcasting)
         self.groups = []
-        for kind in (SCALE, MISSING, BOOL, LEVEL, IMPUTE):
+        for kind in (SCALE, MISSING, BOOL, IMPUTE):
             at = np.flatnonzero(self.kind == kind)
             if len(at):
                 self.groups.append((kind, at, self.source[at], *(self.params[:, at, None])))
+        # one-hot levels: per category column, a table code -> every replicate's level columns (row 0: a code
+        # no replicate knows), so encoding is one gather instead of comparisons over every level column
+        self.level_tables = []
+        for i, key in enumerate(self.keys):
+            at = np.flatnonzero((self.kind == LEVEL) & (self.source == i))
+            if len(at):
+                a, b, c = self.params[:, at]
+                x = np.arange(-1.0, len(self.levels[key]))[:, None]  # the codes -1 (unseen), 0 (missing), ...
+                table = (((x == a) & (x != b)) | ((x == b) & (c != 0))).astype(float)
+                self.level_tables.append((i, at, table))
 
     @classmethod
     def build(cls, preprocessors: list) -> StackedPreprocessing | None:
@@ -193,8 +203,8 @@ class StackedPreprocessing:
                 out[at] = np.isnan(v)
             elif kind == BOOL:
                 out[at] = np.where(np.isnan(v), a, v != 0)
-            elif kind == LEVEL:
-                out[at] = ((v == a) & (v != b)) | ((v == b) & (c != 0))
             else:  # IMPUTE
                 out[at] = np.where(np.isnan(v), a, v)
+        for i, at, table in self.level_tables:  # LEVEL: ((v == a) & (v != b)) | ((v == b) & (c != 0))
+            out[at] = table[raw[i].astype(np.intp) + 1].T
         return out.reshape(self.n_replicates, self.width, columns.n_rows).transpose(0, 2, 1)

@@ -231,7 +231,18 @@ def _yes_no(values) -> np.ndarray:
         if pd.api.types.is_bool_dtype(values.dtype):
             return values.to_numpy(dtype=float, na_value=np.nan)
         values = values.tolist()
-    return np.array([np.nan if (b := _to_bool(v)) is pd.NA else float(b) for v in values], dtype=float)
+    return np.array([_yes_no_value(v) for v in values], dtype=float)
+
+
+_YES_NO = {True: 1.0, False: 0.0, None: np.nan}  # True == 1 == 1.0 and False == 0 == 0.0 as keys too
+
+
+def _yes_no_value(v) -> float:
+    """One yes/no value as 1.0 / 0.0 / NaN: the common JSON values looked up, the others by ``_to_bool``."""
+    try:
+        return _YES_NO[v]
+    except (KeyError, TypeError):
+        return np.nan if (b := _to_bool(v)) is pd.NA else float(b)
 
 
 def _objects(values, fill: bool = True) -> np.ndarray:
