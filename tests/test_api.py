@@ -448,7 +448,8 @@ def test_model_config_from_env(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- batching, privacy
 
-def test_micro_batcher_merges_and_isolates_failures():
+@pytest.mark.parametrize("inline", [False, True])
+def test_micro_batcher_merges_and_isolates_failures(inline):
     calls = []
 
     def fn(items):
@@ -458,7 +459,7 @@ def test_micro_batcher_merges_and_isolates_failures():
             raise ValueError("boom")
         return [f"answer {x}" for x in items]
 
-    batcher = MicroBatcher(fn, max_batch=8)
+    batcher = MicroBatcher(fn, max_batch=8, inline=inline)
 
     async def run():
         return await asyncio.gather(*(batcher.submit(x) for x in ["a", "b", "boom", "c", "d"]),
