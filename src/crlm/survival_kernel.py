@@ -85,6 +85,7 @@ class SurvivalKernel:
             out.s0 = np.concatenate([k.s0 for k in kernels])
         elif family(out.estimators) is not None:
             out.trees = TreeKernel(out.estimators, out.times)
+            out.trees.remember = False  # one call per rows (the band's replicates)
         else:
             return None
         return out

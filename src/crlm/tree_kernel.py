@@ -242,6 +242,9 @@ class TreeKernel:
             if self.family == "cox":
                 self.s0 = np.stack([_baseline_survival(e, self.times) for e in self.estimators])  # (K, T)
         self._last: tuple | None = None
+        # whether ``evaluate`` keeps the last rows' answers (the stacked replicates' kernel is asked once per
+        # rows: comparing and copying its (K, n, P) input each call would cost more than it saves)
+        self.remember = True
 
     # ------------------------------------------------------------------ routing
 
@@ -308,7 +311,8 @@ class TreeKernel:
 
         ``X``: the model matrix (n, p) all models read, or a list of K matrices, one per model."""
         X = self._matrices(X)
-        last = self._last  # the Predictor asks for risk and curves of the same rows in turn
+        remember = getattr(self, "remember", True)
+        last = self._last if remember else None  # the Predictor asks for risk and curves of the same rows in turn
         if last is not None and last[0].shape == X.shape and np.array_equal(last[0], X, equal_nan=True):
             return last[1], last[2]
         if self.refuses_missing and np.isnan(X).any():
@@ -323,7 +327,8 @@ class TreeKernel:
             surv, risk = self._aft_curves(margin), -margin
         for out in (risk, surv):
             out.setflags(write=False)  # shared with the next call on the same rows: never changed in place
-        self._last = (X.copy(), risk, surv)
+        if remember:
+            self._last = (X.copy(), risk, surv)
         return risk, surv
 
     def risk(self, X) -> np.ndarray:
