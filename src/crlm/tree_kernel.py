@@ -36,7 +36,9 @@ from crlm.models.trees import GBSA, RSF
 from crlm.models.xgb import XGBAFT, XGBCox
 
 TREE_FAMILIES = {RSF: "forest", GBSA: "cox", XGBCox: "cox", XGBAFT: "aft"}
-NUMPY_ROUTE_MAX_CELLS = 200_000  # patients x trees up to which the vectorised numpy route beats per-tree calls
+# patients x trees x depth (the vectorised route's steps) up to which it beats per-tree calls (measured: they
+# break even at 2-3 million, e.g. 250 patients x 5,000 trees of depth 2, or 50 x 5,000 of depth 10)
+NUMPY_ROUTE_MAX_CELLS = 2_000_000
 
 
 @dataclass
@@ -264,22 +266,27 @@ class TreeKernel:
         """(n, n_trees) global node id of the leaf each patient reaches in every tree (``X`` as in
         ``evaluate``)."""
         X32 = self._matrices(X)
-        if X32.shape[-2] * len(self.roots) <= NUMPY_ROUTE_MAX_CELLS:
+        if X32.shape[-2] * len(self.roots) * max(self.depth, 1) <= NUMPY_ROUTE_MAX_CELLS:
             return self._route_numpy(X32)
         return self._route_per_tree(X32)
 
     def _route_numpy(self, X32: np.ndarray) -> np.ndarray:
-        Xd = X32.astype(float)
-        n = Xd.shape[-2]
-        rows, models = np.arange(n)[:, None], self.tree_model[None, :]
+        Xd = np.ascontiguousarray(X32, dtype=float)
+        n, width = Xd.shape[-2], Xd.shape[-1]
+        # one flat gather per step (np.take on the raveled arrays): where each (patient, tree) reads its model's
+        # matrix, its node's feature and threshold, and its next node; fancy indexing with broadcast index arrays
+        # cost several times more for the thousands of trees of a model and its bootstrap refits
+        rows = np.arange(n)[:, None]
+        base = rows * width if Xd.ndim == 2 else (self.tree_model[None, :] * n + rows) * width
+        flat, children = Xd.reshape(-1), self.children.reshape(-1)  # children: (node, 0 left / 1 right)
         node = np.broadcast_to(self.roots, (n, len(self.roots)))
         has_missing = bool(np.isnan(Xd).any())
         for _ in range(self.depth):
-            x = Xd[rows, self.feature[node]] if Xd.ndim == 2 else Xd[models, rows, self.feature[node]]
-            go_left = x <= self.threshold[node]
+            x = flat.take(base + self.feature.take(node))
+            go_left = x <= self.threshold.take(node)
             if has_missing:
-                go_left = np.where(np.isnan(x), self.default_left[node], go_left)
-            node = self.children[node, (~go_left).astype(np.intp)]
+                go_left = np.where(np.isnan(x), self.default_left.take(node), go_left)
+            node = children.take(2 * node + ~go_left)
         return node
 
     def _route_per_tree(self, X32: np.ndarray) -> np.ndarray:
