@@ -253,6 +253,7 @@ OPEN_STORE = ("import sys; from crlm.serving.tracking_lock import open_tracking_
               "print('opened')")
 
 
+@pytest.mark.slow  # two interpreters racing on a new store
 def test_two_workers_open_a_new_tracking_store_at_once(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'new.db'}"}
     procs = [subprocess.Popen([sys.executable, "-c", OPEN_STORE], env=env, stdout=subprocess.PIPE,
