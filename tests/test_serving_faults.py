@@ -88,7 +88,7 @@ def test_a_damaged_bundle_names_the_file_and_the_problem(models_dir, tmp_path, d
 @pytest.mark.parametrize("name, value", [("CRLM_MAX_BODY_BYTES", "4MB"), ("CRLM_MAX_BODY_BYTES", "-1"),
                                          ("CRLM_SERVE_WORKERS", "two"), ("CRLM_MAX_CONCURRENCY", "0"),
                                          ("CRLM_RETRY_AFTER_S", "1.5"), ("CRLM_MODEL_SOURCE", "s3"),
-                                         ("CRLM_REQUEST_TIMEOUT_S", "1m")])
+                                         ("CRLM_REQUEST_TIMEOUT_S", "1m"), ("CRLM_MAX_QUEUE_MS", "10ms")])
 def test_a_malformed_setting_is_refused_at_start(name, value):
     with pytest.raises(SettingsError) as err:
         validate_environment({name: value})
