@@ -346,3 +346,11 @@ def test_answered_requests_leave_nothing_alive(asgi_client, patients):
         assert asgi_client.post("/predict", json={"patient": patients[i % 60]}).status_code == 200
     gc.collect()
     assert sum(isinstance(o, _Span) for o in gc.get_objects()) <= 2
+
+
+def test_a_serving_worker_gives_the_event_loop_the_gil_back_quickly(asgi_client):
+    from crlm.serving.batching import SWITCH_INTERVAL_S
+
+    assert asgi_client.post("/predict", json={"patient": VALID}).status_code == 200
+    assert SWITCH_INTERVAL_S < 0.005  # Python's default: 5 ms
+    assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
