@@ -88,7 +88,7 @@ def test_a_damaged_bundle_names_the_file_and_the_problem(models_dir, tmp_path, d
 @pytest.mark.parametrize("name, value", [("CRLM_MAX_BODY_BYTES", "4MB"), ("CRLM_MAX_BODY_BYTES", "-1"),
                                          ("CRLM_SERVE_WORKERS", "two"), ("CRLM_MAX_CONCURRENCY", "0"),
                                          ("CRLM_RETRY_AFTER_S", "1.5"), ("CRLM_MODEL_SOURCE", "s3"),
-                                         ("CRLM_REQUEST_TIMEOUT_S", "1m")])
+                                         ("CRLM_REQUEST_TIMEOUT_S", "1m"), ("CRLM_MAX_QUEUE_MS", "10ms")])
 def test_a_malformed_setting_is_refused_at_start(name, value):
     with pytest.raises(SettingsError) as err:
         validate_environment({name: value})
@@ -347,3 +347,11 @@ def test_answered_requests_leave_nothing_alive(asgi_client, patients):
         assert asgi_client.post("/predict", json={"patient": patients[i % 60]}).status_code == 200
     gc.collect()
     assert sum(isinstance(o, _Span) for o in gc.get_objects()) <= 2
+
+
+def test_a_serving_worker_gives_the_event_loop_the_gil_back_quickly(asgi_client):
+    from crlm.serving.batching import SWITCH_INTERVAL_S
+
+    assert asgi_client.post("/predict", json={"patient": VALID}).status_code == 200
+    assert SWITCH_INTERVAL_S < 0.005  # Python's default: 5 ms
+    assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)

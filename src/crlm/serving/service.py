@@ -32,7 +32,7 @@ from starlette.routing import Mount, Route  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
 from crlm.serving import admission, bentoml_fixes, responses  # noqa: E402
-from crlm.serving.batching import MicroBatcher  # noqa: E402
+from crlm.serving.batching import MicroBatcher, prefer_the_event_loop  # noqa: E402
 from crlm.serving.engine import batch_answer, scores_answer  # noqa: E402
 from crlm.serving.errors import RequestError, problem  # noqa: E402
 from crlm.serving.guard import PARSED_BODY, GuardMiddleware, check_body  # noqa: E402
@@ -227,6 +227,7 @@ class CRLMService:
         # adaptive batching (batchable=True) needs a single list parameter per request, which /predict's
         # {"patient": {...}} body is not; /predict_batch already sends a list and is answered in one call.
         self.batcher = MicroBatcher(self._answer_many, max_batch=32)
+        prefer_the_event_loop()  # the loop gets the GIL back from the models' thread within 1 ms
         self._batch_limiter = anyio.CapacityLimiter(1)
 
     @bentoml.on_shutdown
