@@ -1,8 +1,9 @@
 """The admission decision (issue 15), deterministically: a fake clock and injected service times, no server.
 
 A worker admits a request while the wait it can expect (requests in flight x the measured busy time per answer)
-stays under the target queue delay (``CRLM_MAX_QUEUE_MS``, by default twice a lone /predict's latency), never
-past the hard cap (``CRLM_MAX_CONCURRENCY``); a shed request gets 503 + Retry-After before its body is read.
+stays under the target queue delay (``CRLM_MAX_QUEUE_MS``, by default twice a lone /predict's latency), once
+that wait has stood at or above the target for ``OVERLOAD_INTERVAL_S`` (a burst passes), never past the hard
+cap (``CRLM_MAX_CONCURRENCY``); a shed request gets 503 + Retry-After before its body is read.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import pytest
 
 from crlm.serving.admission import (
     AUTO_TARGET_FACTOR,
+    OVERLOAD_INTERVAL_S,
     SERVICE_ALPHA,
     AdmissionMiddleware,
     AdmissionSettings,
     QueueDelayBound,
 )
 from crlm.serving.settings import ServiceSettings, SettingsError
+
+STOOD = 1.5 * OVERLOAD_INTERVAL_S  # a queue that has stood for longer than the interval
 
 
 class Clock:
@@ -37,16 +41,21 @@ def lone(bound: QueueDelayBound, clock: Clock, seconds: float, route_sample: boo
     bound.answered(token, route_sample)
 
 
-def fill(bound: QueueDelayBound) -> int:
-    """Admit until refused; returns how many are in flight."""
-    while bound.refusal() is None:
+def fill(bound: QueueDelayBound, clock: Clock) -> int:
+    """Admit one request at a time, each once the queue ahead of it has stood for ``OVERLOAD_INTERVAL_S``, until
+    one is refused; returns how many are in flight then."""
+    while True:
+        bound.refusal()  # the queue as it stands now starts the interval
+        clock.now += STOOD
+        if bound.refusal() is not None:
+            return bound.in_flight
         bound.admitted()
-    return bound.in_flight
 
 
 def test_before_any_measurement_the_cap_alone_decides():
-    bound = QueueDelayBound(AdmissionSettings(max_concurrency=5), Clock())
-    assert bound.target_s() is None and fill(bound) == 5
+    clock = Clock()
+    bound = QueueDelayBound(AdmissionSettings(max_concurrency=5), clock)
+    assert bound.target_s() is None and fill(bound, clock) == 5
     assert "CRLM_MAX_CONCURRENCY" in bound.refusal()
 
 
@@ -56,8 +65,8 @@ def test_the_automatic_target_is_twice_a_lone_answer_and_the_wait_is_in_flight_t
     lone(bound, clock, 0.010)
     assert bound.lone_s == pytest.approx(0.010) and bound.service_s == pytest.approx(0.010)
     assert bound.target_s() == pytest.approx(AUTO_TARGET_FACTOR * 0.010)
-    # 0 in flight: admitted; 1 x 10 ms < 20 ms: admitted; 2 x 10 ms reaches 20 ms: shed
-    assert fill(bound) == 2
+    # 0 in flight: admitted; 1 x 10 ms < 20 ms: admitted; 2 x 10 ms reaches 20 ms for 100 ms: shed
+    assert fill(bound, clock) == 2
     assert bound.expected_wait_s() == pytest.approx(0.020)
     assert "CRLM_MAX_QUEUE_MS" in bound.refusal() and "2 in flight" in bound.refusal()
 
@@ -66,11 +75,35 @@ def test_a_fixed_target_in_milliseconds_and_zero_for_none():
     clock = Clock()
     bound = QueueDelayBound(AdmissionSettings(max_concurrency=8, max_queue_ms=35), clock)
     lone(bound, clock, 0.010)
-    assert bound.target_s() == pytest.approx(0.035) and fill(bound) == 4  # 3 x 10 ms < 35 ms <= 4 x 10 ms
+    assert bound.target_s() == pytest.approx(0.035) and fill(bound, clock) == 4  # 3 x 10 ms < 35 ms <= 4 x 10 ms
     clock = Clock()
     bound = QueueDelayBound(AdmissionSettings(max_concurrency=6, max_queue_ms=0), clock)
     lone(bound, clock, 0.010)
-    assert bound.target_s() is None and fill(bound) == 6
+    assert bound.target_s() is None and fill(bound, clock) == 6
+
+
+def test_a_burst_is_admitted_and_a_standing_queue_is_shed_until_the_worker_catches_up():
+    clock = Clock()
+    bound = QueueDelayBound(AdmissionSettings(max_concurrency=8), clock)
+    lone(bound, clock, 0.010)  # target 20 ms, 10 ms per answer
+    for _ in range(8):  # eight at once at an idle worker: all admitted (the cap, not the target, is the limit)
+        assert bound.refusal() is None
+        bound.admitted()
+    assert "CRLM_MAX_CONCURRENCY" in bound.refusal() and not bound.overloaded
+    clock.now += OVERLOAD_INTERVAL_S / 2
+    for _ in range(6):  # answered in time: under the target again
+        bound.answered((clock.now, False), False)
+    assert bound.in_flight == 2 and bound.refusal() is None and not bound.overloaded  # 2 x ~9 ms: under
+    bound.admitted()  # 3 in flight: the wait stands at or above the target ...
+    assert bound.refusal() is None
+    clock.now += STOOD  # ... for the whole interval: overloaded, the next one is shed
+    assert "CRLM_MAX_QUEUE_MS" in bound.refusal() and bound.overloaded
+    bound.answered((clock.now, False), False)  # 2 in flight x 10 ms: still at the target: shed
+    assert bound.refusal() is not None
+    bound.answered((clock.now, False), False)  # 1 in flight: under the target, admitted (still overloaded)
+    assert bound.refusal() is None and bound.overloaded
+    bound.answered((clock.now, False), False)
+    assert bound.in_flight == 0 and bound.refusal() is None and not bound.overloaded  # idle: the state ends
 
 
 def test_idle_time_is_not_service_time():
@@ -156,18 +189,21 @@ def test_past_the_expected_wait_target_a_request_gets_503_and_retry_after_withou
     async def run():
         first, _ = await call()  # lone: 10 ms -> the target is 20 ms, the service time 10 ms per answer
         bad, _ = await call(b"bad")  # a 422 is not a lone model answer: the target stays
-        holders = [asyncio.create_task(call(b"hold")) for _ in range(2)]
-        while len(held) < 2:
+        holders = [asyncio.create_task(call(b"hold")) for _ in range(3)]
+        while len(held) < 3:
             await asyncio.sleep(0)
-        shed = await call()  # 2 in flight x 10 ms reaches the 20 ms target
+        burst = await call()  # 3 in flight x 10 ms is past the 20 ms target: a burst so far, admitted
+        clock.now += STOOD  # the queue has stood past the target for the interval
+        shed = await call()
+        target = gate.bound.target_s()
         probe = await call(path="/readyz", method="GET")  # probes are never shed
         release.set()
-        return first, bad, shed, probe, await asyncio.gather(*holders)
+        return first, bad, burst, shed, probe, target, await asyncio.gather(*holders)
 
-    first, bad, (shed, reads), probe, holders = asyncio.run(run())
-    assert first[0]["status"] == 200 and bad[0]["status"] == 422
+    first, bad, burst, (shed, reads), probe, target, holders = asyncio.run(run())
+    assert first[0]["status"] == 200 and bad[0]["status"] == 422 and burst[0][0]["status"] == 200
     assert shed[0]["status"] == 503 and reads == []  # refused before a byte of the body
     assert (b"retry-after", b"2") in shed[0]["headers"]
     assert "CRLM_MAX_QUEUE_MS" in json.loads(shed[1]["body"])["errors"][0]["rule"]
-    assert probe[0][0]["status"] == 200 and [h[0][0]["status"] for h in holders] == [200, 200]
-    assert gate.bound.target_s() == pytest.approx(0.020) and gate.in_flight == 0 and gate.shed == 1
+    assert probe[0][0]["status"] == 200 and [h[0][0]["status"] for h in holders] == [200] * 3
+    assert target == pytest.approx(0.020) and gate.in_flight == 0 and gate.shed == 1

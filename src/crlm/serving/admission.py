@@ -17,6 +17,12 @@ admitted requests wait ``bound x service time``: fine for one machine and one mo
 unloaded latency for a faster one. ``CRLM_MAX_CONCURRENCY`` stays a hard cap; a request that finds the worker
 idle is always admitted.
 
+Bursts pass, standing queues are shed (CoDel's distinction: Nichols & Jacobson 2012, "Controlling Queue
+Delay", ACM Queue 10(5)): the target rule applies only once the expected wait has stayed at or above the
+target for ``OVERLOAD_INTERVAL_S`` (CoDel's 100 ms interval), and stops applying when the worker goes idle or
+the wait has stayed under the target for as long. Eight requests arriving together at an idle worker are all
+answered (the micro-batcher takes them at once); a rate past capacity is shed within a tenth of a second.
+
 Why not uvicorn's own options: ``limit_concurrency`` counts open connections (idle keep-alive ones too) and
 BentoML 1.4 does not pass it through; a smaller listen ``backlog`` makes the kernel drop new connections,
 which a client only retries after a second: a slow failure, not a fast 503.
@@ -42,7 +48,7 @@ from crlm.serving.settings import (
     ServiceSettings,
 )
 
-__all__ = ["AUTO_TARGET_FACTOR", "AdmissionMiddleware", "AdmissionSettings", "QueueDelayBound", "install"]
+__all__ = ["AUTO_TARGET_FACTOR", "OVERLOAD_INTERVAL_S", "AdmissionMiddleware", "AdmissionSettings", "QueueDelayBound", "install"]
 
 # The automatic target queue delay, in lone /predict answers (answered within about 1 + this many).
 AUTO_TARGET_FACTOR = 2.0
@@ -53,6 +59,8 @@ LONE_ALPHA = 0.1
 # The route whose lone answers set the automatic target (the micro-batched one; /scores needs no model and
 # a /predict_batch of 1,000 patients takes a second).
 LONE_ROUTE = "/predict"
+# How long the expected wait must stay at or above the target before the target rule sheds (CoDel's interval).
+OVERLOAD_INTERVAL_S = 0.100
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,9 @@ class QueueDelayBound:
     previous answer, so under saturation it is one over the throughput, micro-batching included). Target:
     ``max_queue_ms``, or ``AUTO_TARGET_FACTOR`` x ``lone_s``, the EWMA latency of a ``/predict`` answered
     (200) by an idle worker. Until both are measured, and with ``max_queue_ms=0``, only the cap applies.
+    The target sheds only while the worker is ``overloaded``: the expected wait has stayed at or above the
+    target for ``OVERLOAD_INTERVAL_S`` (a standing queue, not a burst); that ends when the worker goes idle or
+    the wait has stayed under the target for as long.
 
     Parameters
     ----------
@@ -96,6 +107,9 @@ class QueueDelayBound:
         self.lone_s: float | None = None  # EWMA latency of a /predict answered by an idle worker
         self._busy = 0.0  # busy seconds since the last answer
         self._last = clock()
+        self.overloaded = False  # a standing queue: the target rule sheds
+        self._above_since: float | None = None  # since when the expected wait is at or above the target
+        self._below_since: float | None = None  # since when it is under the target
 
     def target_s(self) -> float | None:
         """The target queue delay in seconds (None: not yet measured, or no target)."""
@@ -113,11 +127,29 @@ class QueueDelayBound:
         if self.in_flight >= self.settings.max_concurrency:
             return f"at most {self.settings.max_concurrency} requests at once per worker (CRLM_MAX_CONCURRENCY)"
         target = self.target_s()
-        if self.in_flight and target is not None and self.service_s is not None \
-                and self.expected_wait_s() >= target:
-            return (f"the expected wait ({self.in_flight} in flight x {1000 * self.service_s:.1f} ms each) "
-                    f"reaches the target queue delay of {1000 * target:.0f} ms (CRLM_MAX_QUEUE_MS)")
+        if target is None or self.service_s is None:
+            return None
+        above = self.in_flight > 0 and self.expected_wait_s() >= target
+        self._follow(above)
+        if above and self.overloaded:
+            return (f"the expected wait ({self.in_flight} in flight x {1000 * self.service_s:.1f} ms each) has "
+                    f"stayed at or above the target queue delay of {1000 * target:.0f} ms for "
+                    f"{1000 * OVERLOAD_INTERVAL_S:.0f} ms (CRLM_MAX_QUEUE_MS)")
         return None
+
+    def _follow(self, above: bool) -> None:
+        """Enter the overloaded state after ``OVERLOAD_INTERVAL_S`` at or above the target; leave it when idle
+        or after as long under it."""
+        now = self.clock()
+        if above:
+            self._below_since = None
+            self._above_since = now if self._above_since is None else self._above_since
+            self.overloaded = self.overloaded or now - self._above_since >= OVERLOAD_INTERVAL_S
+        else:
+            self._above_since = None
+            self._below_since = now if self._below_since is None else self._below_since
+            if self.in_flight == 0 or now - self._below_since >= OVERLOAD_INTERVAL_S:
+                self.overloaded = False
 
     def admitted(self) -> tuple[float, bool]:
         """Count a request in; returns its token (admission time, whether the worker was idle)."""
