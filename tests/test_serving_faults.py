@@ -314,7 +314,8 @@ def conforms(value, schema: dict) -> bool:
 
 
 def test_the_served_document_describes_the_predictors_own_answer(asgi_client, patients):
-    """The endpoint answer is defined once, by the Predictor: /docs.json describes it from a real answer."""
+    """The endpoint answer is typed once (``crlm.answer.EndpointAnswer``): /docs.json describes it from that
+    type, and every real answer of the Predictor conforms to it."""
     doc = asgi_client.get("/docs.json").json()
     described = doc["components"]["schemas"]["EndpointAnswer"]
     score = doc["components"]["schemas"]["Score"]
