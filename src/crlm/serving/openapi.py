@@ -132,7 +132,8 @@ def complete_openapi(base: dict, example: dict | None = None, choices: dict | No
         post = paths.get(route, {}).get("post")
         if post is None:
             continue
-        post["responses"].update(_errors(400, 401, 413, 415, 422, 503))
+        # BentoML keys its statuses by int: as text, so that 400 is one key, not "400" beside 400 in the JSON
+        post["responses"] = {str(k): v for k, v in post["responses"].items()} | _errors(400, 401, 413, 415, 422, 503)
         body = post.get("requestBody")
         if body:
             body["required"] = True
