@@ -24,13 +24,18 @@ browser:
 demo: $(STAMP)
 	$(BIN)/crlm demo
 
+# Two pytest-xdist workers (whole files per worker: a module's fixtures are built once), one per core of the
+# 2-core machine the suite is sized for; TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP) browser
 	$(BIN)/ruff check src tests
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The edit loop: everything except the end-to-end runs (real servers, browsers, training jobs) marked slow.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -q -m "not slow"
 
 # A shared MLflow tracking server (SQLite + artifact root in mlflow-server/; see the README for a team database).
 tracking-server: $(STAMP)

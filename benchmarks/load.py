@@ -7,12 +7,12 @@ temporary directory), then:
 3. for each multiple of that rate (``--multiples``, default 0.5, 1 and 2), an open loop: requests are sent on a
    fixed schedule for ``--seconds`` whatever the answers (as real clients do), each with a 60 s timeout.
 For each rate it prints the requests sent, answered (200), shed (503 with Retry-After), other errors, p50/p99
-of the answered and p99 of the shed, and the server's resident memory (all its processes) at the start, the
+of the answered and p99 of the shed, the answers per second, and the server's resident memory (all its processes) at the start, the
 middle and the end of the run. Nothing is asserted; the summary states the issue's criteria at 2x (shed in
 under 100 ms, answered p99 within 3x the unloaded p99, no other errors, memory flat) with the figures.
 
 Usage: ``.venv/bin/python benchmarks/load.py [--seconds 20] [--multiples 0.5 1 2] [--workers N]
-[--max-concurrency N] [--models-dir DIR]``.
+[--max-concurrency N] [--max-queue-ms auto|0|MS] [--rate R] [--models-dir DIR]``.
 """
 
 from __future__ import annotations
@@ -206,6 +206,10 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="server workers (default 1: on a 2-core machine the client needs the other core)")
     parser.add_argument("--max-concurrency", type=int, default=None, help="CRLM_MAX_CONCURRENCY of the server")
+    parser.add_argument("--max-queue-ms", default=None, help="CRLM_MAX_QUEUE_MS of the server (auto, 0, ms)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="the base rate (req/s) instead of the measured sustainable one: compares settings "
+                             "at the same offered load (the closed loop's rate depends on the shedding rule)")
     parser.add_argument("--models-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     os.environ["BENTOML_DO_NOT_TRACK"] = "True"
@@ -213,6 +217,8 @@ def main(argv=None) -> None:
     models_dir, tmp = bundles_or_small(args.models_dir)
     sample = patients(500)
     env = {"CRLM_MAX_CONCURRENCY": str(args.max_concurrency)} if args.max_concurrency else {}
+    if args.max_queue_ms is not None:
+        env["CRLM_MAX_QUEUE_MS"] = str(args.max_queue_ms)
     print(f"models: {models_dir}; {args.workers} worker(s); {os.cpu_count()} CPUs; load average "
           f"{os.getloadavg()[0]:.2f}; server env {env or '(defaults)'}", flush=True)
     with server(models_dir, args.workers, env) as (url, proc):
@@ -220,16 +226,21 @@ def main(argv=None) -> None:
         base = unloaded(url, sample, args.unloaded)
         capacity = closed_loop_rate(url, sample, args.concurrency, max(200, args.unloaded))
         print(f"unloaded /predict: p50 {ms(base, 50):.1f} ms, p99 {ms(base, 99):.1f} ms ({len(base)} sequential); "
-              f"sustainable rate {capacity:.1f} req/s (closed loop, {args.concurrency} clients)\n", flush=True)
+              f"sustainable rate {capacity:.1f} req/s (closed loop, {args.concurrency} clients)", flush=True)
+        if args.rate:
+            capacity = args.rate
+            print(f"base rate {capacity:.1f} req/s (--rate)", flush=True)
+        print(flush=True)
         runs = [asyncio.run(open_loop(url, sample, m * capacity, args.seconds, proc.pid)) for m in args.multiples]
 
     print(f"{'rate':>14}{'sent':>7}{'200':>7}{'503':>7}{'other':>7}{'p50 ms':>9}{'p99 ms':>9}{'shed p99':>10}"
-          f"{'RSS MB start/middle/end':>26}")
+          f"{'200/s':>8}{'RSS MB start/middle/end':>26}")
     for m, r in zip(args.multiples, runs, strict=True):
         other = sum(n for status, n in r["counts"].items() if status not in (200, 503))
         rss = r["rss"]
         print(f"{m:>4.1f}x {r['rate']:>5.1f}/s{r['sent']:>7}{r['counts'][200]:>7}{r['counts'][503]:>7}{other:>7}"
               f"{ms(r['answered'], 50):>9.1f}{ms(r['answered'], 99):>9.1f}{ms(r['shed'], 99):>10.1f}"
+              f"{r['counts'][200] / args.seconds:>8.1f}"
               f"{rss['start']:>10.0f}/{rss.get('middle', float('nan')):.0f}/{rss['end']:.0f}")
         if other:
             print(f"      other answers: {dict((k, v) for k, v in r['counts'].items() if k not in (200, 503))}")

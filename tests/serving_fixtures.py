@@ -161,7 +161,7 @@ class LiveServer:
         self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
         # Started outside the repository: the service is imported from the installed package.
         self.proc = subprocess.Popen(serve_command("127.0.0.1", self.port), cwd=cwd or models_dir,
-                                     env=serve_env(models_dir, api_key, workers), stdout=self._log,
+                                     env=serve_env(models_dir, api_key, workers, port=self.port), stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 120.0) -> LiveServer:

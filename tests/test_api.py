@@ -448,8 +448,7 @@ def test_model_config_from_env(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- batching, privacy
 
-@pytest.mark.parametrize("inline", [False, True])
-def test_micro_batcher_merges_and_isolates_failures(inline):
+def test_micro_batcher_merges_and_isolates_failures():
     calls = []
 
     def fn(items):
@@ -459,7 +458,7 @@ def test_micro_batcher_merges_and_isolates_failures(inline):
             raise ValueError("boom")
         return [f"answer {x}" for x in items]
 
-    batcher = MicroBatcher(fn, max_batch=8, inline=inline)
+    batcher = MicroBatcher(fn, max_batch=8)
 
     async def run():
         return await asyncio.gather(*(batcher.submit(x) for x in ["a", "b", "boom", "c", "d"]),

@@ -97,6 +97,7 @@ def test_leaderboard_oracle_and_paired_comparison(sim_result):
     assert len(res.population) == len(res.y) and res.oof["coxnet"].risk.shape == (2, len(res.y))
 
 
+@pytest.mark.slow  # two full benchmarks with every step on
 def test_same_seed_same_numbers():
     """Every random step (folds, tuning, bootstrap, ablation, ceiling) follows the seed: two runs agree.
     A small run with every step switched on (the module's large run is not repeated for this)."""

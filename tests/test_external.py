@@ -122,6 +122,7 @@ def test_recalibration_lowers_held_out_ici_and_keeps_the_ranking(predictor, stor
     assert (store / "models" / name / "model_card.md").read_text().count("refitted") >= 1
 
 
+@pytest.mark.slow  # the CLI end to end: evaluate, recalibrate, register
 def test_evaluate_and_recalibrate_commands(predictor, store, tmp_path):
     bundle = predictor.save(tmp_path / "bundle")
     shifted(300, 25).data.to_csv(tmp_path / "centre.csv", index=False)

@@ -7,14 +7,13 @@ import re
 from html.parser import HTMLParser
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.text import Annotation
 
-from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation import plots
-from crlm.evaluation.benchmark import BenchmarkSpec, run_benchmark
 from crlm.reporting.formatting import format_interval, headline_horizon
 from crlm.reporting.leaderboard import leaderboard_html, text_columns
 from crlm.scores import compute_score
@@ -226,16 +225,17 @@ def test_leaderboard_html(res):
         assert note in page
 
 
-def test_auc_plot_handles_more_models_than_colours():
+def test_auc_plot_handles_more_models_than_colours(res):
     from crlm.evaluation.plots import PALETTE, time_dependent_auc_plot
 
-    many = ("score:fong", "score:game", "score:mcs", "score:tbs", "score:nordlinger", "score:konopke")
-    res = run_benchmark(simulate_cohort(300, seed=3), BenchmarkSpec(
-        models=("coxph", "coxnet", "xgb_cox"), baselines=many, outer_repeats=1, inner_splits=2, n_boot=10,
-        ablation_models=0, tune=False))
-    assert len(res.oof) > len(PALETTE)
-    fig = time_dependent_auc_plot(res)
-    assert len(fig.axes[0].get_legend().get_texts()) == len(res.oof)
+    # more models than colours: the small benchmark's models (and their metrics) under more names than PALETTE
+    copies = {f"{name} #{i}": name for i in range(len(PALETTE)) for name in res.oof}
+    metrics = pd.concat([res.metrics[res.metrics.model == name].assign(model=copy)
+                         for copy, name in copies.items()], ignore_index=True)
+    many = dataclasses.replace(res, oof={copy: res.oof[name] for copy, name in copies.items()}, metrics=metrics)
+    assert len(many.oof) > len(PALETTE)
+    fig = time_dependent_auc_plot(many)
+    assert len(fig.axes[0].get_legend().get_texts()) == len(many.oof)
 
 
 def test_text_leaderboard_quotes_the_headline_horizon(res):

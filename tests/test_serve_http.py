@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crlm.serving.launch import serve_command, serve_env
+from crlm.serving.launch import bentoml_home, serve_command, serve_env
 from serving_fixtures import LiveServer, free_port
 
 pytest_plugins = ["serving_fixtures"]
@@ -165,6 +165,27 @@ def keyed_server(models_dir, tmp_path_factory):
         yield server.wait_ready(180)
     finally:
         server.stop()
+
+
+def predict_count(text: str) -> float:
+    """The /predict requests a server's /metrics has counted (all its workers, every status)."""
+    found = re.findall(r'bentoml_service_request_total\{[^}]*endpoint="/predict"[^}]*\} ([0-9.e+]+)', text)
+    return sum(float(v) for v in found)
+
+
+def test_a_second_server_leaves_the_first_ones_metrics(http, models_dir, tmp_path):
+    # BentoML empties its Prometheus directory when a server starts; with a shared BentoML home (~/bentoml) a
+    # second server wiped the first one's counts. Each server has its own home (``launch.bentoml_home``).
+    assert http.post("/predict", json={"patient": SECRET}).status_code == 200
+    before = predict_count(http.get("/metrics").text)
+    assert before >= 1
+    second = LiveServer(models_dir, workers=1, log_path=tmp_path / "second.log")
+    try:
+        second.wait_ready(180)
+        assert bentoml_home(second.port) != bentoml_home(http.base_url.port)
+        assert predict_count(http.get("/metrics").text) >= before
+    finally:
+        second.stop()
 
 
 def test_metrics_need_the_key_when_one_is_set(keyed_server):

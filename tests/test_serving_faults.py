@@ -88,7 +88,7 @@ def test_a_damaged_bundle_names_the_file_and_the_problem(models_dir, tmp_path, d
 @pytest.mark.parametrize("name, value", [("CRLM_MAX_BODY_BYTES", "4MB"), ("CRLM_MAX_BODY_BYTES", "-1"),
                                          ("CRLM_SERVE_WORKERS", "two"), ("CRLM_MAX_CONCURRENCY", "0"),
                                          ("CRLM_RETRY_AFTER_S", "1.5"), ("CRLM_MODEL_SOURCE", "s3"),
-                                         ("CRLM_REQUEST_TIMEOUT_S", "1m")])
+                                         ("CRLM_REQUEST_TIMEOUT_S", "1m"), ("CRLM_MAX_QUEUE_MS", "10ms")])
 def test_a_malformed_setting_is_refused_at_start(name, value):
     with pytest.raises(SettingsError) as err:
         validate_environment({name: value})
@@ -253,6 +253,7 @@ OPEN_STORE = ("import sys; from crlm.serving.tracking_lock import open_tracking_
               "print('opened')")
 
 
+@pytest.mark.slow  # two interpreters racing on a new store
 def test_two_workers_open_a_new_tracking_store_at_once(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'new.db'}"}
     procs = [subprocess.Popen([sys.executable, "-c", OPEN_STORE], env=env, stdout=subprocess.PIPE,
@@ -277,7 +278,8 @@ def test_the_openapi_document_has_every_route_and_status():
         assert path in paths, path
     for route, key in (("/predict", "patient"), ("/predict_batch", "patients"), ("/scores", "patient")):
         post = paths[route]["post"]
-        assert {"200", "400", "401", "413", "415", "422", "503"} <= set(map(str, post["responses"]))
+        assert {"200", "400", "401", "413", "415", "422", "503"} <= set(post["responses"])
+        assert all(isinstance(status, str) for status in post["responses"])  # one JSON key per status
         body = post["requestBody"]["content"]["application/json"]["schema"]
         if "$ref" in body:
             body = doc["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
@@ -313,7 +315,8 @@ def conforms(value, schema: dict) -> bool:
 
 
 def test_the_served_document_describes_the_predictors_own_answer(asgi_client, patients):
-    """The endpoint answer is defined once, by the Predictor: /docs.json describes it from a real answer."""
+    """The endpoint answer is typed once (``crlm.answer.EndpointAnswer``): /docs.json describes it from that
+    type, and every real answer of the Predictor conforms to it."""
     doc = asgi_client.get("/docs.json").json()
     described = doc["components"]["schemas"]["EndpointAnswer"]
     score = doc["components"]["schemas"]["Score"]
@@ -346,3 +349,11 @@ def test_answered_requests_leave_nothing_alive(asgi_client, patients):
         assert asgi_client.post("/predict", json={"patient": patients[i % 60]}).status_code == 200
     gc.collect()
     assert sum(isinstance(o, _Span) for o in gc.get_objects()) <= 2
+
+
+def test_a_serving_worker_gives_the_event_loop_the_gil_back_quickly(asgi_client):
+    from crlm.serving.batching import SWITCH_INTERVAL_S
+
+    assert asgi_client.post("/predict", json={"patient": VALID}).status_code == 200
+    assert SWITCH_INTERVAL_S < 0.005  # Python's default: 5 ms
+    assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)

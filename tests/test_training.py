@@ -163,6 +163,7 @@ def test_batch_predict_and_compare(first_job, tmp_path, data_dir):
     assert compare.exit_code == 0 and "coxnet" in compare.output
 
 
+@pytest.mark.slow  # reads the training job of the slow tests
 def test_registry_version_and_bundle_carry_the_same_metadata(first_job):
     """The registry's copy of the champion and the served bundle hold one document (``crlm.model_metadata``);
     the registry identity lives beside it in ``registration.json``."""

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import anyio.to_thread
+
+# How long the thread running the models may keep the GIL while the event loop waits for it (Python's default
+# is 5 ms). The loop reads, validates and answers the other requests between two model calls; with 5 ms each of
+# its steps waited up to a switch interval behind the models, so two requests in flight took 5x one (p50 30 ms
+# against 4 ms, closed loop, benchmarks/load.py's server) and batches formed slowly. At 1 ms: 7 ms, and twice
+# the throughput at 2 to 8 in flight (docs/SERVING.md, "Load shedding").
+SWITCH_INTERVAL_S = 0.001
+
+
+def prefer_the_event_loop() -> None:
+    """Set this process's GIL switch interval to ``SWITCH_INTERVAL_S`` (a serving worker: the models run in a
+    thread beside the event loop). Answers are unchanged; only who runs next."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 class MicroBatcher:
@@ -17,21 +31,14 @@ class MicroBatcher:
     Parameters
     ----------
     fn : callable
-        Maps a list of items to a list of results in the same order. If a merged call fails, its items are
-        retried one by one so one failure cannot fail the others.
+        Maps a list of items to a list of results in the same order; runs in a worker thread. If a merged call
+        fails, its items are retried one by one so one failure cannot fail the others.
     max_batch : int
         The most items of one call.
-    inline : bool, default False
-        Run ``fn`` on the event loop itself (after one turn of the loop, so that the requests already read join
-        the call) instead of in a worker thread. For a call of a few milliseconds (a /predict batch) this is
-        faster under concurrency: a worker thread and the event loop take turns at the interpreter lock every
-        5 ms (``sys.getswitchinterval``), so requests arriving during a call waited for the lock, and every
-        call paid two thread hand-offs. The loop is blocked for the call (bounded by ``max_batch``).
     """
 
-    def __init__(self, fn: Callable[[list], list], max_batch: int = 32, inline: bool = False):
+    def __init__(self, fn: Callable[[list], list], max_batch: int = 32):
         self.fn = fn
-        self.inline = inline
         self.max_batch = max_batch
         self._queue: list[tuple[Any, asyncio.Future]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -52,13 +59,11 @@ class MicroBatcher:
     async def _drain(self) -> None:
         try:
             while self._queue:
-                if self.inline:
-                    await asyncio.sleep(0)  # one turn of the loop: the requests already read join this call
                 batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
                 items = [item for item, _ in batch]
                 self.batch_sizes = (self.batch_sizes + [len(items)])[-1000:]
                 try:
-                    results = self._run(items) if self.inline else await anyio.to_thread.run_sync(self._run, items)
+                    results = await anyio.to_thread.run_sync(self._run, items)
                 except BaseException as err:  # _run only raises for cancellation or a single failing item
                     results = [err] * len(items)
                 for (_, future), result in zip(batch, results, strict=True):

@@ -115,7 +115,8 @@ def complete_openapi(base: dict, example: dict | None = None, choices: dict | No
     base : dict
         ``Service.openapi_spec.asdict()``.
     example : dict, optional
-        One /predict answer of the loaded models: the endpoint answer and the score are described from it.
+        One /predict answer of the loaded models: the score is described from it (the endpoint answer's
+        schema is its type, ``crlm.answer.EndpointAnswer``).
     choices : dict, optional
         The served model names per endpoint (``os``, ``rfs``) and ``event_free_max`` (the earliest end of the
         served models' curves): the request's ``models`` and ``event_free_at_months`` are restricted to them.
@@ -131,7 +132,8 @@ def complete_openapi(base: dict, example: dict | None = None, choices: dict | No
         post = paths.get(route, {}).get("post")
         if post is None:
             continue
-        post["responses"].update(_errors(400, 401, 413, 415, 422, 503))
+        # BentoML keys its statuses by int: as text, so that 400 is one key, not "400" beside 400 in the JSON
+        post["responses"] = {str(k): v for k, v in post["responses"].items()} | _errors(400, 401, 413, 415, 422, 503)
         body = post.get("requestBody")
         if body:
             body["required"] = True
@@ -142,6 +144,6 @@ def complete_openapi(base: dict, example: dict | None = None, choices: dict | No
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas["RequestError"] = ERROR_SCHEMA
     if example is not None:
-        for name, value in (("EndpointAnswer", example["os"]), ("Score", next(iter(example["scores"].values())))):
-            schemas[name] = {**schemas.get(name, {}), **schema_of(value), "additionalProperties": True}
+        score = next(iter(example["scores"].values()))
+        schemas["Score"] = {**schemas.get("Score", {}), **schema_of(score), "additionalProperties": True}
     return doc

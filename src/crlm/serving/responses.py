@@ -1,7 +1,8 @@
 """The API's answers as pydantic models: documentation of the responses in the OpenAPI document (and the
-shape the tests assert). The keys the service adds are declared here; what the Predictor and the scores
-return is theirs (open models, described from a real answer in the served document). The answers themselves
-are serialised once by pydantic-core (``json_response``)."""
+shape the tests assert). The keys the service adds are declared here; an endpoint's answer is the
+Predictor's, typed once in ``crlm.answer`` (``EndpointAnswer``) and used here as it is; a score's answer is
+the scores' own (an open model, described from a real answer in the served document). The answers
+themselves are serialised once by pydantic-core (``json_response``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Annotated
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
+
+from crlm.answer import EndpointAnswer
 
 # Documentation of the answers in the OpenAPI document; extra keys are kept (the Predictor may add some).
 
@@ -20,16 +23,6 @@ class _Open(BaseModel):
 # BentoML flattens ``str | None`` to ``str`` on a response's top-level fields; ``nullable`` keeps it honest.
 PatientId = Annotated[str | None, Field(description="the request's patient_id, if any",
                                         json_schema_extra={"nullable": True})]
-
-
-class EndpointAnswer(_Open):
-    """One endpoint's answer: what ``Predictor.predict`` returns (docs/PREDICTOR.md), passed through unchanged.
-    Its fields are defined once, by the Predictor: the served /docs.json describes them from the loaded
-    model's own answer (``crlm.serving.openapi.schema_of``), not from a copy kept here. ``horizons[].lower`` /
-    ``upper`` and ``curve.lower`` / ``upper`` bound the 95% confidence interval of the model's estimated survival
-    (its estimation uncertainty), not the range of the patient's own outcome."""
-
-    endpoint: str
 
 
 class Score(_Open):

@@ -20,7 +20,7 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")  # the service never calls
 
 import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Annotated, Any  # noqa: E402
+from typing import Annotated, Any, cast  # noqa: E402
 
 import anyio  # noqa: E402
 import bentoml  # noqa: E402
@@ -32,7 +32,7 @@ from starlette.routing import Mount, Route  # noqa: E402
 from starlette.staticfiles import StaticFiles  # noqa: E402
 
 from crlm.serving import admission, bentoml_fixes, responses  # noqa: E402
-from crlm.serving.batching import MicroBatcher  # noqa: E402
+from crlm.serving.batching import MicroBatcher, prefer_the_event_loop  # noqa: E402
 from crlm.serving.engine import batch_answer, scores_answer  # noqa: E402
 from crlm.serving.errors import RequestError, problem  # noqa: E402
 from crlm.serving.guard import PARSED_BODY, GuardMiddleware, check_body  # noqa: E402
@@ -178,7 +178,7 @@ def service_openapi(example: dict | None = None, choices: dict | None = None) ->
     """The complete OpenAPI document (``/docs.json``): BentoML's plus every status and mounted route, the
     answers described from ``example`` (the loaded models' warm-up answer) and the request's model names and
     event-free months restricted to ``choices`` (the served models) when they are loaded."""
-    return complete_openapi(CRLMService.openapi_spec.asdict(), example, choices)
+    return complete_openapi(bentoml_service().openapi_spec.asdict(), example, choices)
 
 
 pages = Starlette(routes=[
@@ -225,10 +225,9 @@ class CRLMService:
             self.store.start()
         # /predict merges concurrent requests into one Predictor call (see MicroBatcher). BentoML's own
         # adaptive batching (batchable=True) needs a single list parameter per request, which /predict's
-        # {"patient": {...}} body is not; /predict_batch already sends a list and is answered in one call (in a
-        # thread: a batch of 1,000 takes ~0.2 s). A /predict call of up to 32 patients takes a few ms: on the
-        # event loop (inline), no thread hand-offs or waits for the interpreter lock (MicroBatcher).
-        self.batcher = MicroBatcher(self._answer_many, max_batch=32, inline=True)
+        # {"patient": {...}} body is not; /predict_batch already sends a list and is answered in one call.
+        self.batcher = MicroBatcher(self._answer_many, max_batch=32)
+        prefer_the_event_loop()  # the loop gets the GIL back from the models' thread within 1 ms
         self._batch_limiter = anyio.CapacityLimiter(1)
 
     @bentoml.on_shutdown
@@ -250,9 +249,9 @@ class CRLMService:
                 out[i] = answer
         return out
 
-    @bentoml.api(route="/predict", input_spec=PredictInput)
+    @bentoml.api(route="/predict", input_spec=PredictInput, output_spec=responses.PredictResponse)
     async def predict(self, patient: PatientBody = None, models: ModelsChoice = None, scenarios: Scenarios = None,
-                      event_free_at_months: EventFree = None) -> responses.PredictResponse:
+                      event_free_at_months: EventFree = None) -> Response:
         """OS and RFS at 12/36/60 months with 95% confidence intervals of the estimate, curves, risk groups, contributions, scores; the
         models by name (``models``), the response scenarios (``scenarios``), the conditional answer given
         event-free at s months (``event_free_at_months``)."""
@@ -274,9 +273,9 @@ class CRLMService:
         except Exception as err:
             return _server_error("predict", err)
 
-    @bentoml.api(route="/predict_batch", input_spec=BatchInput)
+    @bentoml.api(route="/predict_batch", input_spec=BatchInput, output_spec=responses.BatchResponse)
     async def predict_batch(self, patients: PatientsBody = None, models: ModelsChoice = None,
-                            event_free_at_months: EventFree = None) -> responses.BatchResponse:
+                            event_free_at_months: EventFree = None) -> Response:
         """Up to 1,000 patients: each gets the /predict answer or its own error entry (field and rule)."""
         try:
             raw = require_patient_list(patients)
@@ -289,8 +288,8 @@ class CRLMService:
         except Exception as err:
             return _server_error("predict_batch", err)
 
-    @bentoml.api(route="/scores", input_spec=ScoresInput)
-    def scores(self, patient: PatientBody = None) -> responses.ScoresResponse:
+    @bentoml.api(route="/scores", input_spec=ScoresInput, output_spec=responses.ScoresResponse)
+    def scores(self, patient: PatientBody = None) -> Response:
         """Fong, GAME, m-CS, TBS (zone) and Nordlinger alone (no model needed)."""
         try:
             return json_response(scores_answer(require_patient(patient)))
@@ -308,5 +307,11 @@ def _server_error(where: str, err: Exception) -> Response:
     return JSONResponse({"error": "internal error; the request was not answered", "errors": []}, status_code=500)
 
 
-CRLMService.add_asgi_middleware(GuardMiddleware)
+def bentoml_service() -> bentoml.Service[Any]:
+    """``CRLMService`` as what ``@bentoml.service`` made it at run time, a ``bentoml.Service`` (mypy does not apply
+    class decorators, so it would see the plain class)."""
+    return cast("bentoml.Service[Any]", CRLMService)
+
+
+bentoml_service().add_asgi_middleware(GuardMiddleware)
 admission.install(CRLMService)  # load shedding in front of BentoML's own middlewares (crlm.serving.admission)

@@ -20,11 +20,12 @@ MAX_BATCH = 1000
 # 1,000 complete patients are about 1.1 MB of compact JSON (1.3 MB indented); 4 MiB leaves ample room.
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_ALIAS = "champion"
-# API requests a worker has admitted (answering or queued for the models); past it, a fast 503
-# (crlm.serving.admission). Sized by Little's law: admitted requests wait about bound / throughput, and the
-# micro-batcher needs several at once for its throughput (benchmarks/load.py, docs/SERVING.md: at 4 the
-# throughput of one worker halved; at 16 the admitted p99 was ~3.8x the unloaded p99; at 8 ~2.3-3.4x).
+# The hard cap on API requests a worker has admitted (answering or queued for the models); past it, a fast 503
+# (crlm.serving.admission). Below it the target queue delay decides (CRLM_MAX_QUEUE_MS).
 DEFAULT_MAX_CONCURRENCY = 8
+# The target queue delay of an admitted request, ms: None (unset or "auto"): twice the worker's recent latency
+# of a lone /predict (crlm.serving.admission.AUTO_TARGET_FACTOR); 0: no target, the cap alone.
+DEFAULT_MAX_QUEUE_MS: int | None = None
 DEFAULT_RETRY_AFTER_S = 1
 # A request not answered in this time gets a 504 (a batch of 1,000 patients takes about a second).
 DEFAULT_REQUEST_TIMEOUT_S = 60
@@ -105,6 +106,7 @@ class ServiceSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY  # per worker process
     retry_after_s: int = DEFAULT_RETRY_AFTER_S
+    max_queue_ms: int | None = DEFAULT_MAX_QUEUE_MS  # None: automatic (crlm.serving.admission)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -116,10 +118,23 @@ class ServiceSettings:
         return cls(api_key=env.get("CRLM_API_KEY") or None,
                    max_body_bytes=_int(env, "CRLM_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024),
                    max_concurrency=_int(env, "CRLM_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, 1),
-                   retry_after_s=_int(env, "CRLM_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, 1))
+                   retry_after_s=_int(env, "CRLM_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S, 1),
+                   max_queue_ms=_queue_ms(env))
 
 
-SERVICE_VARIABLES = ("CRLM_API_KEY", "CRLM_MAX_BODY_BYTES", "CRLM_MAX_CONCURRENCY", "CRLM_RETRY_AFTER_S")
+SERVICE_VARIABLES = ("CRLM_API_KEY", "CRLM_MAX_BODY_BYTES", "CRLM_MAX_CONCURRENCY", "CRLM_RETRY_AFTER_S",
+                     "CRLM_MAX_QUEUE_MS")
+
+
+def _queue_ms(env: Mapping[str, str]) -> int | None:
+    raw = env.get("CRLM_MAX_QUEUE_MS")
+    if raw is None or raw.strip().lower() in ("", "auto"):
+        return DEFAULT_MAX_QUEUE_MS
+    try:
+        return _int(env, "CRLM_MAX_QUEUE_MS", 0, 0)
+    except SettingsError:
+        raise SettingsError(f"CRLM_MAX_QUEUE_MS={raw!r}: must be auto or a whole number of milliseconds >= 0 "
+                            "(0: no target, CRLM_MAX_CONCURRENCY alone)") from None
 
 
 @functools.lru_cache(maxsize=8)
