@@ -13,9 +13,18 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field
-from typing_extensions import TypedDict  # pydantic reads typing_extensions' TypedDict on Python < 3.12
+from typing_extensions import NotRequired, TypedDict  # noqa: UP035 (pydantic needs typing_extensions' on 3.11)
 
-__all__ = ["Contribution", "EndpointAnswer", "HorizonEstimate", "SurvivalCurve"]
+__all__ = ["Contribution", "Direction", "EndpointAnswer", "HorizonEstimate", "RiskGroup", "SurvivalCurve",
+           "direction_of"]
+
+RiskGroup = Literal["low", "intermediate", "high"]  # tertiles of the training cohort's predicted risk
+Direction = Literal["raises", "lowers"]
+
+
+def direction_of(size: float) -> Direction:
+    """What a contribution of ``size`` (on the risk scale) does to the risk, in words."""
+    return "raises" if size > 0 else "lowers"
 
 
 def _nullable(description: str):
@@ -48,9 +57,10 @@ class Contribution(TypedDict):
     label: str
     value: Annotated[float | str | bool | None, _nullable("the value as the model read it (null: unknown)")]
     value_text: str
-    direction: Literal["raises", "lowers"]
+    direction: Direction
     size: float
     sentence: str
+    points: NotRequired[float]  # a clinical score's factor: its points (the served score's explainer)
 
 
 class EndpointAnswer(TypedDict):
@@ -62,7 +72,7 @@ class EndpointAnswer(TypedDict):
     horizons: list[HorizonEstimate]
     median_months: Annotated[float | None, _nullable("months at which the curve crosses 0.5 (null: not reached)")]
     median_reached: bool
-    risk_group: Literal["low", "intermediate", "high"]  # tertiles of the training cohort's predicted risk
+    risk_group: RiskGroup
     curve: SurvivalCurve
     contributions: list[Contribution]
     warnings: list[str]

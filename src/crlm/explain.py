@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import shap
 
+from crlm.answer import Contribution, direction_of
 from crlm.models import final_estimator, linear_coefficients
 from crlm.models.introspect import LINEAR_COX
 from crlm.models.prior_cox import CoxPrior, LiteratureCox
@@ -140,7 +141,7 @@ class Explainer:
             out[start:start + m] = base[start:start + m, None] - risks.mean(axis=2)
         return out
 
-    def explain(self, Z: pd.DataFrame, rows: list[dict], top: int = 6) -> list[list[dict]]:
+    def explain(self, Z: pd.DataFrame, rows: list[dict], top: int = 6) -> list[list[Contribution]]:
         """Top contributors per patient, largest absolute contribution first (``rows``: the canonical records)."""
         if top <= 0:
             return [[] for _ in rows]
@@ -149,7 +150,7 @@ class Explainer:
         order = np.argsort(-np.abs(contributions), axis=1)[:, :top]
         sizes = np.take_along_axis(contributions, order, axis=1)
         words = [_FieldWords.of(name, self.endpoint) for name in self.field_names]
-        answers = []
+        answers: list[list[Contribution]] = []
         for row, ks, row_sizes in zip(rows, order.tolist(), sizes.tolist(), strict=True):
             answers.append([words[k].describe(row.get(words[k].name), size, row)
                             for k, size in zip(ks, row_sizes, strict=True) if abs(size) >= 1e-9])
@@ -208,7 +209,7 @@ class _FieldWords:
     def of(name: str, endpoint: str) -> _FieldWords:
         return _FieldWords(name, endpoint)
 
-    def describe(self, value, size: float, row: dict) -> dict:
+    def describe(self, value, size: float, row: dict) -> Contribution:
         """``describe(name, value, size, endpoint, row)``, the same dict."""
         if self.derived:
             return describe(self.name, value, size, self.endpoint, row)
@@ -225,17 +226,17 @@ class _FieldWords:
             text, json_value = str(value).replace("_", " "), str(value)
         if text.startswith("unknown ("):  # a category or text value that reads "unknown (...)"
             json_value = None
-        direction = "raises" if size > 0 else "lowers"
+        direction = direction_of(size)
         return {"field": self.name, "label": self.label, "value": json_value, "value_text": text,
                 "direction": direction, "size": size,
                 "sentence": f"{self.label} {text} {direction} the risk of {self.event}"}
 
 
-def describe(name: str, value, size: float, endpoint: str, row: dict | None = None) -> dict:
+def describe(name: str, value, size: float, endpoint: str, row: dict | None = None) -> Contribution:
     f = FIELDS_BY_NAME.get(name)
     label = f.label if f else DERIVED_LABELS.get(name, name.replace("_", " "))
     text = value_text(name, value, row)
-    direction = "raises" if size > 0 else "lowers"
+    direction = direction_of(size)
     event = EVENT_WORDS.get(endpoint, "the event")
     json_value = None if text.startswith("unknown (") else _json_value(name, value, text, row)
     return {"field": name, "label": label, "value": json_value, "value_text": text, "direction": direction,

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from crlm import model_inputs
+from crlm.answer import EndpointAnswer, RiskGroup
 from crlm.bootstrap_curves import BootstrapCurves, replicate_quantiles
 from crlm.cohort.base import CanonicalColumns, canonical_columns
 from crlm.conditional import conditional_answers
@@ -184,7 +185,7 @@ class Predictor:
         return (np.hstack([ones, point]), np.hstack([ones, np.minimum.accumulate(lower, axis=1)]),
                 np.hstack([ones, np.minimum.accumulate(upper, axis=1)]))
 
-    def predict(self, rows, top: int = 6) -> list[dict]:
+    def predict(self, rows, top: int = 6) -> list[EndpointAnswer]:
         """Answer for each patient: survival at the horizons with intervals, curve, group, reasons, warnings.
 
         Parameters
@@ -196,9 +197,10 @@ class Predictor:
 
         Returns
         -------
-        list of dict
-            One answer per patient, in order (``docs/PREDICTOR.md``): ``horizons`` (months, survival, lower,
-            upper), ``curve``, ``median_months``, ``risk_score``, ``risk_group``, ``contributions``, ``warnings``.
+        list of EndpointAnswer
+            One answer per patient, in order (``crlm.answer.EndpointAnswer``, ``docs/PREDICTOR.md``): ``horizons``
+            (months, survival, lower, upper), ``curve``, ``median_months``, ``risk_score``, ``risk_group``,
+            ``contributions``, ``warnings``.
 
         Raises
         ------
@@ -221,7 +223,7 @@ class Predictor:
         curves = zip(surv.round(5).tolist(), lower.round(5).tolist(), upper.round(5).tolist(), strict=True)
         medians = median_times(self.curve_times, surv)
         groups = self.risk_groups(risk)
-        answers = []
+        answers: list[EndpointAnswer] = []  # the typed contract (crlm.answer): mypy checks every key
         for i, ((s, lo, up), (cs, cl, cu), risk_i) in enumerate(zip(at_horizons, curves, risk.tolist(), strict=True)):
             answers.append({
                 "endpoint": self.endpoint,
@@ -314,13 +316,13 @@ class Predictor:
             rated = np.isfinite(self.risk(self._prepare(columns)[1]))
             rows = columns.frame()[rated].reset_index(drop=True)
         answers = iter(self.predict(rows if not rated.all() else columns, top=3) if rated.any() else [])
-        records = []
+        records: list[dict[str, object]] = []
         for i in range(columns.n_rows):
             if not rated[i]:
                 records.append({"warnings": model_inputs.uncomputable_score(self.model_name, self.fields_used, columns, np.array([i]))})
                 continue
             a = next(answers)
-            rec = {"risk_score": a["risk_score"], "risk_group": a["risk_group"],
+            rec: dict[str, object] = {"risk_score": a["risk_score"], "risk_group": a["risk_group"],
                    "median_months": np.nan if a["median_months"] is None else a["median_months"]}
             for h in a["horizons"]:
                 tag = f"{h['months']:g}"
@@ -353,7 +355,7 @@ class Predictor:
         low, high = self.risk_cuts
         return "low" if risk <= low else "high" if risk > high else "intermediate"
 
-    def risk_groups(self, risk: np.ndarray) -> list[str]:
+    def risk_groups(self, risk: np.ndarray) -> list[RiskGroup]:
         """``risk_group`` of every risk score (one vectorised comparison).
 
         Parameters

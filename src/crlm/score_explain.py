@@ -11,11 +11,11 @@ from __future__ import annotations
 
 __all__ = ["ScoreExplainer"]
 
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from crlm.answer import Contribution, direction_of
 from crlm.explain import EVENT_WORDS, value_text
 from crlm.models import final_estimator
 from crlm.schema import FIELDS_BY_NAME
@@ -62,12 +62,12 @@ class ScoreExplainer:
                 out[i, k] += self.coef * (float(value) - float(self.mean[name][factor]))
         return out
 
-    def explain(self, Z: pd.DataFrame, rows: list[dict], top: int = 6) -> list[list[dict]]:
+    def explain(self, Z: pd.DataFrame, rows: list[dict], top: int = 6) -> list[list[Contribution]]:
         """Per patient: each factor's points and what they do to the risk, largest effect first."""
         event = EVENT_WORDS.get(self.endpoint, "the event")
         answers = []
         for (name, points), row in zip(self._per_row(Z), rows, strict=True):
-            items: list[dict[str, Any]] = []
+            items: list[Contribution] = []
             if name is not None:
                 for factor, value in points.items():
                     field = self.field_of[(name, factor)]
@@ -75,7 +75,7 @@ class ScoreExplainer:
                     f = FIELDS_BY_NAME.get(field)
                     label = f.label if f else field.replace("_", " ")
                     text = value_text(field, row.get(field), row)
-                    direction = "raises" if size > 0 else "lowers"
+                    direction = direction_of(size)
                     items.append({"field": field, "label": label, "value_text": text,
                                   "value": None if text.startswith("unknown (") else row.get(field),
                                   "direction": direction, "size": size, "points": float(value),
