@@ -19,7 +19,7 @@ import yaml
 from crlm import tracking
 from crlm.cohort.simulate import simulate_cohort
 from crlm.config import load_config
-from crlm.tracking_server import stop_server, wait_until_up
+from crlm.tracking_server import server_env, stop_server, wait_until_up
 from crlm.training import run_job
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -58,7 +58,7 @@ def ui(store):
         port = s.getsockname()[1]
     mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
     proc = subprocess.Popen([mlflow_bin, "ui", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--host",
-                             "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
+                             "127.0.0.1", "--port", str(port)], env=server_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     wait_until_up(url, 90, proc)

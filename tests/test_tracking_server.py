@@ -1,7 +1,9 @@
 """A shared tracking server: a real ``mlflow server`` (SQLite store, artifact root) started on 127.0.0.1 by the
 test; ``crlm train``, ``compare`` and the service's registry loader work against it via MLFLOW_TRACKING_URI."""
 
+import contextlib
 import socket
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -33,8 +35,32 @@ def server(tmp_path_factory):
     port = _free_port()
     proc = tracking_server.start_server(f"sqlite:///{root / 'team.db'}", str(root / "artifacts"), port,
                                         log=root / "server.log")
-    yield f"http://127.0.0.1:{port}", root
+    yield f"http://127.0.0.1:{port}", root, proc
     tracking_server.stop_server(proc)
+
+
+def descendants(pid: int) -> list[str]:
+    """The command lines of a process's descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        with contextlib.suppress(OSError):
+            out.append((Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        todo += children.get(child, [])
+    return out
+
+
+def test_the_server_runs_without_mlflows_job_runner(server):
+    # MLflow's GenAI job runner (a runner and six huey consumers) is off: crlm only logs runs and models
+    commands = descendants(server[2].pid)
+    assert any("uvicorn" in c for c in commands), commands
+    assert not any("huey" in c or "_job_runner" in c for c in commands), commands
 
 
 def test_server_command_uses_a_database_store_and_proxied_artifacts(tmp_path):
@@ -46,7 +72,7 @@ def test_server_command_uses_a_database_store_and_proxied_artifacts(tmp_path):
 
 
 def test_train_compare_and_load_the_champion_through_the_server(server, tmp_path, monkeypatch):
-    url, root = server
+    url, root, _ = server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     simulate_cohort(200, 4).data.to_csv(tmp_path / "cohort.csv", index=False)
     config = {"job": "team-test", "cohort": {"file": str(tmp_path / "cohort.csv"), "name": "teamtest"},

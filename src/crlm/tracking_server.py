@@ -54,10 +54,19 @@ def server_command(backend_store_uri: str, artifacts_destination: str, host: str
             "--serve-artifacts", "--host", host, "--port", str(port), "--workers", str(workers)]
 
 
+def server_env(base: dict | None = None) -> dict[str, str]:
+    """The server's environment: MLflow's job runner off unless the operator sets
+    ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION`` (crlm logs runs and registers models; the runner is for MLflow's GenAI
+    jobs and starts seven more processes, a job runner and six huey consumers)."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
+
+
 def exec_server(backend_store_uri: str, artifacts_destination: str, host: str, port: int, workers: int) -> None:
     """Replace this process with the server (``crlm tracking-server``)."""
     cmd = server_command(backend_store_uri, artifacts_destination, host, port, workers)
-    os.execv(cmd[0], cmd)
+    os.execve(cmd[0], cmd, server_env())
 
 
 def start_server(backend_store_uri: str, artifacts_destination: str, port: int, host: str = "127.0.0.1",
@@ -71,7 +80,7 @@ def start_server(backend_store_uri: str, artifacts_destination: str, port: int, 
     """
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
     proc = subprocess.Popen(server_command(backend_store_uri, artifacts_destination, host, port, workers),
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                            env=server_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     wait_until_up(f"http://{host}:{port}", timeout, proc)
     return proc
 
