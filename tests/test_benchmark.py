@@ -101,9 +101,9 @@ def test_leaderboard_oracle_and_paired_comparison(sim_result):
 def test_same_seed_same_numbers():
     """Every random step (folds, tuning, bootstrap, ablation, ceiling) follows the seed: two runs agree.
     A small run with every step switched on (the module's large run is not repeated for this)."""
-    cohort = simulate_cohort(240, seed=4)
+    cohort = simulate_cohort(200, seed=4)
     spec = BenchmarkSpec(models=("coxnet",), baselines=("score:fong",), outer_repeats=2, outer_splits=2,
-                         inner_splits=2, n_boot=20, ablation_models=1, seed=3, ceiling_n=600)
+                         inner_splits=2, n_boot=10, ablation_models=1, seed=3, ceiling_n=300)
     res, again = run_benchmark(cohort, spec), run_benchmark(cohort, spec)
     assert {"oracle", "ceiling", "coxnet", "score:fong"} <= set(res.oof) and len(res.ablation)
     pd.testing.assert_frame_equal(res.metrics, again.metrics)

@@ -122,14 +122,27 @@ def test_hostile_bodies_leave_no_patient_value_in_the_logs(http, live_server):
         assert value not in log, value
 
 
-def test_random_paths_do_not_grow_the_metrics(models_dir, tmp_path):
-    # a server of its own: its /metrics holds only this test's traffic
+def test_random_paths_do_not_grow_the_metrics_and_a_second_server_keeps_the_firsts(http, models_dir, tmp_path):
+    # BentoML empties its Prometheus directory when a server starts; with a shared BentoML home (~/bentoml) a
+    # second server wiped the first one's counts. Each server has its own home (``launch.bentoml_home``).
+    assert http.post("/predict", json={"patient": SECRET}).status_code == 200
+    before = predict_count(http.get("/metrics").text)
+    assert before >= 1
+    # a second server, of its own: its /metrics holds only this test's traffic
     server = LiveServer(models_dir, log_path=tmp_path / "bentoml.log").wait_ready()
     try:
-        with httpx.Client(base_url=server.url, timeout=60) as http:
-            _random_paths_leave_one_label(http)
+        assert bentoml_home(server.port) != bentoml_home(http.base_url.port)
+        assert predict_count(http.get("/metrics").text) >= before  # the first server's counts survived
+        with httpx.Client(base_url=server.url, timeout=60) as own:
+            _random_paths_leave_one_label(own)
     finally:
         server.stop()
+
+
+def predict_count(text: str) -> float:
+    """The /predict requests a server's /metrics has counted (all its workers, every status)."""
+    found = re.findall(r'bentoml_service_request_total\{[^}]*endpoint="/predict"[^}]*\} ([0-9.e+]+)', text)
+    return sum(float(v) for v in found)
 
 
 def _random_paths_leave_one_label(http) -> None:
@@ -165,27 +178,6 @@ def keyed_server(models_dir, tmp_path_factory):
         yield server.wait_ready(180)
     finally:
         server.stop()
-
-
-def predict_count(text: str) -> float:
-    """The /predict requests a server's /metrics has counted (all its workers, every status)."""
-    found = re.findall(r'bentoml_service_request_total\{[^}]*endpoint="/predict"[^}]*\} ([0-9.e+]+)', text)
-    return sum(float(v) for v in found)
-
-
-def test_a_second_server_leaves_the_first_ones_metrics(http, models_dir, tmp_path):
-    # BentoML empties its Prometheus directory when a server starts; with a shared BentoML home (~/bentoml) a
-    # second server wiped the first one's counts. Each server has its own home (``launch.bentoml_home``).
-    assert http.post("/predict", json={"patient": SECRET}).status_code == 200
-    before = predict_count(http.get("/metrics").text)
-    assert before >= 1
-    second = LiveServer(models_dir, workers=1, log_path=tmp_path / "second.log")
-    try:
-        second.wait_ready(180)
-        assert bentoml_home(second.port) != bentoml_home(http.base_url.port)
-        assert predict_count(http.get("/metrics").text) >= before
-    finally:
-        second.stop()
 
 
 def test_metrics_need_the_key_when_one_is_set(keyed_server):
