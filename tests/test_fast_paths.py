@@ -3,6 +3,8 @@ bit for bit, so a speed-up never changes an answer."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from crlm.bootstrap_curves import BootstrapCurves, _cloglog, replicate_quantiles
 from crlm.cohort.base import _to_bool, _yes_no_value, canonical_columns
 from crlm.cohort.simulate import simulate_cohort
-from crlm.explain import _FieldWords, describe
+from crlm.explain import describe, value_text
 from crlm.model_inputs import input_warnings, warning_rules
 from crlm.predictor_training import train_predictor
 from crlm.recalibration import Recalibrator, apply_each
@@ -93,17 +95,24 @@ def test_warnings_of_one_patient_equal_those_of_the_vectorised_batch_path():
         assert batch == [input_warnings(canonical_columns([row]), rules, imputes)[0] for row in rows]
 
 
-def test_field_words_describe_as_describe():
+def test_each_kind_of_field_reads_as_text_and_json():
+    # one reader per field (looked up once per batch): every kind, missing values, a centre's own field and a
+    # derived score recomputed from its row (TBS = sqrt(size^2 + number^2), Sasaki 2018)
     row = {"largest_metastasis_cm": 3.5, "n_liver_metastases": 2.0}
-    cases = [("age_years", 64.0), ("age_years", float("nan")), ("cea_ng_ml", 12.25), ("n_liver_metastases", 3.0),
-             ("extrahepatic_disease", True), ("extrahepatic_disease", False), ("extrahepatic_disease", None),
-             ("kras_status", "wild_type"), ("kras_status", "unknown"), ("primary_site", float("nan")),
-             ("tumour_burden_score", 4.0), ("a_centres_field", "x_y"), ("a_centres_field", pd.NA)]
-    for endpoint in ("os", "rfs", "liver_rfs", "other"):
-        for name, value in cases:
-            for size in (0.3, -0.2):
-                assert _FieldWords(name, endpoint).describe(value, size, row) == \
-                    describe(name, value, size, endpoint, row), (name, value)
+    cases = [("age_years", 64.0, "64 years", 64.0), ("age_years", float("nan"), "unknown (imputed)", None),
+             ("cea_ng_ml", 12.25, "12.25 ng/mL", 12.25), ("n_liver_metastases", 3.0, "3", 3.0),
+             ("extrahepatic_disease", True, "yes", True), ("extrahepatic_disease", False, "no", False),
+             ("extrahepatic_disease", None, "unknown (imputed)", None), ("kras_status", "wild_type", "wild type",
+             "wild_type"), ("primary_site", float("nan"), "unknown (imputed)", None),
+             ("tumour_burden_score", 4.0, "4.0", math.hypot(3.5, 2.0)), ("a_centres_field", "x_y", "x_y", "x_y"),
+             ("a_centres_field", pd.NA, "unknown (imputed)", None)]
+    for name, value, text, as_json in cases:
+        for size, direction in ((0.3, "raises"), (-0.2, "lowers")):
+            answer = describe(name, value, size, "rfs", row)
+            assert (answer["value_text"], answer["value"], answer["direction"]) == (text, as_json, direction), name
+            assert answer["sentence"] == f"{answer['label']} {text} {direction} the risk of recurrence or death"
+            assert value_text(name, value, row) == text
+    assert describe("age_years", 64.0, 0.3, "os")["sentence"] == "Age 64 years raises the risk of death"
 
 
 def test_yes_no_values_as_to_bool():

@@ -149,95 +149,65 @@ class Explainer:
         # the top fields of every patient at once (each row sorted by the same algorithm as one patient alone)
         order = np.argsort(-np.abs(contributions), axis=1)[:, :top]
         sizes = np.take_along_axis(contributions, order, axis=1)
-        words = [_FieldWords.of(name, self.endpoint) for name in self.field_names]
+        words = [_FieldWords.of(name) for name in self.field_names]
         answers: list[list[Contribution]] = []
         for row, ks, row_sizes in zip(rows, order.tolist(), sizes.tolist(), strict=True):
-            answers.append([words[k].describe(row.get(words[k].name), size, row)
+            answers.append([words[k].describe(row.get(words[k].name), size, self.endpoint, row)
                             for k, size in zip(ks, row_sizes, strict=True) if abs(size) >= 1e-9])
         return answers
 
 
 def value_text(name: str, value, row: dict | None = None) -> str:
-    if name == "tumour_burden_score" and row is not None:
-        size, n = row.get("largest_metastasis_cm"), row.get("n_liver_metastases")
-        if pd.notna(size) and pd.notna(n):
-            return f"{float(tumour_burden_score(size, n)):.1f}"
-        return "unknown (imputed)"
-    if name == "fong_score" and row is not None:
-        total = score_total("fong", [row])[0]
-        return "unknown (imputed)" if np.isnan(total) else f"{total:g} points"
-    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-        return "unknown (imputed)"
-    f = FIELDS_BY_NAME.get(name)
-    if f is None:
-        return str(value)
-    if f.kind == "bool":
-        return "yes" if bool(value) else "no"
-    if f.kind in ("float", "int"):
-        unit = {"count": "", "years": "years", "points": "points"}.get(f.unit or "", f.unit or "")
-        return f"{float(value):g} {unit}".strip()
-    return str(value).replace("_", " ")
-
-
-def _json_value(name: str, value, text: str, row: dict | None) -> bool | float | str:
-    """A known input's value as JSON: bool, number or text (the derived scores recomputed from ``row``)."""
-    f = FIELDS_BY_NAME.get(name)
-    if f is not None and f.kind == "bool":
-        return bool(value)
-    if f is not None and f.kind in ("float", "int"):
-        return float(value)
-    if name == "tumour_burden_score":
-        assert row is not None, "the tumour burden score is described from its patient's row"
-        return float(tumour_burden_score(row["largest_metastasis_cm"], row["n_liver_metastases"]))
-    return float(text.split()[0]) if name == "fong_score" else str(value)
+    """How ``value`` of field ``name`` reads in an explanation (a derived score's from its patient's ``row``)."""
+    return _FieldWords.of(name).read(value, row)[0]
 
 
 class _FieldWords:
-    """``describe`` for one field, its label, kind and unit looked up once (an explanation of 1,000 patients
-    describes ~12,000 contributions; the derived scores, described from their row, take ``describe`` itself)."""
+    """How one field reads in an explanation: its label, and a value as text and as JSON. The field's label, kind
+    and unit are looked up once per field (an explanation of 1,000 patients describes ~12,000 contributions)."""
 
-    def __init__(self, name: str, endpoint: str):
+    def __init__(self, name: str):
         f = FIELDS_BY_NAME.get(name)
-        self.name, self.endpoint, self.kind = name, endpoint, f.kind if f is not None else None
-        self.event = EVENT_WORDS.get(endpoint, "the event")
+        self.name, self.kind = name, f.kind if f is not None else None
         self.label = f.label if f else DERIVED_LABELS.get(name, name.replace("_", " "))
         self.unit = "" if f is None else {"count": "", "years": "years", "points": "points"}.get(f.unit or "", f.unit or "")
-        self.derived = name in ("tumour_burden_score", "fong_score")
 
     @staticmethod
     @functools.lru_cache(maxsize=1024)
-    def of(name: str, endpoint: str) -> _FieldWords:
-        return _FieldWords(name, endpoint)
+    def of(name: str) -> _FieldWords:
+        return _FieldWords(name)
 
-    def describe(self, value, size: float, row: dict) -> Contribution:
-        """``describe(name, value, size, endpoint, row)``, the same dict."""
-        if self.derived:
-            return describe(self.name, value, size, self.endpoint, row)
-        json_value: bool | float | str | None
+    def read(self, value, row: dict | None) -> tuple[str, bool | float | str | None]:
+        """(text, JSON value) of ``value``; the derived scores recomputed from ``row``; unknown: JSON null."""
+        if self.name == "tumour_burden_score" and row is not None:
+            size, n = row.get("largest_metastasis_cm"), row.get("n_liver_metastases")
+            if pd.notna(size) and pd.notna(n):
+                tbs = float(tumour_burden_score(size, n))
+                return f"{tbs:.1f}", tbs
+            return "unknown (imputed)", None
+        if self.name == "fong_score" and row is not None:
+            total = score_total("fong", [row])[0]
+            return ("unknown (imputed)", None) if np.isnan(total) else (f"{total:g} points", float(f"{total:g}"))
         if value is None or value is pd.NA or (isinstance(value, float) and value != value):
-            text, json_value = "unknown (imputed)", None
-        elif self.kind == "bool":
-            text, json_value = "yes" if bool(value) else "no", bool(value)
-        elif self.kind in ("float", "int"):
-            text, json_value = f"{float(value):g} {self.unit}".strip(), float(value)
-        elif self.kind is None:
-            text = json_value = str(value)
-        else:
-            text, json_value = str(value).replace("_", " "), str(value)
-        if text.startswith("unknown ("):  # a category or text value that reads "unknown (...)"
-            json_value = None
+            return "unknown (imputed)", None
+        if self.name in ("tumour_burden_score", "fong_score"):  # a derived score given without its row
+            return str(value), float(value)
+        if self.kind == "bool":
+            return ("yes" if bool(value) else "no"), bool(value)
+        if self.kind in ("float", "int"):
+            return f"{float(value):g} {self.unit}".strip(), float(value)
+        text = str(value) if self.kind is None else str(value).replace("_", " ")
+        return text, None if text.startswith("unknown (") else str(value)  # a category reading "unknown (...)"
+
+    def describe(self, value, size: float, endpoint: str, row: dict | None) -> Contribution:
+        """The contribution ``size`` (risk scale) of this field at ``value`` for ``endpoint``, in words."""
+        text, json_value = self.read(value, row)
         direction = direction_of(size)
+        event = EVENT_WORDS.get(endpoint, "the event")
         return {"field": self.name, "label": self.label, "value": json_value, "value_text": text,
-                "direction": direction, "size": size,
-                "sentence": f"{self.label} {text} {direction} the risk of {self.event}"}
+                "direction": direction, "size": size, "sentence": f"{self.label} {text} {direction} the risk of {event}"}
 
 
 def describe(name: str, value, size: float, endpoint: str, row: dict | None = None) -> Contribution:
-    f = FIELDS_BY_NAME.get(name)
-    label = f.label if f else DERIVED_LABELS.get(name, name.replace("_", " "))
-    text = value_text(name, value, row)
-    direction = direction_of(size)
-    event = EVENT_WORDS.get(endpoint, "the event")
-    json_value = None if text.startswith("unknown (") else _json_value(name, value, text, row)
-    return {"field": name, "label": label, "value": json_value, "value_text": text, "direction": direction,
-            "size": size, "sentence": f"{label} {text} {direction} the risk of {event}"}
+    """One contribution in words: field, label, the value as JSON and as text, direction, size, a sentence."""
+    return _FieldWords.of(name).describe(value, size, endpoint, row)
