@@ -404,7 +404,12 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         """The model matrix of canonical rows: a DataFrame or ``CanonicalColumns``; other frames are
-        canonicalised first."""
+        canonicalised first (a DataFrame under ``set_output(transform="pandas")``)."""
+        return self.transform_array(X)
+
+    def transform_array(self, X) -> np.ndarray:
+        """``transform`` as a float array whatever ``set_output`` says (the prediction path reads numbers;
+        wrapping a one-patient matrix in a DataFrame cost more than the model)."""
         check_is_fitted(self, "encoders_")
         columns = canonical_columns(X if isinstance(X, CanonicalColumns) else _frame(X))
         missing = np.full(columns.n_rows, np.nan)  # a field the input lacks is missing for every row

@@ -111,11 +111,9 @@ class Predictor:
         if columns.n_rows == 0:
             raise ValueError("no patients to predict")
         pre = self.model.steps[0][1]
-        array_transform = getattr(type(pre).transform, "__wrapped__", None)  # under scikit-learn's set_output
-        if as_array and self._reads_arrays and array_transform is not None:
-            # the kernel and the explainer read the matrix as numbers (columns in the explainer's order): the
-            # DataFrame scikit-learn's set_output wraps it in cost more than a one-patient model
-            return columns, np.asarray(array_transform(pre, columns), dtype=float)
+        if as_array and self._reads_arrays and hasattr(pre, "transform_array"):
+            # the kernel and the explainer read the matrix as numbers (columns in the explainer's order)
+            return columns, pre.transform_array(columns)
         Z = pre.transform(columns)  # fields the rows lack are missing
         if not isinstance(Z, pd.DataFrame):
             Z = pd.DataFrame(Z, columns=self.explainer.features)

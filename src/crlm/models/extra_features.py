@@ -184,6 +184,10 @@ class AugmentedPreprocessor(_Columns):
         return self
 
     def transform(self, X):
+        return self.transform_array(X)
+
+    def transform_array(self, X) -> np.ndarray:
+        """``transform`` as a float array whatever ``set_output`` says (``FeaturePreprocessor.transform_array``)."""
         check_is_fitted(self, "parts_")
         X = canonical_columns(X)  # once for every part (CanonicalColumns pass unchanged)
         return np.hstack([np.asarray(p.transform(X), dtype=float) for p in self.parts_])
