@@ -31,8 +31,14 @@ MIN_EVENTS_BASELINE = 5  # a baseline-only update needs fewer events (one parame
 
 
 def _cloglog_event(surv: np.ndarray) -> np.ndarray:
-    f = np.clip(1.0 - np.asarray(surv, dtype=float), 1e-6, 1 - 1e-6)
-    return np.log(-np.log1p(-f))
+    """log(-log S) of survival, the event probability clipped to [1e-6, 1 - 1e-6] (the maps' scale): one new
+    array, every step in place in it (``apply_each`` evaluates (K, n, T) at once)."""
+    work = np.subtract(1.0, np.asarray(surv, dtype=float))
+    np.clip(work, 1e-6, 1 - 1e-6, out=work)
+    np.negative(work, out=work)
+    np.log1p(work, out=work)
+    np.negative(work, out=work)
+    return np.log(work, out=work)
 
 
 class SurvivalMap(Protocol):
@@ -176,12 +182,7 @@ def apply_each(recalibrators: Sequence[SurvivalMap], curves: np.ndarray) -> np.n
     slope, z_mean, s0 = (np.stack([getattr(r, name) for r in maps])[:, None, :]
                          for name in ("slope", "z_mean", "baseline_survival"))
     # the same operations as Recalibrator.apply, in place in one buffer (a (K, n, T) array each step otherwise)
-    work = np.subtract(1.0, surv)
-    np.clip(work, 1e-6, 1 - 1e-6, out=work)
-    np.negative(work, out=work)
-    np.log1p(work, out=work)
-    np.negative(work, out=work)
-    np.log(work, out=work)  # _cloglog_event(surv)
+    work = _cloglog_event(surv)
     np.subtract(work, z_mean, out=work)
     np.multiply(slope, work, out=work)
     np.exp(work, out=work)
