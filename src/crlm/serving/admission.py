@@ -11,8 +11,8 @@ The expected wait is Little's law on this worker's own measurements (``QueueDela
 flight times the worker's recent service time per request (seconds of busy time per answer, an EWMA: with
 the micro-batcher it falls as batches grow, and it grows when the core is shared or a large batch is
 answered). The target is ``CRLM_MAX_QUEUE_MS``, by default twice the recent latency of a ``/predict``
-answered by an idle worker: an admitted request then waits about two unloaded answers and is answered within
-about three (issue 15's criterion), whatever the models' speed. A count bound alone (the former rule) lets
+answered by an idle worker: an admitted request is meant to wait about two unloaded answers, whatever the
+models' speed (measured with ``benchmarks/load.py``: docs/SERVING.md, "Load shedding"). A count bound alone (the former rule) lets
 admitted requests wait ``bound x service time``: fine for one machine and one model, several times the
 unloaded latency for a faster one. ``CRLM_MAX_CONCURRENCY`` stays a hard cap; a request that finds the worker
 idle is always admitted.
@@ -48,7 +48,8 @@ from crlm.serving.settings import (
     ServiceSettings,
 )
 
-__all__ = ["AUTO_TARGET_FACTOR", "OVERLOAD_INTERVAL_S", "AdmissionMiddleware", "AdmissionSettings", "QueueDelayBound", "install"]
+__all__ = ["AUTO_TARGET_FACTOR", "OVERLOAD_INTERVAL_S", "AdmissionMiddleware", "AdmissionSettings", "QueueDelayBound",
+           "install"]
 
 # The automatic target queue delay, in lone /predict answers (answered within about 1 + this many).
 AUTO_TARGET_FACTOR = 2.0
