@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raw_http import RawClient, json_bodies
 from serving import bundles_or_small, patients, server
 
 
@@ -58,72 +59,16 @@ def ms(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000, q)) if values else float("nan")
 
 
-class _Stale(Exception):
-    """No byte of an answer came back on a connection (closed by the server, or reset)."""
-
-
-class RawClient:
-    """A lean HTTP/1.1 client on asyncio streams (keep-alive connections, pre-encoded requests): httpx costs
-    the client ~1 ms of CPU per request, which on a shared 2-core machine delays the requests it is timing."""
-
-    def __init__(self, host: str, port: int, bodies: list[bytes]):
-        self.host, self.port = host, port
-        self.requests = [b"POST /predict HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (host.encode(), port, len(b), b) for b in bodies]
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-
-    async def post(self, i: int) -> tuple[int, dict[str, str]]:
-        if self.idle:
-            try:
-                return await self._post(self.idle.pop(), i)
-            except _Stale:  # the server closed an idle keep-alive connection: retry once on a new one
-                pass
-        return await self._post(await asyncio.open_connection(self.host, self.port), i)
-
-    async def _post(self, conn, i: int) -> tuple[int, dict[str, str]]:
-        reader, writer = conn
-        try:
-            writer.write(self.requests[i % len(self.requests)])
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError) as err:
-            writer.close()
-            if isinstance(err, asyncio.IncompleteReadError) and err.partial:
-                raise  # part of an answer arrived: a real failure
-            raise _Stale from err
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)}
-        await reader.readexactly(int(headers.get("content-length", 0)))
-        if headers.get("connection", "").lower() == "close":
-            writer.close()
-        else:
-            self.idle.append(conn)
-        return status, headers
-
-    def close(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
-        self.idle = []
-
-
-def bodies(sample: list[dict]) -> list[bytes]:
-    import json
-
-    return [json.dumps({"patient": p}).encode() for p in sample]
-
-
 async def open_loop(url: str, sample: list[dict], rate: float, seconds: float, pid: int) -> dict:
     """Requests at a fixed rate for ``seconds`` (open loop: the schedule ignores the answers)."""
-    host, port = url.removeprefix("http://").split(":")
-    client = RawClient(host, int(port), bodies(sample))
+    client = RawClient.for_url(url, json_bodies("patient", sample))
     n = max(1, int(rate * seconds))
     results: list[tuple[int | str, float]] = []
     rss = {"start": tree_rss_mb(pid)}
 
     async def one(i: int, scheduled: float) -> None:
         try:
-            status, headers = await asyncio.wait_for(client.post(i), 60)
+            status, headers, _ = await asyncio.wait_for(client.post(i), 60)
             label: int | str = status
             if status == 503 and "retry-after" not in headers:
                 label = "503 without Retry-After"
@@ -154,17 +99,16 @@ async def open_loop(url: str, sample: list[dict], rate: float, seconds: float, p
 
 def closed_loop_rate(url: str, sample: list[dict], concurrency: int, n: int) -> float:
     """Answers per second of ``concurrency`` clients sending back to back (the sustainable rate)."""
-    host, port = url.removeprefix("http://").split(":")
 
     async def run() -> float:
-        client = RawClient(host, int(port), bodies(sample))
+        client = RawClient.for_url(url, json_bodies("patient", sample))
         counter = iter(range(n))
         answered = 0
 
         async def worker() -> None:
             nonlocal answered
             for i in counter:
-                status, _ = await client.post(i)
+                status, _, _ = await client.post(i)
                 assert status in (200, 503), status
                 answered += status == 200
                 if status == 503:  # more clients than the server's bound (CRLM_MAX_CONCURRENCY): back off
@@ -180,14 +124,13 @@ def closed_loop_rate(url: str, sample: list[dict], concurrency: int, n: int) -> 
 
 def unloaded(url: str, sample: list[dict], n: int) -> list[float]:
     """Latencies of ``n`` sequential requests (one connection)."""
-    host, port = url.removeprefix("http://").split(":")
 
     async def run() -> list[float]:
-        client = RawClient(host, int(port), bodies(sample))
+        client = RawClient.for_url(url, json_bodies("patient", sample))
         times = []
         for i in range(n):
             t0 = time.perf_counter()
-            status, _ = await client.post(i)
+            status, _, _ = await client.post(i)
             assert status == 200, status
             times.append(time.perf_counter() - t0)
         client.close()

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from _bentoml_impl.server.app import ServiceAppFactory
 
+from crlm.serving.balance import ConnectionBalance
 from crlm.serving.errors import RequestError, problem
 from crlm.serving.settings import (
     BODY_KEYS,
@@ -190,14 +191,20 @@ class AdmissionMiddleware:
         ``CRLM_RETRY_AFTER_S``).
     clock : callable, optional
         The decision's clock (``QueueDelayBound``).
+    balance : ConnectionBalance, optional
+        This worker's share of the load among the server's workers (``crlm.serving.balance``; default: the
+        server's, when it has several workers): an answer of a worker carrying clearly more than another
+        closes its connection (``Connection: close``), so that the client reconnects to a less loaded one.
     """
 
     def __init__(self, app, settings: AdmissionSettings | None = None,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, balance: ConnectionBalance | None = None):
         self.app = app
         self.settings = settings or AdmissionSettings.from_env()
         self.bound = QueueDelayBound(self.settings, clock)
+        self.balance = balance if balance is not None else ConnectionBalance.for_this_worker()
         self.shed = 0  # requests refused since the start (for tests and the benchmark)
+        self.closed = 0  # connections closed to rebalance the workers (likewise)
 
     @property
     def in_flight(self) -> int:
@@ -214,17 +221,25 @@ class AdmissionMiddleware:
                                [problem("request", rule)], headers={"Retry-After": str(self.settings.retry_after_s)})
             return await err.response()(scope, receive, send)
         token = self.bound.admitted()
+        balance = self.balance
+        if balance is not None:
+            balance.observe(self.bound.in_flight)
         status = []
 
         async def send_status(message):
             if message["type"] == "http.response.start":
                 status.append(message["status"])
+                if balance is not None and balance.should_close():
+                    self.closed += 1
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             await send(message)
 
         try:
             return await self.app(scope, receive, send_status)
         finally:
             self.bound.answered(token, scope["path"] == LONE_ROUTE and status[:1] == [200])
+            if balance is not None:
+                balance.observe(self.bound.in_flight)
 def install(service, settings: AdmissionSettings | None = None) -> None:
     """Put ``AdmissionMiddleware`` in front of every app BentoML builds for ``service`` (idempotent).
 

@@ -46,6 +46,8 @@ class WorkerReadiness:
         """This worker stops (shutdown): its marker goes, and the directory with the last one."""
         if self.workers > 1:
             (self.directory / str(os.getpid())).unlink(missing_ok=True)
+            if not self._live_markers():  # the last one: the workers' shared load file goes too
+                (self.directory / "load").unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # not empty: another worker still serves
                 self.directory.rmdir()
 
