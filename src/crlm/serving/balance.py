@@ -28,7 +28,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import bentoml
+
 from crlm.serving.readiness import PREFIX
+from crlm.serving.settings import default_workers
 
 __all__ = ["LOAD_TIME_S", "MARGIN", "ConnectionBalance"]
 
@@ -78,10 +81,6 @@ class ConnectionBalance:
     def for_this_worker(cls) -> ConnectionBalance | None:
         """The balance of a worker of ``bentoml serve`` with several workers; None otherwise (in-process, one
         worker, or no shared temporary directory)."""
-        import bentoml
-
-        from crlm.serving.settings import default_workers
-
         index, workers = bentoml.server_context.worker_index, default_workers()
         if index is None or workers < 2:
             return None
