@@ -10,7 +10,7 @@ import pytest
 
 from crlm.serving.admission import AdmissionMiddleware, AdmissionSettings
 from crlm.serving.balance import LOAD_TIME_S, MARGIN, ConnectionBalance
-from crlm.serving.readiness import WorkerReadiness
+from crlm.serving.readiness import LOAD_FILE, WorkerReadiness
 
 
 class Clock:
@@ -100,6 +100,6 @@ def test_the_last_worker_to_stop_removes_the_load_file(tmp_path):
     directory = tmp_path / "crlm-ready-1"
     readiness = WorkerReadiness(2, directory)
     readiness.mark_ready()
-    ConnectionBalance(2, 0, directory / "load")
+    ConnectionBalance(2, 0, directory / LOAD_FILE)
     readiness.unmark()
     assert not directory.exists()

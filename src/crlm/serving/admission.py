@@ -27,6 +27,9 @@ Why not uvicorn's own options: ``limit_concurrency`` counts open connections (id
 BentoML 1.4 does not pass it through; a smaller listen ``backlog`` makes the kernel drop new connections,
 which a client only retries after a second: a slow failure, not a fast 503.
 
+The same layer spreads keep-alive connections over the workers: an answer of a worker that carries clearly
+more than another closes its connection (``crlm.serving.balance``).
+
 ``install(service)`` makes every ASGI app BentoML builds for ``service`` (``Service.to_asgi``: the server's
 workers and in-process test clients alike) start with this layer.
 """

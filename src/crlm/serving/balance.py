@@ -23,14 +23,13 @@ import math
 import mmap
 import os
 import struct
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import bentoml
 
-from crlm.serving.readiness import PREFIX
+from crlm.serving.readiness import LOAD_FILE, server_directory
 from crlm.serving.settings import default_workers
 
 __all__ = ["LOAD_TIME_S", "MARGIN", "ConnectionBalance"]
@@ -54,7 +53,7 @@ class ConnectionBalance:
     index : int
         This worker's slot, 0 to ``workers - 1``.
     path : Path, optional
-        The shared file (default: ``load`` in ``crlm-ready-<server pid>`` of the temporary directory).
+        The shared file (default: ``readiness.LOAD_FILE`` in ``readiness.server_directory()``).
     clock : callable, optional
         Seconds on a clock every worker shares (``time.monotonic``); tests inject a fake one.
     """
@@ -64,7 +63,7 @@ class ConnectionBalance:
         if workers < 2 or not 0 <= index < workers:
             raise ValueError(f"a balance needs >= 2 workers and a slot among them (got {workers}, {index})")
         self.workers, self.index, self.clock = workers, index, clock
-        self.path = path or Path(tempfile.gettempdir()) / f"{PREFIX}{os.getppid()}" / "load"
+        self.path = path or server_directory() / LOAD_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

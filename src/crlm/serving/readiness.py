@@ -9,6 +9,12 @@ import tempfile
 from pathlib import Path
 
 PREFIX = "crlm-ready-"
+LOAD_FILE = "load"  # beside the markers: the workers' shared load (crlm.serving.balance)
+
+
+def server_directory() -> Path:
+    """The directory a server's workers share: ``crlm-ready-<server pid>`` in the temporary directory."""
+    return Path(tempfile.gettempdir()) / f"{PREFIX}{os.getppid()}"
 
 
 class WorkerReadiness:
@@ -26,7 +32,7 @@ class WorkerReadiness:
 
     def __init__(self, workers: int, directory: Path | None = None):
         self.workers = workers
-        self.directory = directory or Path(tempfile.gettempdir()) / f"{PREFIX}{os.getppid()}"
+        self.directory = directory or server_directory()
 
     def _live_markers(self) -> list[int]:
         if not self.directory.is_dir():
@@ -47,7 +53,7 @@ class WorkerReadiness:
         if self.workers > 1:
             (self.directory / str(os.getpid())).unlink(missing_ok=True)
             if not self._live_markers():  # the last one: the workers' shared load file goes too
-                (self.directory / "load").unlink(missing_ok=True)
+                (self.directory / LOAD_FILE).unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # not empty: another worker still serves
                 self.directory.rmdir()
 
