@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 
 import pytest
@@ -468,6 +469,43 @@ def test_micro_batcher_merges_and_isolates_failures():
     assert results[:2] == ["answer a", "answer b"] and results[3:] == ["answer c", "answer d"]
     assert isinstance(results[2], ValueError)
     assert max(len(c) for c in calls) > 1, "concurrent requests were merged"
+
+
+def test_micro_batches_run_on_the_loop_and_take_the_requests_already_read():
+    """The call runs on the event loop's own thread (no GIL turns with a models' thread), and a request whose
+    handler reaches the batcher one loop step after the first (read in the same pass of the loop) joins the
+    first call instead of starting a call of its own."""
+    calls, threads = [], []
+
+    def fn(items):
+        calls.append(list(items))
+        threads.append(threading.get_ident())
+        return [f"answer {x}" for x in items]
+
+    batcher = MicroBatcher(fn, max_batch=8)
+
+    async def one_step_later(x):
+        await asyncio.sleep(0)  # a handler one step behind the first
+        return await batcher.submit(x)
+
+    async def run():
+        answers = await asyncio.gather(batcher.submit("a"), one_step_later("b"), one_step_later("c"))
+        return answers, threading.get_ident()
+
+    answers, loop_thread = asyncio.run(run())
+    assert answers == ["answer a", "answer b", "answer c"]
+    assert calls == [["a", "b", "c"]], calls
+    assert threads == [loop_thread]
+
+    # past capacity (the worker sheds: offload() is true) the call runs in a thread, the loop stays free
+    shedding = MicroBatcher(fn, max_batch=8, offload=lambda: True)
+
+    async def run_shedding():
+        return await shedding.submit("d"), threading.get_ident()
+
+    answer, loop_thread = asyncio.run(run_shedding())
+    assert answer == "answer d" and threads[-1] != loop_thread
+
 
 
 def test_concurrent_predictions_are_merged_and_equal(asgi_client, patients):

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from crlm.serving import admission
 from crlm.serving.admission import AdmissionMiddleware, AdmissionSettings
 from crlm.serving.bentoml_fixes import known_path
 from crlm.serving.model_checks import ModelRefused, check_slot
@@ -195,6 +196,8 @@ def test_past_capacity_requests_are_shed_at_once_with_retry_after_without_readin
     assert [a[0][0]["status"] for a in answered] == [200, 200] and probe[0][0]["status"] == 200
     assert seen == ["/predict", "/predict", "/readyz"]
     assert gate.in_flight == 0 and gate.shed == 1
+    # the worker is past capacity: its micro-batcher runs the calls in a thread for a while (the loop keeps shedding)
+    assert admission.shed_recently() and not admission.shed_recently(within_s=0.0)
 
 
 def test_admission_is_the_outermost_layer_of_the_served_app(monkeypatch):

@@ -53,7 +53,7 @@ from crlm.serving.settings import (
 )
 
 __all__ = ["AUTO_TARGET_FACTOR", "OVERLOAD_INTERVAL_S", "AdmissionMiddleware", "AdmissionSettings", "QueueDelayBound",
-           "install"]
+           "install", "shed_recently"]
 
 # The automatic target queue delay, in lone /predict answers (answered within about 1 + this many).
 AUTO_TARGET_FACTOR = 2.0
@@ -66,6 +66,14 @@ LONE_ALPHA = 0.1
 LONE_ROUTE = "/predict"
 # How long the expected wait must stay at or above the target before the target rule sheds (CoDel's interval).
 OVERLOAD_INTERVAL_S = 0.100
+
+_last_shed = [float("-inf")]  # when this process last shed a request (time.perf_counter)
+
+
+def shed_recently(within_s: float = OVERLOAD_INTERVAL_S) -> bool:
+    """Whether this worker process shed a request in the last ``within_s`` seconds (it is past capacity: the
+    micro-batcher then runs its calls in a thread, so that the event loop keeps shedding during them)."""
+    return time.perf_counter() - _last_shed[0] < within_s
 
 
 @dataclass(frozen=True)
@@ -220,6 +228,7 @@ class AdmissionMiddleware:
         rule = self.bound.refusal()
         if rule is not None:  # at once: a longer queue only adds latency
             self.shed += 1
+            _last_shed[0] = time.perf_counter()
             err = RequestError(503, "the server is at capacity; retry after the delay in Retry-After",
                                [problem("request", rule)], headers={"Retry-After": str(self.settings.retry_after_s)})
             return await err.response()(scope, receive, send)

@@ -226,7 +226,7 @@ class CRLMService:
         # /predict merges concurrent requests into one Predictor call (see MicroBatcher). BentoML's own
         # adaptive batching (batchable=True) needs a single list parameter per request, which /predict's
         # {"patient": {...}} body is not; /predict_batch already sends a list and is answered in one call.
-        self.batcher = MicroBatcher(self._answer_many, max_batch=32)
+        self.batcher = MicroBatcher(self._answer_many, max_batch=32, offload=admission.shed_recently)
         prefer_the_event_loop()  # the loop gets the GIL back from the models' thread within 1 ms
         self._batch_limiter = anyio.CapacityLimiter(1)
 
