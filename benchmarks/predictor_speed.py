@@ -3,7 +3,10 @@
 Trains Predictors on the real TCIA cohort (OS; the champions' settings: 50 bootstrap refits for the interval),
 then measures, for the same patients and in the same run:
 - ``after``: ``Predictor.predict`` as shipped (all trees of the refit and its bootstrap refits evaluated together
-  from leaf tables, ``crlm.tree_kernel``; exact TreeSHAP for the contributions);
+  from leaf tables, ``crlm.tree_kernel``, routed by its compiled loops, ``crlm.tree_routing``; exact TreeSHAP for
+  the contributions);
+- ``numpy``: the same with the tree kernel's numpy and per-tree routes instead of the compiled loops (the
+  routes before ``crlm.tree_routing``);
 - ``before``: the same Predictor on the previous paths: every model's own ``predict_survival`` (scikit-survival's
   per-tree loop; xgboost's ``inplace_predict`` per booster) and the previous explainers (background substitution
   on 20 training patients for rsf / gbsa; xgboost ``pred_contribs`` through a ``DMatrix``).
@@ -27,6 +30,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from crlm import tree_kernel
 from crlm.cohort import load_tcia
 from crlm.cohort.base import predictors_frame
 from crlm.models import GBSA, RSF, XGBAFT, XGBCox
@@ -93,8 +97,8 @@ def main(argv=None) -> None:
     rows = predictors_frame(cohort.data)
     print(f"TCIA cohort, OS, {len(rows)} patients; {args.interval_models} bootstrap refits per Predictor; "
           f"single calls: median of {args.calls} distinct patients; batch: {args.batch} patients\n")
-    header = (f"{'model':8s} {'kernel':8s} {'trees':>6s} {'before ms':>10s} {'after ms':>9s} {'ratio':>6s} "
-              f"{'before pat/s':>13s} {'after pat/s':>12s} {'ratio':>6s}")
+    header = (f"{'model':8s} {'kernel':8s} {'trees':>6s} {'before ms':>10s} {'numpy ms':>9s} {'after ms':>9s} "
+              f"{'ratio':>6s} {'before pat/s':>13s} {'numpy pat/s':>12s} {'after pat/s':>12s} {'ratio':>6s}")
     print(header)
     print("-" * len(header))
     reference = None
@@ -108,9 +112,13 @@ def main(argv=None) -> None:
         gc.collect()
         after_ms, before_ms = single_call_ms(p, rows, args.calls), single_call_ms(before, rows, args.calls)
         after_rate, before_rate = batch_rate(p, rows, args.batch), batch_rate(before, rows, args.batch, repeats=1)
+        tree_kernel.COMPILED_ROUTE = False  # the numpy / per-tree routes, same Predictor
+        numpy_ms, numpy_rate = single_call_ms(p, rows, args.calls), batch_rate(p, rows, args.batch)
+        tree_kernel.COMPILED_ROUTE = True
         trees = len(p.kernel.trees.roots) if p.kernel.kind == "trees" else 0
-        print(f"{name:8s} {p.kernel.kind:8s} {trees:6d} {before_ms:10.2f} {after_ms:9.2f} {before_ms / after_ms:6.1f} "
-              f"{before_rate:13.0f} {after_rate:12.0f} {after_rate / before_rate:6.1f}")
+        print(f"{name:8s} {p.kernel.kind:8s} {trees:6d} {before_ms:10.2f} {numpy_ms:9.2f} {after_ms:9.2f} "
+              f"{before_ms / after_ms:6.1f} {before_rate:13.0f} {numpy_rate:12.0f} {after_rate:12.0f} "
+              f"{after_rate / before_rate:6.1f}")
         if name == "coxnet":
             reference = after_ms
     if reference is not None:

@@ -40,6 +40,16 @@ def data():
     return X, make_y(t_event <= t_cens, np.minimum(t_event, t_cens))
 
 
+ROUTES = ["compiled", "numpy", "per_tree"]
+
+
+def use_route(route, monkeypatch):
+    """The compiled loops (crlm.tree_routing, the default), or one of the two reference routes."""
+    monkeypatch.setattr(tree_kernel, "COMPILED_ROUTE", route == "compiled")
+    if route == "per_tree":
+        monkeypatch.setattr(tree_kernel, "NUMPY_ROUTE_MAX_CELLS", 0)
+
+
 def fitted(name, data, n_models=3):
     X, y = data
     rng = np.random.default_rng(0)
@@ -51,12 +61,11 @@ def fitted(name, data, n_models=3):
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))
-@pytest.mark.parametrize("route", ["numpy", "per_tree"])
+@pytest.mark.parametrize("route", ROUTES)
 def test_kernel_equals_each_models_own_prediction(name, route, data, monkeypatch):
     X, _ = data
     models = fitted(name, data)
-    if route == "per_tree":
-        monkeypatch.setattr(tree_kernel, "NUMPY_ROUTE_MAX_CELLS", 0)
+    use_route(route, monkeypatch)
     kernel = TreeKernel(models, TIMES)
     rows = X.iloc[:60]
     risk, surv = kernel.evaluate(rows)
@@ -69,12 +78,11 @@ def test_kernel_equals_each_models_own_prediction(name, route, data, monkeypatch
 
 
 @pytest.mark.parametrize("name", ["rsf", "gbsa", "xgb_aft"])
-@pytest.mark.parametrize("route", ["numpy", "per_tree"])
+@pytest.mark.parametrize("route", ROUTES)
 def test_each_model_may_read_its_own_matrix(name, route, data, monkeypatch):
     """Refits with their own preprocessing: one matrix per model, of its own width."""
     X, y = data
-    if route == "per_tree":
-        monkeypatch.setattr(tree_kernel, "NUMPY_ROUTE_MAX_CELLS", 0)
+    use_route(route, monkeypatch)
     narrow = FACTORIES[name](1).fit(X.iloc[:, :4] * 2.0, y)
     wide = FACTORIES[name](0).fit(X, y)
     kernel = TreeKernel([wide, narrow], TIMES)
@@ -88,8 +96,10 @@ def test_each_model_may_read_its_own_matrix(name, route, data, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["rsf", "xgb_cox"])
-def test_missing_values_follow_each_nodes_default_direction(name, data):
+@pytest.mark.parametrize("route", ROUTES)
+def test_missing_values_follow_each_nodes_default_direction(name, route, data, monkeypatch):
     X, _ = data
+    use_route(route, monkeypatch)
     models = fitted(name, data, n_models=2)
     rows = X.iloc[:40].copy()
     rows.iloc[::3, 0] = np.nan
@@ -181,3 +191,22 @@ def test_xgboost_explanations_equal_xgboosts_own_treeshap(name, data):
     ours = Explainer(model, X, "os").feature_contributions(X.iloc[:30])
     theirs = booster.predict(xgb.DMatrix(X.iloc[:30], feature_names=booster.feature_names), pred_contribs=True)
     np.testing.assert_allclose(ours, (-1 if name == "xgb_aft" else 1) * theirs[:, :-1], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["rsf", "gbsa", "xgb_aft"])
+def test_the_compiled_loops_reach_the_reference_routes_leaves_and_do_not_depend_on_the_batch(name, data,
+                                                                                               monkeypatch):
+    X, _ = data
+    rows = X.iloc[:50].copy()
+    if name != "gbsa":  # gradient boosting refuses missing values
+        rows.iloc[::4, 0] = np.nan
+    kernel = TreeKernel(fitted(name, data), TIMES)
+    monkeypatch.setattr(tree_kernel, "COMPILED_ROUTE", True)
+    leaves = kernel.apply(rows)
+    kernel.remember = False
+    _, surv = kernel.evaluate(rows)
+    alone = np.concatenate([kernel.evaluate(rows.iloc[[i]])[1] for i in range(len(rows))], axis=1)
+    np.testing.assert_array_equal(alone, surv)  # bit for bit: each patient's loop reads only that patient
+    monkeypatch.setattr(tree_kernel, "COMPILED_ROUTE", False)
+    np.testing.assert_array_equal(kernel.apply(rows), leaves)
+    np.testing.assert_allclose(kernel.evaluate(rows)[1], surv, rtol=0, atol=1e-13)

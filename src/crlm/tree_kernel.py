@@ -7,10 +7,12 @@ A fitted ensemble is a set of trees whose leaves hold precomputed outputs:
   trees' leaves (times the learning rate for ``GBSA``) to a constant offset. Cox models give
   S(t|x) = S0(t) ** exp(margin); AFT gives S(t|x) = 1 - F((ln t - margin) / sigma) and risk = -margin.
 
-All trees of all models are flattened into one node table. A few patients are routed through every tree at
-once with numpy (one vectorised step per tree level); a batch is routed tree by tree with the libraries' own
-compiled ``apply`` (scikit-learn's ``Tree.apply``; xgboost's ``pred_leaf``). Leaf outputs are then summed per
-model (a sparse product for the forests' curves). Both routes follow the libraries' rules: inputs as float32,
+All trees of all models are flattened into one node table. Patients are routed through every tree by
+compiled loops (``crlm.tree_routing``, numba), which also average the forests' leaf curves. The two reference
+routes, used where numba is not installed and tested equal to it: a few patients through every tree at once
+with numpy (one vectorised step per tree level), a batch tree by tree with the libraries' own compiled
+``apply`` (scikit-learn's ``Tree.apply``; xgboost's ``pred_leaf``), the forests' curves then a sparse product.
+Leaf values are summed per model. Every route follows the libraries' rules: inputs as float32,
 scikit-learn goes left when x <= threshold, xgboost when x < threshold, missing values follow the node's
 default direction. ``SurvivalKernel`` checks the result against the models' own predictions when it is built.
 
@@ -20,10 +22,11 @@ The tables are rebuilt from the fitted estimators when a pickled kernel is loade
 from __future__ import annotations
 
 __all__ = [
-    "NUMPY_ROUTE_MAX_CELLS", "TREE_FAMILIES", "TreeKernel", "TreeNodes", "ensemble_trees", "family",
+    "COMPILED_ROUTE", "NUMPY_ROUTE_MAX_CELLS", "TREE_FAMILIES", "TreeKernel", "TreeNodes", "ensemble_trees", "family",
     "sklearn_tree_nodes", "xgb_tree_nodes",
 ]
 
+import importlib.util
 import json
 from dataclasses import dataclass
 
@@ -39,6 +42,8 @@ TREE_FAMILIES = {RSF: "forest", GBSA: "cox", XGBCox: "cox", XGBAFT: "aft"}
 # patients x trees x depth (the vectorised route's steps) up to which it beats per-tree calls (measured: they
 # break even at 2-3 million, e.g. 250 patients x 5,000 trees of depth 2, or 50 x 5,000 of depth 10)
 NUMPY_ROUTE_MAX_CELLS = 2_000_000
+# the compiled loops (crlm.tree_routing) where numba is installed; else the numpy and per-tree routes
+COMPILED_ROUTE = importlib.util.find_spec("numba") is not None
 
 
 @dataclass
@@ -266,6 +271,11 @@ class TreeKernel:
         """(n, n_trees) global node id of the leaf each patient reaches in every tree (``X`` as in
         ``evaluate``)."""
         X32 = self._matrices(X)
+        if COMPILED_ROUTE:
+            from crlm import tree_routing  # numba is imported (and the loops compiled or loaded) on first use
+
+            return tree_routing.route(X32, self.tree_model, self.roots, self.feature, self.threshold,
+                                      self.children, self.default_left)
         if X32.shape[-2] * len(self.roots) * max(self.depth, 1) <= NUMPY_ROUTE_MAX_CELLS:
             return self._route_numpy(X32)
         return self._route_per_tree(X32)
@@ -347,6 +357,11 @@ class TreeKernel:
         return self.evaluate(X)[1]
 
     def _forest_curves(self, leaves: np.ndarray) -> np.ndarray:
+        if COMPILED_ROUTE:
+            from crlm import tree_routing
+
+            return tree_routing.forest_curves(leaves, self.leaf_row, self.leaf_curves, self.model_starts,
+                                              self.trees_per_model)
         n, K = len(leaves), len(self.estimators)
         # one sparse row per (patient, forest) holding 1/n_trees at the leaves it reaches
         weights = np.tile(np.repeat(1.0 / self.trees_per_model, self.trees_per_model), n)

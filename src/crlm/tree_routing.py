@@ -1,0 +1,102 @@
+"""Compiled loops of the tree kernel (numba): the leaf each patient reaches in every tree, and the forests'
+averaged leaf curves.
+
+One patient and one tree at a time, in machine code: a patient walks each tree from its root to a leaf (a
+dozen comparisons), where the vectorised numpy route (``TreeKernel._route_numpy``) gathers whole
+(patients x trees) arrays once per tree level, and a forest's curve adds its trees' leaf curves directly,
+where the numpy path builds a sparse routing matrix per call. Same rules as the other routes: float32 inputs
+compared as float64 with ``x <= threshold`` (xgboost's ``x < c`` is stored as the float32 just below ``c``),
+a missing value follows the node's default direction. Each patient's result depends only on that patient,
+so an answer does not change with the batch it is computed in.
+
+Compiled on first use and cached on disk (``cache=True``: next to this file, or numba's user-wide cache when
+that is not writable); ``nogil``: a call in a worker thread leaves the event loop the GIL.
+"""
+
+from __future__ import annotations
+
+__all__ = ["forest_curves", "route"]
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def _route(X, tree_model, roots, feature, threshold, children, default_left, out):  # pragma: no cover (compiled)
+    for i in range(X.shape[1]):
+        for t in range(roots.shape[0]):
+            m = tree_model[t]
+            node = roots[t]
+            left = children[node, 0]
+            while left != node:  # a leaf points to itself
+                x = X[m, i, feature[node]]
+                go_left = default_left[node] if np.isnan(x) else np.float64(x) <= threshold[node]
+                node = left if go_left else children[node, 1]
+                left = children[node, 0]
+            out[i, t] = node
+
+
+@numba.njit(cache=True, nogil=True)
+def _forest_curves(leaves, leaf_row, leaf_curves, model_starts, trees_per_model, out):  # pragma: no cover
+    n_times = leaf_curves.shape[1]
+    for k in range(model_starts.shape[0]):
+        start, count = model_starts[k], trees_per_model[k]
+        weight = 1.0 / count
+        for i in range(leaves.shape[0]):
+            for j in range(start, start + count):
+                row = leaf_row[leaves[i, j]]
+                for s in range(n_times):
+                    out[k, i, s] += weight * leaf_curves[row, s]
+
+
+def route(X32: np.ndarray, tree_model: np.ndarray, roots: np.ndarray, feature: np.ndarray,
+          threshold: np.ndarray, children: np.ndarray, default_left: np.ndarray) -> np.ndarray:
+    """Global node id of the leaf each patient reaches in every tree.
+
+    Parameters
+    ----------
+    X32 : ndarray of float32
+        (n, p), read by every tree, or (K, n, P), model k's trees reading ``X32[k]``.
+    tree_model : ndarray of int
+        The model of each tree (ignored for a 2-D ``X32``).
+    roots, feature, threshold, children, default_left : ndarray
+        The flattened node table (``TreeKernel``): each tree's root, each node's split feature and threshold,
+        its (left, right) children (a leaf's both point to itself) and its direction for a missing value.
+
+    Returns
+    -------
+    ndarray of int64, shape (n, n_trees)
+    """
+    X3 = np.ascontiguousarray(X32[None] if X32.ndim == 2 else X32, dtype=np.float32)
+    models = (np.zeros(len(roots), dtype=np.int64) if X32.ndim == 2
+              else np.ascontiguousarray(tree_model, dtype=np.int64))
+    out = np.empty((X3.shape[1], len(roots)), dtype=np.int64)
+    _route(X3, models, np.ascontiguousarray(roots, dtype=np.int64), np.ascontiguousarray(feature, dtype=np.int64),
+           np.ascontiguousarray(threshold, dtype=np.float64), np.ascontiguousarray(children, dtype=np.int64),
+           np.ascontiguousarray(default_left, dtype=np.bool_), out)
+    return out
+
+
+def forest_curves(leaves: np.ndarray, leaf_row: np.ndarray, leaf_curves: np.ndarray, model_starts: np.ndarray,
+                  trees_per_model: np.ndarray) -> np.ndarray:
+    """Each forest's survival curve: the mean of its trees' leaf curves.
+
+    Parameters
+    ----------
+    leaves : ndarray of int, shape (n, n_trees)
+        ``route``'s output.
+    leaf_row : ndarray of int
+        Node id -> row of ``leaf_curves``.
+    leaf_curves : ndarray, shape (n_leaves, T)
+        Every leaf's survival on the curve grid.
+    model_starts, trees_per_model : ndarray of int
+        Each forest's first tree and number of trees.
+
+    Returns
+    -------
+    ndarray, shape (K, n, T)
+    """
+    out = np.zeros((len(model_starts), leaves.shape[0], leaf_curves.shape[1]))
+    ints = [np.ascontiguousarray(a, dtype=np.int64) for a in (leaves, leaf_row, model_starts, trees_per_model)]
+    _forest_curves(ints[0], ints[1], np.ascontiguousarray(leaf_curves, dtype=np.float64), ints[2], ints[3], out)
+    return out
