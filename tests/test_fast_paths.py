@@ -74,6 +74,30 @@ def test_apply_each_equals_each_maps_own_apply():
     assert np.array_equal(apply_each(identity, curves), expected)
 
 
+def test_apply_each_reads_proportional_hazards_curves_from_their_cloglog():
+    # S = s0 ** exp(lp): the maps read log(-log S) = lp + log(-log s0) without S being computed and logged back
+    rng = np.random.default_rng(2)
+    times = np.arange(1.0, 13.0)
+    maps = [Recalibrator(times, rng.uniform(0.5, 1.5, len(times)), rng.normal(0, 0.3, len(times)),
+                         rng.uniform(0.3, 0.95, len(times)), rng.random(len(times)) < (0.8 if k else 0.0))
+            for k in range(6)]  # the first map is the identity
+    s0 = np.sort(rng.uniform(0.05, 1.0, (6, len(times))), axis=1)[:, ::-1]
+    s0[:, 0] = 1.0  # no event yet: S = 1, cloglog -inf
+    s0[1, -1] = 0.0  # every patient has had the event: S = 0, cloglog +inf
+    lp = rng.normal(0, 2.0, (40, 6))
+    lp[0] = 12.0  # event probabilities past the maps' clipping at 1 - 1e-6 ...
+    lp[1] = -25.0  # ... and under 1e-6
+    curves = s0[:, None, :] ** np.exp(lp.T)[:, :, None]
+    with np.errstate(divide="ignore"):
+        cloglog = lp.T[:, :, None] + np.log(-np.log(s0))[:, None, :]
+    np.testing.assert_allclose(apply_each(maps, None, cloglog), apply_each(maps, curves), rtol=0, atol=1e-12)
+    identity = [Recalibrator.identity(times)] * 6
+    np.testing.assert_allclose(apply_each(identity, None, cloglog), apply_each(identity, curves), rtol=0,
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="curves or their cloglog"):
+        apply_each(maps, None)
+
+
 def test_warnings_of_one_patient_equal_those_of_the_vectorised_batch_path():
     rules = warning_rules(["age_years", "cea_ng_ml", "kras_status", "primary_site", "extrahepatic_disease",
                            "not_given"],

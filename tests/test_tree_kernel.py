@@ -210,3 +210,15 @@ def test_the_compiled_loops_reach_the_reference_routes_leaves_and_do_not_depend_
     monkeypatch.setattr(tree_kernel, "COMPILED_ROUTE", False)
     np.testing.assert_array_equal(kernel.apply(rows), leaves)
     np.testing.assert_allclose(kernel.evaluate(rows)[1], surv, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_cox_loss_ensembles_give_log_cumulative_hazard_directly(name, data):
+    X, _ = data
+    kernel = TreeKernel(fitted(name, data), TIMES)
+    rows = X.iloc[:30]
+    cloglog = kernel.log_cumulative_hazard(rows)
+    if name in ("rsf", "xgb_aft"):  # not proportional hazards
+        assert cloglog is None
+        return
+    np.testing.assert_allclose(np.exp(-np.exp(cloglog)), kernel.survival(rows), rtol=0, atol=1e-12)

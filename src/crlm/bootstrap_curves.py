@@ -21,7 +21,10 @@ Cost: with the preprocessing refitted, every replicate has its own model matrix.
 at once (``crlm.stacked_features``: the B preprocessors' medians, means, scales, indicators and levels
 stacked, one (B, n, P) tensor), evaluates every replicate's model in one pass (``SurvivalKernel.stack``:
 a padded (P, B) coefficient matrix for linear models, one leaf table of all trees for the ensembles) and
-applies the B recalibration maps together (``recalibration.apply_each``). The stacked path is checked
+applies the B recalibration maps together (``recalibration.apply_each``; proportional-hazards replicates,
+linear or Cox-loss ensembles, hand the maps log(-log S) = log-hazard + log baseline cumulative hazard directly,
+which halved this step: 218 -> 106 ms for 1,000 patients x 50 coxnet replicates, measured on 2026-12-02 on a
+slow day of this machine). The stacked path is checked
 against the per-replicate reference (``survival_per_replicate``) on its first rows and is kept only if it
 agrees; replicates it cannot stack (the ensemble, a served score) take the reference path. The band's quantiles
 come from one sort of each (patient, time)'s replicates (``replicate_quantiles``, equal to ``np.quantile``). Measured in
@@ -189,14 +192,16 @@ class BootstrapCurves:
     def survival(self, rows) -> np.ndarray:
         """(B, n, T) recalibrated survival of every replicate for the rows (canonical columns or a frame)."""
         if self.shared:
-            curves = self.kernels[0].survival(_frame(self.preprocessors[0].transform(rows)))  # (B, n, T)
+            kernel, Z = self.kernels[0], _frame(self.preprocessors[0].transform(rows))
         else:
             stacked = self.stacked(rows)
             if stacked is None:
                 return self.survival_per_replicate(rows)
             pre, kernel = stacked
-            curves = kernel.survival(pre.transform(rows))  # (B, n, T): every replicate in one pass
-        return apply_each(self.recalibrators, curves)
+            Z = pre.transform(rows)  # (B, n, P): every replicate in one pass
+        # proportional-hazards replicates give log(-log S), which the maps read, directly
+        cloglog = kernel.log_cumulative_hazard(Z)
+        return apply_each(self.recalibrators, kernel.survival(Z) if cloglog is None else None, cloglog)  # (B, n, T)
 
     def stacked(self, rows=None) -> tuple[StackedPreprocessing, SurvivalKernel] | None:
         """The replicates' preprocessing and models stacked (``crlm.stacked_features``,

@@ -156,7 +156,16 @@ def cross_fitted_ici(y, surv_oof: np.ndarray, times, horizon: float, seed: int =
     return {"ici_before": float(np.mean(before)), "ici_after": float(np.mean(after))}
 
 
-def apply_each(recalibrators: Sequence[SurvivalMap], curves: np.ndarray) -> np.ndarray:
+def _cloglog_of_event_probability(p: float) -> float:
+    return float(np.log(-np.log1p(-p)))
+
+
+# _cloglog_event's range: the event probability clipped to [1e-6, 1 - 1e-6], on the cloglog scale
+CLOGLOG_RANGE = (_cloglog_of_event_probability(1e-6), _cloglog_of_event_probability(1 - 1e-6))
+
+
+def apply_each(recalibrators: Sequence[SurvivalMap], curves: np.ndarray | None,
+               cloglog: np.ndarray | None = None) -> np.ndarray:
     """Each map applied to its own models' curves in one vectorised pass: ``curves[k]`` by ``recalibrators[k]``.
 
     Parameters
@@ -164,31 +173,48 @@ def apply_each(recalibrators: Sequence[SurvivalMap], curves: np.ndarray) -> np.n
     recalibrators : sequence of SurvivalMap
         K maps on the same time grid (e.g. the bootstrap replicates'); maps other than ``Recalibrator`` (a
         centre's chained maps) are applied one by one.
-    curves : array (K, n, T)
+    curves : array (K, n, T), or None with ``cloglog``
         Survival at the maps' times.
+    cloglog : array (K, n, T), optional
+        log(-log S) of the same curves, where the models give it directly (proportional hazards:
+        ``SurvivalKernel.log_cumulative_hazard``): the maps read it without the survival being computed and
+        logged back (S = exp(-exp(cloglog)) where a map is the identity).
 
     Returns
     -------
     array (K, n, T)
-        Equal to ``np.stack([r.apply(c) for r, c in zip(recalibrators, curves)])``.
+        Equal to ``np.stack([r.apply(c) for r, c in zip(recalibrators, curves)])`` (with ``cloglog``, to
+        rounding).
     """
+    maps = [r for r in recalibrators if isinstance(r, Recalibrator)]
+    if cloglog is not None and len(maps) == len(recalibrators) and any(r.active for r in maps):
+        z = cloglog
+        return _recalibrate(maps, np.clip(z, *CLOGLOG_RANGE), lambda k, t: np.exp(-np.exp(z[k, :, t])))
+    if curves is None:
+        if cloglog is None:
+            raise ValueError("apply_each needs the curves or their cloglog")
+        curves = np.exp(-np.exp(cloglog))  # only identities
     surv = np.asarray(curves, dtype=float)
-    if not all(isinstance(r, Recalibrator) for r in recalibrators):
+    if len(maps) < len(recalibrators):  # a map that reads the curves itself (a centre's chained maps)
         return np.stack([r.apply(c) for r, c in zip(recalibrators, surv, strict=True)])
-    maps = [r for r in recalibrators if isinstance(r, Recalibrator)]  # all of them (narrowed for the type checker)
-    fitted = np.stack([r.fitted for r in maps])
-    if not fitted.any():
+    if not any(r.active for r in maps):
         return _monotone(np.clip(surv, 0.0, 1.0))
+    return _recalibrate(maps, _cloglog_event(surv), lambda k, t: surv[k, :, t])
+
+
+def _recalibrate(maps: list[Recalibrator], work: np.ndarray, identity) -> np.ndarray:
+    """The maps applied to ``work``, the (K, n, T) cloglog of the curves' clipped event probabilities (a new
+    array, changed in place); ``identity(k, t)``: the curves' own values where map k is not fitted at time t."""
+    fitted = np.stack([r.fitted for r in maps])
     slope, z_mean, s0 = (np.stack([getattr(r, name) for r in maps])[:, None, :]
                          for name in ("slope", "z_mean", "baseline_survival"))
     # the same operations as Recalibrator.apply, in place in one buffer (a (K, n, T) array each step otherwise)
-    work = _cloglog_event(surv)
     np.subtract(work, z_mean, out=work)
     np.multiply(slope, work, out=work)
     np.exp(work, out=work)
     np.power(s0, work, out=work)
     k, t = np.nonzero(~fitted)  # the identity where a map is not fitted (few (map, time) pairs)
-    work[k, :, t] = surv[k, :, t]
+    work[k, :, t] = identity(k, t)
     np.clip(work, 0.0, 1.0, out=work)
     return _monotone(work)
 

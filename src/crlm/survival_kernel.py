@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from crlm.models.introspect import LINEAR_COX
-from crlm.tree_kernel import TreeKernel, family
+from crlm.tree_kernel import TreeKernel, family, log_hazard_plus_baseline
 
 
 class SurvivalKernel:
@@ -106,6 +106,17 @@ class SurvivalKernel:
     def linear_predictors(self, Z: pd.DataFrame) -> np.ndarray:
         """(n, K) log-hazard of every model (proportional-hazards models; for others, their risk score)."""
         return self.risk(Z)
+
+    def log_cumulative_hazard(self, Z) -> np.ndarray | None:
+        """(K, n, T) log(-log S) of every model at ``times``, computed directly where the models are proportional
+        hazards (linear Cox; tree ensembles with the Cox loss): log-hazard + log baseline cumulative hazard, as
+        the recalibration maps read the curves (``recalibration.apply_each``); None for the other kinds.
+        ``Z`` as in ``risk``."""
+        if self.kind == "trees":
+            return self.trees.log_cumulative_hazard(Z)
+        if self.kind != "linear":
+            return None
+        return log_hazard_plus_baseline(self.risk(Z), self.s0)
 
     def survival(self, Z) -> np.ndarray:
         """(K, n, T) survival of every model at ``times`` (``Z`` as in ``risk``)."""
