@@ -187,25 +187,26 @@ def apply_each(recalibrators: Sequence[SurvivalMap], curves: np.ndarray | None,
         rounding).
     """
     maps = [r for r in recalibrators if isinstance(r, Recalibrator)]
-    if cloglog is not None and len(maps) == len(recalibrators) and any(r.active for r in maps):
+    fitted = np.stack([r.fitted for r in maps]) if len(maps) == len(recalibrators) else None
+    if cloglog is not None and fitted is not None and fitted.any():
         z = cloglog
-        return _recalibrate(maps, np.clip(z, *CLOGLOG_RANGE), lambda k, t: np.exp(-np.exp(z[k, :, t])))
+        return _recalibrate(maps, fitted, np.clip(z, *CLOGLOG_RANGE), lambda k, t: np.exp(-np.exp(z[k, :, t])))
     if curves is None:
         if cloglog is None:
             raise ValueError("apply_each needs the curves or their cloglog")
-        curves = np.exp(-np.exp(cloglog))  # only identities
+        curves = np.exp(-np.exp(cloglog))  # a map that reads the curves themselves, or only identities
     surv = np.asarray(curves, dtype=float)
-    if len(maps) < len(recalibrators):  # a map that reads the curves itself (a centre's chained maps)
+    if fitted is None:  # a map that reads the curves itself (a centre's chained maps)
         return np.stack([r.apply(c) for r, c in zip(recalibrators, surv, strict=True)])
-    if not any(r.active for r in maps):
+    if not fitted.any():
         return _monotone(np.clip(surv, 0.0, 1.0))
-    return _recalibrate(maps, _cloglog_event(surv), lambda k, t: surv[k, :, t])
+    return _recalibrate(maps, fitted, _cloglog_event(surv), lambda k, t: surv[k, :, t])
 
 
-def _recalibrate(maps: list[Recalibrator], work: np.ndarray, identity) -> np.ndarray:
+def _recalibrate(maps: list[Recalibrator], fitted: np.ndarray, work: np.ndarray, identity) -> np.ndarray:
     """The maps applied to ``work``, the (K, n, T) cloglog of the curves' clipped event probabilities (a new
-    array, changed in place); ``identity(k, t)``: the curves' own values where map k is not fitted at time t."""
-    fitted = np.stack([r.fitted for r in maps])
+    array, changed in place); ``fitted`` (K, T): where each map is fitted; ``identity(k, t)``: the curves' own
+    values where it is not."""
     slope, z_mean, s0 = (np.stack([getattr(r, name) for r in maps])[:, None, :]
                          for name in ("slope", "z_mean", "baseline_survival"))
     # the same operations as Recalibrator.apply, in place in one buffer (a (K, n, T) array each step otherwise)
