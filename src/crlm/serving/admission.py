@@ -11,11 +11,9 @@ The expected wait is Little's law on this worker's own measurements (``QueueDela
 flight times the worker's recent service time per request (seconds of busy time per answer, an EWMA: with
 the micro-batcher it falls as batches grow, and it grows when the core is shared or a large batch is
 answered). The target is ``CRLM_MAX_QUEUE_MS``, by default twice the recent latency of a ``/predict``
-answered alone (admitted by an idle worker, and no other request admitted until it was answered: the first
-request of a micro-batch is not a lone answer, and counting it doubled the target under a closed loop's load):
-an admitted request is meant to wait about two unloaded answers, whatever the models' speed (measured with
-``benchmarks/load.py``: docs/SERVING.md, "Load shedding"). A count bound alone (the former rule) lets admitted
-requests wait ``bound x service time``: fine for one machine and one model, several times the
+answered by an idle worker: an admitted request is meant to wait about two unloaded answers, whatever the
+models' speed (measured with ``benchmarks/load.py``: docs/SERVING.md, "Load shedding"). A count bound alone (the former rule) lets
+admitted requests wait ``bound x service time``: fine for one machine and one model, several times the
 unloaded latency for a faster one. ``CRLM_MAX_CONCURRENCY`` stays a hard cap; a request that finds the worker
 idle is always admitted.
 
@@ -101,8 +99,7 @@ class QueueDelayBound:
     per answer (busy: at least one request in flight; each answer's sample is the busy time since the
     previous answer, so under saturation it is one over the throughput, micro-batching included). Target:
     ``max_queue_ms``, or ``AUTO_TARGET_FACTOR`` x ``lone_s``, the EWMA latency of a ``/predict`` answered
-    (200) alone: admitted by an idle worker, and no other request admitted before its answer. Until both are
-    measured, and with ``max_queue_ms=0``, only the cap applies.
+    (200) by an idle worker. Until both are measured, and with ``max_queue_ms=0``, only the cap applies.
     The target sheds only while the worker is ``overloaded``: the expected wait has stayed at or above the
     target for ``OVERLOAD_INTERVAL_S`` (a standing queue, not a burst); that ends when the worker goes idle or
     the wait has stayed under the target for as long.
@@ -120,8 +117,7 @@ class QueueDelayBound:
         self.clock = clock
         self.in_flight = 0  # admitted API requests not yet answered
         self.service_s: float | None = None  # EWMA busy seconds per answer
-        self.lone_s: float | None = None  # EWMA latency of a /predict answered alone
-        self.admissions = 0  # requests admitted since the start
+        self.lone_s: float | None = None  # EWMA latency of a /predict answered by an idle worker
         self._busy = 0.0  # busy seconds since the last answer
         self._last = clock()
         self.overloaded = False  # a standing queue: the target rule sheds
@@ -168,23 +164,21 @@ class QueueDelayBound:
             if self.in_flight == 0 or now - self._below_since >= OVERLOAD_INTERVAL_S:
                 self.overloaded = False
 
-    def admitted(self) -> tuple[float, int | None]:
-        """Count a request in; returns its token: the admission time, and the admission count if the worker
-        was idle (else None)."""
+    def admitted(self) -> tuple[float, bool]:
+        """Count a request in; returns its token (admission time, whether the worker was idle)."""
         now = self._tick()
         self.in_flight += 1
-        self.admissions += 1
-        return now, self.admissions if self.in_flight == 1 else None
+        return now, self.in_flight == 1
 
-    def answered(self, token: tuple[float, int | None], lone_sample: bool) -> None:
+    def answered(self, token: tuple[float, bool], lone_sample: bool) -> None:
         """Count a request out; ``lone_sample``: its latency may update ``lone_s`` (a /predict answered 200)."""
         now = self._tick()
         self.in_flight -= 1
         sample, self._busy = self._busy, 0.0
         self.service_s = sample if self.service_s is None else \
             self.service_s + SERVICE_ALPHA * (sample - self.service_s)
-        started, alone_since = token
-        if lone_sample and alone_since == self.admissions:  # admitted idle, and nobody admitted since
+        started, idle = token
+        if idle and lone_sample:
             latency = now - started
             self.lone_s = latency if self.lone_s is None else self.lone_s + LONE_ALPHA * (latency - self.lone_s)
 
