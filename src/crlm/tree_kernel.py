@@ -272,10 +272,8 @@ class TreeKernel:
         ``evaluate``)."""
         X32 = self._matrices(X)
         if COMPILED_ROUTE:
-            from crlm import tree_routing  # numba is imported (and the loops compiled or loaded) on first use
-
-            return tree_routing.route(X32, self.tree_model, self.roots, self.feature, self.threshold,
-                                      self.children, self.default_left)
+            return _compiled().route(X32, self.tree_model, self.roots, self.feature, self.threshold,
+                                     self.children, self.default_left)
         if X32.shape[-2] * len(self.roots) * max(self.depth, 1) <= NUMPY_ROUTE_MAX_CELLS:
             return self._route_numpy(X32)
         return self._route_per_tree(X32)
@@ -365,10 +363,8 @@ class TreeKernel:
 
     def _forest_curves(self, leaves: np.ndarray) -> np.ndarray:
         if COMPILED_ROUTE:
-            from crlm import tree_routing
-
-            return tree_routing.forest_curves(leaves, self.leaf_row, self.leaf_curves, self.model_starts,
-                                              self.trees_per_model)
+            return _compiled().forest_curves(leaves, self.leaf_row, self.leaf_curves, self.model_starts,
+                                             self.trees_per_model)
         n, K = len(leaves), len(self.estimators)
         # one sparse row per (patient, forest) holding 1/n_trees at the leaves it reaches
         weights = np.tile(np.repeat(1.0 / self.trees_per_model, self.trees_per_model), n)
@@ -384,6 +380,14 @@ class TreeKernel:
         for k, e in enumerate(self.estimators):
             out[k] = np.clip(e._dist().sf((log_t[None, :] - mu[:, k, None]) / float(e.sigma)), 0.0, 1.0)
         return out
+
+
+def _compiled():
+    """``crlm.tree_routing``."""
+    # deferred: numba is imported (and the loops compiled, or loaded from its cache) on the first tree routed
+    from crlm import tree_routing
+
+    return tree_routing
 
 
 def log_hazard_plus_baseline(log_hazard: np.ndarray, s0: np.ndarray) -> np.ndarray:
