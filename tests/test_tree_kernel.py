@@ -215,7 +215,7 @@ def test_the_compiled_loops_reach_the_reference_routes_leaves_and_do_not_depend_
 @pytest.mark.parametrize("name", list(FACTORIES))
 def test_cox_loss_ensembles_give_log_cumulative_hazard_directly(name, data):
     X, _ = data
-    kernel = TreeKernel(fitted(name, data), TIMES)
+    kernel = SurvivalKernel(fitted(name, data), TIMES, X.head(25))
     rows = X.iloc[:30]
     cloglog = kernel.log_cumulative_hazard(rows)
     if name in ("rsf", "xgb_aft"):  # not proportional hazards

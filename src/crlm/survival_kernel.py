@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from crlm.models.introspect import LINEAR_COX
-from crlm.tree_kernel import TreeKernel, family, log_hazard_plus_baseline
+from crlm.tree_kernel import TreeKernel, family
 
 
 class SurvivalKernel:
@@ -112,11 +112,15 @@ class SurvivalKernel:
         hazards (linear Cox; tree ensembles with the Cox loss): log-hazard + log baseline cumulative hazard, as
         the recalibration maps read the curves (``recalibration.apply_each``); None for the other kinds.
         ``Z`` as in ``risk``."""
-        if self.kind == "trees":
-            return self.trees.log_cumulative_hazard(Z)
-        if self.kind != "linear":
+        if self.kind == "trees" and self.trees.family == "cox":
+            log_hazard, s0 = self.trees.risk(Z), self.trees.s0
+        elif self.kind == "linear":
+            log_hazard, s0 = self.risk(Z), self.s0
+        else:
             return None
-        return log_hazard_plus_baseline(self.risk(Z), self.s0)
+        with np.errstate(divide="ignore"):  # s0 = 1 (no event yet): -inf, S = 1
+            log_h0 = np.log(-np.log(np.clip(s0, 0.0, 1.0)))
+        return np.add(log_hazard.T[:, :, None], log_h0[:, None, :])
 
     def survival(self, Z) -> np.ndarray:
         """(K, n, T) survival of every model at ``times`` (``Z`` as in ``risk``)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "COMPILED_ROUTE", "NUMPY_ROUTE_MAX_CELLS", "TREE_FAMILIES", "TreeKernel", "TreeNodes", "ensemble_trees", "family",
-    "log_hazard_plus_baseline", "sklearn_tree_nodes", "xgb_tree_nodes",
+    "sklearn_tree_nodes", "xgb_tree_nodes",
 ]
 
 import importlib.util
@@ -350,13 +350,6 @@ class TreeKernel:
         """(n, K) risk score of every model (its ``predict``: higher = worse)."""
         return self.evaluate(X)[0]
 
-    def log_cumulative_hazard(self, X) -> np.ndarray | None:
-        """(K, n, T) log(-log S) of Cox-loss ensembles (margin + log baseline cumulative hazard); None for the
-        others (forests, AFT)."""
-        if self.family != "cox":
-            return None
-        return log_hazard_plus_baseline(self.risk(X), self.s0)
-
     def survival(self, X) -> np.ndarray:
         """(K, n, T) survival of every model at ``times``."""
         return self.evaluate(X)[1]
@@ -388,14 +381,6 @@ def _compiled():
     from crlm import tree_routing
 
     return tree_routing
-
-
-def log_hazard_plus_baseline(log_hazard: np.ndarray, s0: np.ndarray) -> np.ndarray:
-    """(K, n, T) log(-log S) of proportional-hazards models, S = s0 ** exp(log_hazard): the log-hazard (n, K) plus
-    each model's log baseline cumulative hazard (K, T) (-inf where s0 = 1: S = 1)."""
-    with np.errstate(divide="ignore"):
-        log_h0 = np.log(-np.log(np.clip(s0, 0.0, 1.0)))
-    return np.add(log_hazard.T[:, :, None], log_h0[:, None, :])
 
 
 def _margin(estimator, X: np.ndarray) -> np.ndarray:
