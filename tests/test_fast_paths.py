@@ -15,7 +15,7 @@ from crlm.cohort.simulate import simulate_cohort
 from crlm.explain import describe, value_text
 from crlm.model_inputs import input_warnings, warning_rules
 from crlm.predictor_training import train_predictor
-from crlm.recalibration import Recalibrator, apply_each
+from crlm.recalibration import Recalibrator, apply_each, cloglog_each
 
 
 def replicates(rng, shape) -> np.ndarray:
@@ -96,6 +96,28 @@ def test_apply_each_reads_proportional_hazards_curves_from_their_cloglog():
                                atol=1e-12)
     with pytest.raises(ValueError, match="curves or their cloglog"):
         apply_each(maps, None)
+    # the same maps on the cloglog scale (affine there): the same curves, where they are not 0 or 1 to rounding
+    for each in (maps, identity):
+        survival = apply_each(each, curves)
+        on_scale = np.exp(-np.exp(cloglog_each(each, cloglog)))
+        np.testing.assert_allclose(on_scale, survival, rtol=0, atol=1e-12)
+        # log(-log S) of a survival within 1e-6 of 1 is itself imprecise (relative error 1e-16 / (1 - S))
+        inner = (survival > 1e-300) & (survival < 1 - 1e-6)
+        np.testing.assert_allclose(cloglog_each(each, cloglog)[inner], np.log(-np.log(survival[inner])), rtol=0,
+                                   atol=1e-9)
+    assert cloglog_each([*maps[:5], ChainedMap(maps[5])], cloglog) is None  # a map that reads the curves
+
+
+class ChainedMap:
+    """A map that is not a ``Recalibrator`` (as a centre's chained maps): it reads the curves themselves."""
+
+    def __init__(self, inner):
+        self.inner, self.times = inner, inner.times
+
+    active = True
+
+    def apply(self, surv):
+        return self.inner.apply(surv)
 
 
 def test_warnings_of_one_patient_equal_those_of_the_vectorised_batch_path():

@@ -2,10 +2,12 @@
 per-replicate reference path: each replicate's own preprocessing, model and recalibration map in turn."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from crlm.bootstrap_curves import EPS, _clip_cloglog
 from crlm.cohort.base import canonical_columns, predictors_frame
 from crlm.cohort.simulate import simulate_cohort
 from crlm.evaluation.intervals import bootstrap_indices
@@ -75,6 +77,22 @@ def test_stacked_preprocessing_equals_each_replicates_own_transform(seed, params
         own = np.asarray(pre.transform(canonical_columns(rows)), dtype=float)
         np.testing.assert_allclose(Z[b, :, :own.shape[1]], own, rtol=0, atol=1e-12)
         assert not Z[b, :, own.shape[1]:].any()  # the padding is zero
+    assert_linear_predictors_equal_the_model_matrices(stacked, rows, seed)
+
+
+def assert_linear_predictors_equal_the_model_matrices(stacked, rows, seed):
+    """Linear replicates' log-hazards from the raw columns' basis (``StackedPreprocessing.linear``) equal those of
+    the (B, n, P) model matrices, and a patient's does not depend on the rows it came with (bit for bit)."""
+    rng = np.random.default_rng(seed)
+    coef = rng.normal(0, 1, (stacked.width, stacked.n_replicates))
+    coef[np.arange(stacked.width)[:, None] >= stacked.widths[None, :]] = 0.0  # nothing on the padding
+    linear = stacked.linear(SimpleNamespace(coef=coef))  # a stacked linear kernel's coefficients
+    columns = canonical_columns(rows)
+    log_hazard = linear.log_hazard(columns)
+    np.testing.assert_allclose(log_hazard, np.einsum("knp,pk->nk", stacked.transform(columns), coef), rtol=0,
+                               atol=1e-11)
+    for i in (0, 3, len(rows) - 1):
+        assert np.array_equal(linear.log_hazard([rows[i]])[0], log_hazard[i])
 
 
 @pytest.mark.parametrize("name", ["cox_prior", "fong_plus"])
@@ -90,6 +108,7 @@ def test_stacked_preprocessing_of_the_literature_and_score_columns(name):
     for b, pre in enumerate(pres):
         own = np.asarray(pre.transform(rows), dtype=float)
         np.testing.assert_allclose(Z[b, :, :own.shape[1]], own, rtol=0, atol=1e-12)
+    assert_linear_predictors_equal_the_model_matrices(stacked, rows, 4)
 
 
 def test_an_unknown_preprocessor_keeps_the_per_replicate_path():
@@ -112,7 +131,18 @@ def test_stacked_replicates_equal_the_per_replicate_path(model_name, centre_coho
     rows = canonical_columns(requests(centre_cohort.data, 30, 9))
     fast = reps.stacked(rows)
     assert fast is not None and fast[1].kind == ("linear" if model_name == "coxnet" else "trees")
-    np.testing.assert_allclose(reps.survival(rows), reps.survival_per_replicate(rows), rtol=0, atol=1e-12)
+    reference = reps.survival_per_replicate(rows)
+    np.testing.assert_allclose(reps.survival(rows), reference, rtol=0, atol=1e-12)
+    # proportional-hazards replicates reach the band's scale, log(-log S), without the curves; the same band
+    cloglog = reps.cloglog(rows)
+    assert (cloglog is None) == (model_name == "rsf")
+    assert (reps.stacked_linear(rows) is not None) == (model_name == "coxnet")  # the raw columns' basis
+    if cloglog is not None:
+        np.testing.assert_allclose(np.exp(-np.exp(_clip_cloglog(cloglog))), np.clip(reference, EPS, 1 - EPS),
+                                   rtol=0, atol=1e-12)
+    point = reference.mean(axis=0)
+    for fast_bound, bound in zip(reps.interval(point, rows), reps.band(point, reference), strict=True):
+        np.testing.assert_allclose(fast_bound, bound, rtol=0, atol=1e-10)
     # a request of one patient, and the Predictor's answer, take the same path
     one = canonical_columns(requests(centre_cohort.data, 1, 10)[:1])
     np.testing.assert_allclose(reps.survival(one), reps.survival_per_replicate(one), rtol=0, atol=1e-12)
@@ -125,6 +155,6 @@ def test_the_stacked_path_is_not_stored_in_bundles(centre_cohort, tmp_path):
     before = pred.predict(rows)
     assert pred.replicates.stacked(rows) is not None
     loaded = type(pred).load(pred.save(tmp_path / "b"))
-    assert not hasattr(loaded.replicates, "_stacked")
+    assert not hasattr(loaded.replicates, "_stacked") and not hasattr(loaded.replicates, "_linear")
     after = loaded.predict(rows)
     assert [a["horizons"] for a in after] == [b["horizons"] for b in before]

@@ -51,8 +51,8 @@ from crlm import parallel
 from crlm.cohort.base import CanonicalColumns, canonical_columns
 from crlm.evaluation.intervals import bootstrap_indices
 from crlm.models import final_estimator
-from crlm.recalibration import Recalibrator, SurvivalMap, apply_each
-from crlm.stacked_features import StackedPreprocessing
+from crlm.recalibration import Recalibrator, SurvivalMap, apply_each, cloglog_each
+from crlm.stacked_features import StackedLinear, StackedPreprocessing
 from crlm.survival_kernel import SurvivalKernel
 
 INTERVAL_METHODS = ("centred", "percentile", "basic")
@@ -61,6 +61,14 @@ EPS = 1e-9
 
 def _cloglog(s: np.ndarray) -> np.ndarray:
     return np.log(-np.log(np.clip(s, EPS, 1 - EPS)))
+
+
+# _cloglog's range (survival clipped to [EPS, 1 - EPS]), where replicates come as log(-log S) already
+CLOGLOG_BOUNDS = (float(np.log(-np.log1p(-EPS))), float(np.log(-np.log(EPS))))
+
+
+def _clip_cloglog(z: np.ndarray) -> np.ndarray:
+    return np.clip(z, *CLOGLOG_BOUNDS)
 
 
 def _inverse_cloglog(z: np.ndarray) -> np.ndarray:
@@ -119,6 +127,13 @@ def replicate_quantiles(replicates: np.ndarray, quantiles, transform=None, decre
         np.subtract(b, diff * (1 - t), out=result, where=t >= 0.5)
         out.append(result)
     return np.stack(out)
+
+
+def _first_rows(rows, m: int = 25) -> CanonicalColumns:
+    """At most the first ``m`` of ``rows`` (what a fast path is checked on against its reference)."""
+    columns = canonical_columns(rows)
+    m = min(m, columns.n_rows)
+    return CanonicalColumns({name: values[:m] for name, values in columns.items()}, m)
 
 
 def _frame(Z) -> pd.DataFrame:
@@ -191,17 +206,67 @@ class BootstrapCurves:
 
     def survival(self, rows) -> np.ndarray:
         """(B, n, T) recalibrated survival of every replicate for the rows (canonical columns or a frame)."""
-        if self.shared:
-            kernel, Z = self.kernels[0], _frame(self.preprocessors[0].transform(rows))
-        else:
-            stacked = self.stacked(rows)
-            if stacked is None:
-                return self.survival_per_replicate(rows)
-            pre, kernel = stacked
-            Z = pre.transform(rows)  # (B, n, P): every replicate in one pass
+        evaluated = self._kernel_and_matrix(rows)
+        if evaluated is None:
+            return self.survival_per_replicate(rows)
+        kernel, Z = evaluated
         # proportional-hazards replicates give log(-log S), which the maps read, directly
         cloglog = kernel.log_cumulative_hazard(Z)
         return apply_each(self.recalibrators, kernel.survival(Z) if cloglog is None else None, cloglog)  # (B, n, T)
+
+    def cloglog(self, rows) -> np.ndarray | None:
+        """(B, n, T) log(-log S) of ``survival(rows)``, computed on that scale without the curves, or None.
+
+        Proportional-hazards replicates (linear Cox, Cox-loss boosting) give log(-log S) directly and the
+        recalibration maps are affine on that scale (``recalibration.cloglog_each``): the band's scale is
+        reached without an exponential or a logarithm per replicate value (None for other models, a centre's
+        chained maps, or replicates on the reference path)."""
+        linear = None if self.shared else self.stacked_linear(rows)
+        cloglog: np.ndarray | None
+        if linear is not None:  # linear replicates: the log-hazards without the model matrices
+            cloglog = linear.kernel.linear_log_cumulative_hazard(linear.log_hazard(rows) + linear.kernel.intercept)
+        else:
+            evaluated = self._kernel_and_matrix(rows)
+            if evaluated is None:
+                return None
+            cloglog = evaluated[0].log_cumulative_hazard(evaluated[1])
+        return None if cloglog is None else cloglog_each(self.recalibrators, cloglog)
+
+    def stacked_linear(self, rows=None) -> StackedLinear | None:
+        """Linear replicates' log-hazards as one product with a basis of the raw columns
+        (``StackedPreprocessing.linear``), or None for other replicates. Built on first use with ``stacked`` and
+        checked then against the stacked kernel's own log-hazards on (at most 25 of) ``rows``; not stored in
+        bundles."""
+        if not hasattr(self, "_linear"):
+            stacked, fast = self.stacked(rows), None
+            if stacked is not None and stacked[1].kind == "linear" and rows is not None:
+                pre, kernel = stacked
+                linear = pre.linear(kernel)
+                check = _first_rows(rows)
+                if np.allclose(linear.log_hazard(check) + kernel.intercept, kernel.risk(pre.transform(check)),
+                               rtol=0, atol=1e-10):
+                    fast = linear
+            self._linear = fast
+        return self._linear
+
+    def _kernel_and_matrix(self, rows) -> tuple[SurvivalKernel, pd.DataFrame | np.ndarray] | None:
+        """The kernel evaluating every replicate at once and its model matrix of ``rows`` (a (B, n, P) tensor
+        when stacked), or None for replicates on the reference path."""
+        if self.shared:
+            return self.kernels[0], _frame(self.preprocessors[0].transform(rows))
+        stacked = self.stacked(rows)
+        if stacked is None:
+            return None
+        pre, kernel = stacked
+        return kernel, pre.transform(rows)  # (B, n, P): every replicate in one pass
+
+    def interval(self, point: np.ndarray, rows) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper curves (n, T) of the point estimate (n, T) of ``rows``: ``band(point, survival(rows))``,
+        from the replicates' log(-log S) directly where they give it (``cloglog``)."""
+        cloglog = self.cloglog(rows)
+        if cloglog is None:
+            return self.band(point, self.survival(rows))
+        return self.band(point, cloglog, cloglog=True)
 
     def stacked(self, rows=None) -> tuple[StackedPreprocessing, SurvivalKernel] | None:
         """The replicates' preprocessing and models stacked (``crlm.stacked_features``,
@@ -215,9 +280,7 @@ class BootstrapCurves:
             pre = StackedPreprocessing.build(self.preprocessors)
             kernel = SurvivalKernel.stack(self.kernels) if pre is not None else None
             if pre is not None and kernel is not None and rows is not None:  # kernel is None when pre is
-                columns = canonical_columns(rows)
-                m = min(25, columns.n_rows)
-                check = CanonicalColumns({name: values[:m] for name, values in columns.items()}, m)
+                check = _first_rows(rows)
                 reference = np.stack([k.survival(_frame(p.transform(check)))[0]
                                       for p, k in zip(self.preprocessors, self.kernels, strict=True)])
                 if np.allclose(kernel.survival(pre.transform(check)), reference, rtol=0, atol=1e-10):
@@ -226,7 +289,7 @@ class BootstrapCurves:
         return self._stacked
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_stacked"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_stacked", "_linear")}
 
     def survival_per_replicate(self, rows) -> np.ndarray:
         """(B, n, T) as ``survival``, each replicate transforming the rows and evaluating its model in turn (the
@@ -237,12 +300,15 @@ class BootstrapCurves:
             out.append(recal.apply(kernel.survival(Z)[0]))
         return np.stack(out)
 
-    def band(self, point: np.ndarray, replicates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper curves (n, T) for the point estimate (n, T) from replicates (B, n, T)."""
+    def band(self, point: np.ndarray, replicates: np.ndarray, cloglog: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper curves (n, T) for the point estimate (n, T) from replicates (B, n, T): their survival,
+        or with ``cloglog`` their log(-log S) (``BootstrapCurves.cloglog``)."""
         alpha = (1 - self.level) / 2
         # survival falls as cloglog rises: the upper survival bound is the lower cloglog quantile
         z_point = _cloglog(point)
-        q_low, q_mid, q_high = replicate_quantiles(replicates, [alpha, 0.5, 1 - alpha], _cloglog, decreasing=True)
+        qs = [alpha, 0.5, 1 - alpha]
+        q_low, q_mid, q_high = (replicate_quantiles(replicates, qs, _clip_cloglog) if cloglog else
+                                replicate_quantiles(replicates, qs, _cloglog, decreasing=True))
         if self.method == "percentile":
             z_lo, z_hi = q_low, q_high
         elif self.method == "basic":

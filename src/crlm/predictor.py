@@ -177,8 +177,12 @@ class Predictor:
     def _curves(self, Z: pd.DataFrame | np.ndarray,
                 columns: CanonicalColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Calibrated survival (n, T) at ``curve_times`` with its 95% confidence interval (t = 0 is S = 1)."""
-        point, replicates = self._point_and_replicates(Z, columns)  # as refit_curves, without its copies
-        lower, upper = self.band(point, replicates)
+        if self.replicates is not None:  # the band from the replicates' log(-log S) where they give it
+            point = self.recalibrator.apply(self.kernel.survival(Z))[0]
+            lower, upper = self.replicates.interval(point, columns)
+        else:
+            point, replicates = self._point_and_replicates(Z, columns)
+            lower, upper = self.band(point, replicates)
         ones = np.ones((len(Z), 1))
         return (np.hstack([ones, point]), np.hstack([ones, np.minimum.accumulate(lower, axis=1)]),
                 np.hstack([ones, np.minimum.accumulate(upper, axis=1)]))

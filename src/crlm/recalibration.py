@@ -15,7 +15,7 @@ the other half: the same patients for both).
 from __future__ import annotations
 
 __all__ = [
-    "apply_each", "cross_fitted_ici", "MIN_EVENTS", "MIN_EVENTS_BASELINE", "Recalibrator", "SurvivalMap",
+    "apply_each", "cloglog_each", "cross_fitted_ici", "MIN_EVENTS", "MIN_EVENTS_BASELINE", "Recalibrator", "SurvivalMap",
 ]
 
 from collections.abc import Sequence
@@ -203,6 +203,48 @@ def apply_each(recalibrators: Sequence[SurvivalMap], curves: np.ndarray | None,
     return _recalibrate(maps, fitted, _cloglog_event(surv), lambda k, t: surv[k, :, t])
 
 
+def cloglog_each(recalibrators: Sequence[SurvivalMap], cloglog: np.ndarray) -> np.ndarray | None:
+    """log(-log S) of ``apply_each(recalibrators, None, cloglog)``, computed on that scale: no exponential or
+    logarithm is evaluated.
+
+    A map is affine on the cloglog scale: log(-log S_cal(t)) = log(-log S0_t) + b_t (z - z_mean_t), with z the
+    curve's log(-log S) clipped as ``apply_each`` clips it (the identity where the map is not fitted), and
+    making S non-increasing in t makes its log(-log S) non-decreasing. The confidence band is formed on this
+    scale (``crlm.bootstrap_curves``): proportional-hazards replicates, whose models give log(-log S) directly
+    (``SurvivalKernel.log_cumulative_hazard``), reach it without a survival curve in between.
+
+    Parameters
+    ----------
+    recalibrators : sequence of SurvivalMap
+        K maps on the same time grid.
+    cloglog : array (K, n, T)
+        log(-log S) of each map's models' curves.
+
+    Returns
+    -------
+    array (K, n, T) or None
+        Equal to log(-log apply_each(recalibrators, None, cloglog)) to rounding wherever that survival lies in
+        [1e-300, 1 - 1e-15] (outside it the survival itself rounds to 0 or 1; here the value stays finite).
+        None when a map is not a ``Recalibrator`` (a centre's chained map reads the curves themselves).
+    """
+    maps = [r for r in recalibrators if isinstance(r, Recalibrator)]
+    if len(maps) != len(recalibrators):
+        return None
+    fitted = np.stack([r.fitted for r in maps])
+    if not fitted.any():
+        return _monotone(np.array(cloglog, dtype=float), np.maximum)
+    slope, z_mean, s0 = (np.stack([getattr(r, name) for r in maps])[:, None, :]
+                         for name in ("slope", "z_mean", "baseline_survival"))
+    with np.errstate(divide="ignore"):  # S0 = 1 (no event by t): -inf, S0 = 0: +inf, as S_cal's own cloglog
+        intercept = np.log(-np.log(s0)) - slope * z_mean
+    work = np.clip(cloglog, *CLOGLOG_RANGE)
+    np.multiply(work, slope, out=work)
+    np.add(work, intercept, out=work)  # an infinite intercept stays infinite: slope x clipped z is finite
+    k, t = np.nonzero(~fitted)  # the identity where a map is not fitted
+    work[k, :, t] = cloglog[k, :, t]
+    return _monotone(work, np.maximum)
+
+
 def _recalibrate(maps: list[Recalibrator], fitted: np.ndarray, work: np.ndarray, identity) -> np.ndarray:
     """The maps applied to ``work``, the (K, n, T) cloglog of the curves' clipped event probabilities (a new
     array, changed in place); ``fitted`` (K, T): where each map is fitted; ``identity(k, t)``: the curves' own
@@ -220,9 +262,10 @@ def _recalibrate(maps: list[Recalibrator], fitted: np.ndarray, work: np.ndarray,
     return _monotone(work)
 
 
-def _monotone(surv: np.ndarray) -> np.ndarray:
-    """``np.minimum.accumulate(surv, axis=-1)`` in place, one time step at a time (the same values: a minimum
-    is exact; numpy's accumulate over a short last axis of many rows is twice as slow)."""
-    for j in range(1, surv.shape[-1]):
-        np.minimum(surv[..., j - 1], surv[..., j], out=surv[..., j])
-    return surv
+def _monotone(values: np.ndarray, op=np.minimum) -> np.ndarray:
+    """``op.accumulate(values, axis=-1)`` in place (non-increasing survival; ``np.maximum``: its non-decreasing
+    cloglog), one time step at a time (the same values: a minimum is exact; numpy's accumulate over a short last
+    axis of many rows is twice as slow)."""
+    for j in range(1, values.shape[-1]):
+        op(values[..., j - 1], values[..., j], out=values[..., j])
+    return values

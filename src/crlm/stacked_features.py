@@ -39,6 +39,7 @@ from crlm.features import (
 from crlm.literature_prior import PRIOR_BY_NAME
 from crlm.models.extra_features import AugmentedPreprocessor, LiteratureFeatures, ScoreFeature
 from crlm.scores import score_total
+from crlm.survival_kernel import SurvivalKernel
 
 PAD, SCALE, MISSING, BOOL, LEVEL, IMPUTE = range(6)
 
@@ -208,3 +209,69 @@ class StackedPreprocessing:
         for i, at, table in self.level_tables:  # LEVEL: ((v == a) & (v != b)) | ((v == b) & (c != 0))
             out[at] = table[raw[i].astype(np.intp) + 1].T
         return out.reshape(self.n_replicates, self.width, columns.n_rows).transpose(0, 2, 1)
+
+    def linear(self, kernel: SurvivalKernel) -> StackedLinear:
+        """Every replicate's linear predictor ``Z_b @ coef[:, b]`` as one product with a small basis of the raw
+        columns (``StackedLinear``), without the (B, n, P) model matrices.
+
+        Parameters
+        ----------
+        kernel : SurvivalKernel
+            A stacked linear kernel of the same replicates (``SurvivalKernel.stack``): its ``coef`` (P, B) holds
+            replicate b's coefficients over its own columns, zero over the padding.
+
+        Returns
+        -------
+        StackedLinear
+        """
+        # every output column is affine in three rows of its raw column v: v (0 where missing), "missing" and
+        # "known and non-zero", or one-hot in a category's codes; the constant is a column of its own
+        m, size = len(self.keys), self.n_replicates * self.width
+        offsets, q = {}, 3 * m
+        for i, _, table in self.level_tables:
+            offsets[i], q = q, q + table.shape[0]
+        basis_map = np.zeros((size, q + 1))
+        for kind, at, source, a, b, c in self.groups:
+            a, b, c = a[:, 0], b[:, 0], c[:, 0]
+            value, missing, nonzero = 3 * source, 3 * source + 1, 3 * source + 2
+            if kind == SCALE:  # (v - b) / c, a missing v read as a
+                basis_map[at, value], basis_map[at, missing], basis_map[at, q] = 1 / c, a / c, -b / c
+            elif kind == MISSING:
+                basis_map[at, missing] = 1.0
+            elif kind == BOOL:  # 1 for a known non-zero value, a where missing
+                basis_map[at, nonzero], basis_map[at, missing] = 1.0, a
+            else:  # IMPUTE: v, a where missing
+                basis_map[at, value], basis_map[at, missing] = 1.0, a
+        for i, at, table in self.level_tables:
+            basis_map[at, offsets[i]:offsets[i] + table.shape[0]] = table.T
+        weights = np.einsum("bpq,pb->qb", basis_map.reshape(self.n_replicates, self.width, q + 1), kernel.coef)
+        return StackedLinear(self, kernel, weights, offsets)
+
+
+class StackedLinear:
+    """The B replicates' linear predictors of a ``StackedPreprocessing`` and a stacked linear kernel's
+    coefficients: ``log_hazard(rows)`` = ``einsum("knp,pk->nk", pre.transform(rows), coef)`` to rounding, as a
+    product of a (n, Q) basis of the raw columns (Q: three per raw column and one per category code) with
+    (Q, B) weights, instead of B model matrices of P columns. Build with ``StackedPreprocessing.linear``."""
+
+    def __init__(self, pre: StackedPreprocessing, kernel: SurvivalKernel, weights: np.ndarray,
+                 offsets: dict[int, int]):
+        self.pre, self.kernel, self.weights, self.offsets = pre, kernel, weights, offsets
+        m = len(pre.keys)
+        self.rows = np.flatnonzero(np.any(weights[:3 * m] != 0, axis=1))  # the basis rows some replicate reads
+
+    def log_hazard(self, rows) -> np.ndarray:
+        """(n, B) every replicate's linear predictor (without the kernel's intercept) of ``rows``."""
+        columns = canonical_columns(rows)
+        raw = self.pre._raw_values(columns)  # (m, n)
+        missing = np.isnan(raw)
+        basis = np.empty((3 * len(raw), columns.n_rows))
+        basis[0::3], basis[1::3], basis[2::3] = np.where(missing, 0.0, raw), missing, (raw != 0) & ~missing
+        # one basis row at a time, in a fixed order: each patient's sum is the same sequence of operations in
+        # a batch of any size (a matrix product's rounding depends on the batch's size)
+        out = np.repeat(self.weights[-1:], columns.n_rows, axis=0)  # the constant
+        for q in self.rows:
+            out += basis[q][:, None] * self.weights[q]
+        for i, at in self.offsets.items():  # one-hot: the row of the patient's code, codes -1 (a level no
+            out += self.weights[at + raw[i].astype(np.intp) + 1]  # replicate knows), 0 (missing), ...
+        return out

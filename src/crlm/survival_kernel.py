@@ -113,14 +113,15 @@ class SurvivalKernel:
         the recalibration maps read the curves (``recalibration.apply_each``); None for the other kinds.
         ``Z`` as in ``risk``."""
         if self.kind == "trees" and self.trees.family == "cox":
-            log_hazard, s0 = self.trees.risk(Z), self.trees.s0
-        elif self.kind == "linear":
-            log_hazard, s0 = self.risk(Z), self.s0
-        else:
-            return None
-        with np.errstate(divide="ignore"):  # s0 = 1 (no event yet): -inf, S = 1
-            log_h0 = np.log(-np.log(np.clip(s0, 0.0, 1.0)))
-        return np.add(log_hazard.T[:, :, None], log_h0[:, None, :])
+            return _with_baseline(self.trees.risk(Z), self.trees.s0)
+        if self.kind == "linear":
+            return self.linear_log_cumulative_hazard(self.risk(Z))
+        return None
+
+    def linear_log_cumulative_hazard(self, log_hazard: np.ndarray) -> np.ndarray:
+        """(K, n, T) log(-log S) of a linear kernel's models from their (n, K) log-hazard (``risk``; e.g. computed
+        without the model matrices, ``crlm.stacked_features.StackedLinear`` plus this kernel's ``intercept``)."""
+        return _with_baseline(log_hazard, self.s0)
 
     def survival(self, Z) -> np.ndarray:
         """(K, n, T) survival of every model at ``times`` (``Z`` as in ``risk``)."""
@@ -131,3 +132,11 @@ class SurvivalKernel:
         lp = self.risk(Z)  # (n, K)
         surv = self.s0[:, None, :] ** np.exp(lp.T)[:, :, None]
         return np.clip(surv, 0.0, 1.0, out=surv)
+
+
+def _with_baseline(log_hazard: np.ndarray, s0: np.ndarray) -> np.ndarray:
+    """(K, n, T) log-hazard (n, K) + log baseline cumulative hazard (K, T): log(-log S) of Cox models."""
+    with np.errstate(divide="ignore"):  # s0 = 1 (no event yet): -inf, S = 1
+        log_h0 = np.log(-np.log(np.clip(s0, 0.0, 1.0)))
+    return np.add(log_hazard.T[:, :, None], log_h0[:, None, :])
+
