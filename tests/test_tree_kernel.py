@@ -204,12 +204,16 @@ def test_the_compiled_loops_reach_the_reference_routes_leaves_and_do_not_depend_
     monkeypatch.setattr(tree_kernel, "COMPILED_ROUTE", True)
     leaves = kernel.apply(rows)
     kernel.remember = False
-    _, surv = kernel.evaluate(rows)
+    risk, surv = kernel.evaluate(rows)
     alone = np.concatenate([kernel.evaluate(rows.iloc[[i]])[1] for i in range(len(rows))], axis=1)
     np.testing.assert_array_equal(alone, surv)  # bit for bit: each patient's loop reads only that patient
+    # boosting's margins are added in the routing loop itself (no table of leaves): the same for one patient
+    np.testing.assert_array_equal(np.concatenate([kernel.risk(rows.iloc[[i]]) for i in range(len(rows))]), risk)
     monkeypatch.setattr(tree_kernel, "COMPILED_ROUTE", False)
     np.testing.assert_array_equal(kernel.apply(rows), leaves)
-    np.testing.assert_allclose(kernel.evaluate(rows)[1], surv, rtol=0, atol=1e-13)
+    reference_risk, reference_surv = kernel.evaluate(rows)
+    np.testing.assert_allclose(reference_surv, surv, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(reference_risk, risk, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))

@@ -245,7 +245,7 @@ class TreeKernel:
         if self.family != "forest":  # the models' constant start (xgboost's base score, sklearn's init)
             zeros = [np.zeros((1, e.n_features_in_)) for e in self.estimators]
             self.offset = np.array([_margin(e, z)[0] for e, z in zip(self.estimators, zeros, strict=True)]) - (
-                self._sums(self.apply(zeros))[0])
+                self._margins(self._matrices(zeros))[0])
             if self.family == "cox":
                 self.s0 = np.stack([_baseline_survival(e, self.times) for e in self.estimators])  # (K, T)
         self._last: tuple | None = None
@@ -319,36 +319,58 @@ class TreeKernel:
         """(n, K) sum over each model's trees of the scaled leaf values."""
         return np.add.reduceat(self.leaf_value[leaves], self.model_starts, axis=1)
 
+    def _margins(self, X32: np.ndarray) -> np.ndarray:
+        """(n, K) ``_sums`` of the leaves the rows reach, added in the compiled routing loop where it runs (no
+        table of leaves)."""
+        if COMPILED_ROUTE:
+            return _compiled().route_sums(X32, self.tree_model, self.roots, self.feature, self.threshold,
+                                          self.children, self.default_left, self.leaf_value)
+        return self._sums(self.apply(X32))
+
     # ------------------------------------------------------------------ outputs
 
     def evaluate(self, X) -> tuple[np.ndarray, np.ndarray]:
         """(risk (n, K), survival (K, n, T)) of every model; risk is each model's ``predict``.
 
         ``X``: the model matrix (n, p) all models read, or a list of K matrices, one per model."""
+        risk, surv = self._outputs(X, curves=True)
+        assert surv is not None  # computed when the curves are asked for
+        return risk, surv
+
+    def _outputs(self, X, curves: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """(risk, survival or None): boosting's curves (from its margin) only when ``curves`` is asked for."""
         X = self._matrices(X)
         remember = getattr(self, "remember", True)
         last = self._last if remember else None  # the Predictor asks for risk and curves of the same rows in turn
-        if last is not None and last[0].shape == X.shape and np.array_equal(last[0], X, equal_nan=True):
-            return last[1], last[2]
-        if self.refuses_missing and np.isnan(X).any():
-            raise ValueError("the input contains missing values, which gradient boosting (gbsa) does not accept")
-        leaves = self.apply(X)
-        margin = self._sums(leaves) + self.offset
-        if self.family == "forest":
-            surv, risk = self._forest_curves(leaves), margin
-        elif self.family == "cox":
-            surv, risk = np.clip(self.s0[:, None, :] ** np.exp(margin.T)[:, :, None], 0.0, 1.0), margin
+        if last is not None and not (last[0].shape == X.shape and np.array_equal(last[0], X, equal_nan=True)):
+            last = None
+        if last is not None:
+            margin, risk, surv = last[1:]
         else:
-            surv, risk = self._aft_curves(margin), -margin
-        for out in (risk, surv):
-            out.setflags(write=False)  # shared with the next call on the same rows: never changed in place
+            if self.refuses_missing and np.isnan(X).any():
+                raise ValueError("the input contains missing values, which gradient boosting (gbsa) does not accept")
+            if self.family == "forest":
+                leaves = self.apply(X)
+                margin = self._sums(leaves) + self.offset
+                surv = self._forest_curves(leaves)
+            else:
+                margin, surv = self._margins(X) + self.offset, None
+            risk = -margin if self.family == "aft" else margin
+            risk.setflags(write=False)  # shared with the next call on the same rows: never changed in place
+        if curves and surv is None:
+            if self.family == "cox":
+                surv = np.clip(self.s0[:, None, :] ** np.exp(margin.T)[:, :, None], 0.0, 1.0)
+            else:
+                surv = self._aft_curves(margin)
+        if surv is not None:
+            surv.setflags(write=False)
         if remember:
-            self._last = (X.copy(), risk, surv)
+            self._last = (X.copy() if last is None else last[0], margin, risk, surv)
         return risk, surv
 
     def risk(self, X) -> np.ndarray:
         """(n, K) risk score of every model (its ``predict``: higher = worse)."""
-        return self.evaluate(X)[0]
+        return self._outputs(X, curves=False)[0]
 
     def survival(self, X) -> np.ndarray:
         """(K, n, T) survival of every model at ``times``."""

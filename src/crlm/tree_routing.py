@@ -15,7 +15,7 @@ that is not writable); ``nogil``: a call in a worker thread leaves the event loo
 
 from __future__ import annotations
 
-__all__ = ["forest_curves", "route"]
+__all__ = ["forest_curves", "route", "route_sums"]
 
 import numba
 import numpy as np
@@ -34,6 +34,22 @@ def _route(X, tree_model, roots, feature, threshold, children, default_left, out
                 node = left if go_left else children[node, 1]
                 left = children[node, 0]
             out[i, t] = node
+
+
+@numba.njit(cache=True, nogil=True)
+def _route_sums(X, tree_matrix, tree_model, roots, feature, threshold, children, default_left, leaf_value,
+                out):  # pragma: no cover (compiled)
+    for i in range(X.shape[1]):
+        for t in range(roots.shape[0]):
+            m = tree_matrix[t]
+            node = roots[t]
+            left = children[node, 0]
+            while left != node:
+                x = X[m, i, feature[node]]
+                go_left = default_left[node] if np.isnan(x) else np.float64(x) <= threshold[node]
+                node = left if go_left else children[node, 1]
+                left = children[node, 0]
+            out[i, tree_model[t]] += leaf_value[node]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -74,6 +90,35 @@ def route(X32: np.ndarray, tree_model: np.ndarray, roots: np.ndarray, feature: n
     _route(X3, models, np.ascontiguousarray(roots, dtype=np.int64), np.ascontiguousarray(feature, dtype=np.int64),
            np.ascontiguousarray(threshold, dtype=np.float64), np.ascontiguousarray(children, dtype=np.int64),
            np.ascontiguousarray(default_left, dtype=np.bool_), out)
+    return out
+
+
+def route_sums(X32: np.ndarray, tree_model: np.ndarray, roots: np.ndarray, feature: np.ndarray,
+               threshold: np.ndarray, children: np.ndarray, default_left: np.ndarray,
+               leaf_value: np.ndarray) -> np.ndarray:
+    """Each model's sum of the values of the leaves a patient reaches in its trees (boosting's margin), in the
+    routing loop itself: no (patients x trees) table of leaves is written and read back.
+
+    Parameters
+    ----------
+    X32, tree_model, roots, feature, threshold, children, default_left : as for ``route``
+        ``tree_model`` is also the column of each tree's model in the output.
+    leaf_value : ndarray
+        Node id -> the (scaled) value of a leaf.
+
+    Returns
+    -------
+    ndarray, shape (n, K)
+        Added tree by tree in order, from 0.
+    """
+    X3 = np.ascontiguousarray(X32[None] if X32.ndim == 2 else X32, dtype=np.float32)
+    models = np.ascontiguousarray(tree_model, dtype=np.int64)
+    matrices = np.zeros(len(roots), dtype=np.int64) if X32.ndim == 2 else models
+    out = np.zeros((X3.shape[1], int(models.max()) + 1))
+    _route_sums(X3, matrices, models, np.ascontiguousarray(roots, dtype=np.int64),
+                np.ascontiguousarray(feature, dtype=np.int64), np.ascontiguousarray(threshold, dtype=np.float64),
+                np.ascontiguousarray(children, dtype=np.int64), np.ascontiguousarray(default_left, dtype=np.bool_),
+                np.ascontiguousarray(leaf_value, dtype=np.float64), out)
     return out
 
 
