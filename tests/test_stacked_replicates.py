@@ -87,6 +87,7 @@ def assert_linear_predictors_equal_the_model_matrices(stacked, rows, seed):
     coef = rng.normal(0, 1, (stacked.width, stacked.n_replicates))
     coef[np.arange(stacked.width)[:, None] >= stacked.widths[None, :]] = 0.0  # nothing on the padding
     linear = stacked.linear(SimpleNamespace(coef=coef))  # a stacked linear kernel's coefficients
+    rows = rows * 3  # more patients than one sum takes at a time (PATIENTS_PER_SUM)
     columns = canonical_columns(rows)
     log_hazard = linear.log_hazard(columns)
     np.testing.assert_allclose(log_hazard, np.einsum("knp,pk->nk", stacked.transform(columns), coef), rtol=0,

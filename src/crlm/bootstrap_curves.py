@@ -51,7 +51,7 @@ from crlm import parallel
 from crlm.cohort.base import CanonicalColumns, canonical_columns
 from crlm.evaluation.intervals import bootstrap_indices
 from crlm.models import final_estimator
-from crlm.recalibration import Recalibrator, SurvivalMap, apply_each, cloglog_each
+from crlm.recalibration import Recalibrator, StackedMaps, SurvivalMap, apply_each
 from crlm.stacked_features import StackedLinear, StackedPreprocessing
 from crlm.survival_kernel import SurvivalKernel
 
@@ -230,7 +230,16 @@ class BootstrapCurves:
             if evaluated is None:
                 return None
             cloglog = evaluated[0].log_cumulative_hazard(evaluated[1])
-        return None if cloglog is None else cloglog_each(self.recalibrators, cloglog)
+        maps = self.stacked_maps()
+        return None if cloglog is None or maps is None else maps.cloglog(cloglog)
+
+    def stacked_maps(self) -> StackedMaps | None:
+        """The recalibration maps stacked for the cloglog scale (``recalibration.StackedMaps``), built on first use
+        and again when ``recalibrators`` is replaced (None for a centre's chained maps); not stored in bundles."""
+        cached = getattr(self, "_maps", None)
+        if cached is None or cached[0] is not self.recalibrators:
+            self._maps = cached = (self.recalibrators, StackedMaps.of(self.recalibrators))
+        return cached[1]
 
     def stacked_linear(self, rows=None) -> StackedLinear | None:
         """Linear replicates' log-hazards as one product with a basis of the raw columns
@@ -289,7 +298,7 @@ class BootstrapCurves:
         return self._stacked
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_stacked", "_linear")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_stacked", "_linear", "_maps")}
 
     def survival_per_replicate(self, rows) -> np.ndarray:
         """(B, n, T) as ``survival``, each replicate transforming the rows and evaluating its model in turn (the

@@ -15,7 +15,7 @@ the other half: the same patients for both).
 from __future__ import annotations
 
 __all__ = [
-    "apply_each", "cloglog_each", "cross_fitted_ici", "MIN_EVENTS", "MIN_EVENTS_BASELINE", "Recalibrator", "SurvivalMap",
+    "apply_each", "cloglog_each", "cross_fitted_ici", "StackedMaps", "MIN_EVENTS", "MIN_EVENTS_BASELINE", "Recalibrator", "SurvivalMap",
 ]
 
 from collections.abc import Sequence
@@ -205,13 +205,8 @@ def apply_each(recalibrators: Sequence[SurvivalMap], curves: np.ndarray | None,
 
 def cloglog_each(recalibrators: Sequence[SurvivalMap], cloglog: np.ndarray) -> np.ndarray | None:
     """log(-log S) of ``apply_each(recalibrators, None, cloglog)``, computed on that scale: no exponential or
-    logarithm is evaluated.
-
-    A map is affine on the cloglog scale: log(-log S_cal(t)) = log(-log S0_t) + b_t (z - z_mean_t), with z the
-    curve's log(-log S) clipped as ``apply_each`` clips it (the identity where the map is not fitted), and
-    making S non-increasing in t makes its log(-log S) non-decreasing. The confidence band is formed on this
-    scale (``crlm.bootstrap_curves``): proportional-hazards replicates, whose models give log(-log S) directly
-    (``SurvivalKernel.log_cumulative_hazard``), reach it without a survival curve in between.
+    logarithm is evaluated (``StackedMaps.cloglog``; build the ``StackedMaps`` once where the same maps are
+    applied again).
 
     Parameters
     ----------
@@ -223,26 +218,56 @@ def cloglog_each(recalibrators: Sequence[SurvivalMap], cloglog: np.ndarray) -> n
     Returns
     -------
     array (K, n, T) or None
-        Equal to log(-log apply_each(recalibrators, None, cloglog)) to rounding wherever that survival lies in
-        [1e-300, 1 - 1e-15] (outside it the survival itself rounds to 0 or 1; here the value stays finite).
         None when a map is not a ``Recalibrator`` (a centre's chained map reads the curves themselves).
     """
-    maps = [r for r in recalibrators if isinstance(r, Recalibrator)]
-    if len(maps) != len(recalibrators):
-        return None
-    fitted = np.stack([r.fitted for r in maps])
-    if not fitted.any():
-        return _monotone(np.array(cloglog, dtype=float), np.maximum)
-    slope, z_mean, s0 = (np.stack([getattr(r, name) for r in maps])[:, None, :]
-                         for name in ("slope", "z_mean", "baseline_survival"))
-    with np.errstate(divide="ignore"):  # S0 = 1 (no event by t): -inf, S0 = 0: +inf, as S_cal's own cloglog
-        intercept = np.log(-np.log(s0)) - slope * z_mean
-    work = np.clip(cloglog, *CLOGLOG_RANGE)
-    np.multiply(work, slope, out=work)
-    np.add(work, intercept, out=work)  # an infinite intercept stays infinite: slope x clipped z is finite
-    k, t = np.nonzero(~fitted)  # the identity where a map is not fitted
-    work[k, :, t] = cloglog[k, :, t]
-    return _monotone(work, np.maximum)
+    maps = StackedMaps.of(recalibrators)
+    return None if maps is None else maps.cloglog(cloglog)
+
+
+@dataclass
+class StackedMaps:
+    """K ``Recalibrator`` maps' parameters stacked, (K, 1, T) each, to apply them together on the cloglog scale.
+
+    A map is affine there: log(-log S_cal(t)) = log(-log S0_t) + b_t (z - z_mean_t), with z the curve's
+    log(-log S) clipped as ``apply_each`` clips it (the identity where the map is not fitted), and making S
+    non-increasing in t makes its log(-log S) non-decreasing. The confidence band is formed on this scale
+    (``crlm.bootstrap_curves``): proportional-hazards replicates, whose models give log(-log S) directly
+    (``SurvivalKernel.log_cumulative_hazard``), reach it without a survival curve in between.
+    """
+
+    slope: np.ndarray
+    intercept: np.ndarray  # log(-log S0_t) - b_t z_mean_t
+    unfitted: tuple[np.ndarray, np.ndarray]  # the (map, time) pairs where a map is the identity
+    any_fitted: bool
+
+    @classmethod
+    def of(cls, recalibrators: Sequence[SurvivalMap]) -> StackedMaps | None:
+        """The stacked maps, or None when one is not a ``Recalibrator``."""
+        maps = [r for r in recalibrators if isinstance(r, Recalibrator)]
+        if len(maps) != len(recalibrators):
+            return None
+        fitted = np.stack([r.fitted for r in maps])
+        slope, z_mean, s0 = (np.stack([getattr(r, name) for r in maps])[:, None, :]
+                             for name in ("slope", "z_mean", "baseline_survival"))
+        with np.errstate(divide="ignore"):  # S0 = 1 (no event by t): -inf, S0 = 0: +inf, as S_cal's own cloglog
+            intercept = np.log(-np.log(s0)) - slope * z_mean
+        k, t = np.nonzero(~fitted)
+        return cls(slope, intercept, (k, t), bool(fitted.any()))
+
+    def cloglog(self, cloglog: np.ndarray) -> np.ndarray:
+        """(K, n, T) log(-log S) of the recalibrated curves, from the (K, n, T) log(-log S) of each map's models.
+
+        Equal to log(-log apply_each(maps, None, cloglog)) to rounding wherever that survival lies in
+        [1e-300, 1 - 1e-15] (outside it the survival itself rounds to 0 or 1; here the value stays finite).
+        """
+        if not self.any_fitted:
+            return _monotone(np.array(cloglog, dtype=float), np.maximum)
+        work = np.clip(cloglog, *CLOGLOG_RANGE)
+        np.multiply(work, self.slope, out=work)
+        np.add(work, self.intercept, out=work)  # an infinite intercept stays infinite: slope x clipped z is finite
+        k, t = self.unfitted
+        work[k, :, t] = cloglog[k, :, t]
+        return _monotone(work, np.maximum)
 
 
 def _recalibrate(maps: list[Recalibrator], fitted: np.ndarray, work: np.ndarray, identity) -> np.ndarray:
@@ -262,10 +287,15 @@ def _recalibrate(maps: list[Recalibrator], fitted: np.ndarray, work: np.ndarray,
     return _monotone(work)
 
 
+ACCUMULATE_MAX_ROWS = 400  # up to this many curves numpy's accumulate is faster than the step-by-step loop
+
+
 def _monotone(values: np.ndarray, op=np.minimum) -> np.ndarray:
     """``op.accumulate(values, axis=-1)`` in place (non-increasing survival; ``np.maximum``: its non-decreasing
-    cloglog), one time step at a time (the same values: a minimum is exact; numpy's accumulate over a short last
-    axis of many rows is twice as slow)."""
+    cloglog); for many curves one time step at a time (the same values: a minimum is exact; numpy's accumulate
+    over a short last axis of many rows is twice as slow, and 8x faster for one patient's 50 replicates)."""
+    if values.size <= ACCUMULATE_MAX_ROWS * values.shape[-1]:
+        return op.accumulate(values, axis=-1, out=values)
     for j in range(1, values.shape[-1]):
         op(values[..., j - 1], values[..., j], out=values[..., j])
     return values

@@ -267,11 +267,19 @@ class StackedLinear:
         missing = np.isnan(raw)
         basis = np.empty((3 * len(raw), columns.n_rows))
         basis[0::3], basis[1::3], basis[2::3] = np.where(missing, 0.0, raw), missing, (raw != 0) & ~missing
-        # one basis row at a time, in a fixed order: each patient's sum is the same sequence of operations in
-        # a batch of any size (a matrix product's rounding depends on the batch's size)
-        out = np.repeat(self.weights[-1:], columns.n_rows, axis=0)  # the constant
-        for q in self.rows:
-            out += basis[q][:, None] * self.weights[q]
+        # the constant, then each basis row's term in a fixed order, summed along the first (outer) axis: numpy
+        # adds whole slices one after the other there, so each patient's sum is the same sequence of operations
+        # in a batch of any size (a matrix product's rounding depends on the batch's size); a few patients at
+        # a time keep the (rows, patients, B) terms small
+        terms, out = self.weights[self.rows], np.empty((columns.n_rows, self.weights.shape[1]))
+        for start in range(0, columns.n_rows, PATIENTS_PER_SUM):
+            part = basis[self.rows, start:start + PATIENTS_PER_SUM]
+            constant = np.broadcast_to(self.weights[-1], (1, part.shape[1], terms.shape[1]))
+            out[start:start + PATIENTS_PER_SUM] = np.add.reduce(
+                np.concatenate([constant, part[:, :, None] * terms[:, None, :]]), axis=0)
         for i, at in self.offsets.items():  # one-hot: the row of the patient's code, codes -1 (a level no
             out += self.weights[at + raw[i].astype(np.intp) + 1]  # replicate knows), 0 (missing), ...
         return out
+
+
+PATIENTS_PER_SUM = 64  # StackedLinear's terms summed for this many patients at a time
