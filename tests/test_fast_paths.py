@@ -15,7 +15,7 @@ from crlm.cohort.simulate import simulate_cohort
 from crlm.explain import describe, value_text
 from crlm.model_inputs import input_warnings, warning_rules
 from crlm.predictor_training import train_predictor
-from crlm.recalibration import Recalibrator, apply_each, cloglog_each
+from crlm.recalibration import Recalibrator, StackedMaps, apply_each
 
 
 def replicates(rng, shape) -> np.ndarray:
@@ -99,13 +99,13 @@ def test_apply_each_reads_proportional_hazards_curves_from_their_cloglog():
     # the same maps on the cloglog scale (affine there): the same curves, where they are not 0 or 1 to rounding
     for each in (maps, identity):
         survival = apply_each(each, curves)
-        on_scale = np.exp(-np.exp(cloglog_each(each, cloglog)))
+        on_scale = np.exp(-np.exp(StackedMaps.of(each).cloglog(cloglog)))
         np.testing.assert_allclose(on_scale, survival, rtol=0, atol=1e-12)
         # log(-log S) of a survival within 1e-6 of 1 is itself imprecise (relative error 1e-16 / (1 - S))
         inner = (survival > 1e-300) & (survival < 1 - 1e-6)
-        np.testing.assert_allclose(cloglog_each(each, cloglog)[inner], np.log(-np.log(survival[inner])), rtol=0,
+        np.testing.assert_allclose(StackedMaps.of(each).cloglog(cloglog)[inner], np.log(-np.log(survival[inner])), rtol=0,
                                    atol=1e-9)
-    assert cloglog_each([*maps[:5], ChainedMap(maps[5])], cloglog) is None  # a map that reads the curves
+    assert StackedMaps.of([*maps[:5], ChainedMap(maps[5])]) is None  # a map that reads the curves
 
 
 class ChainedMap:

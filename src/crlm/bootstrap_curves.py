@@ -221,7 +221,7 @@ class BootstrapCurves:
         """(B, n, T) log(-log S) of ``survival(rows)``, computed on that scale without the curves, or None.
 
         Proportional-hazards replicates (linear Cox, Cox-loss boosting) give log(-log S) directly and the
-        recalibration maps are affine on that scale (``recalibration.cloglog_each``): the band's scale is
+        recalibration maps are affine on that scale (``recalibration.StackedMaps``): the band's scale is
         reached without an exponential or a logarithm per replicate value (None for other models, a centre's
         chained maps, or replicates on the reference path)."""
         linear = None if self.shared else self.stacked_linear(rows)

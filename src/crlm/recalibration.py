@@ -15,7 +15,8 @@ the other half: the same patients for both).
 from __future__ import annotations
 
 __all__ = [
-    "apply_each", "cloglog_each", "cross_fitted_ici", "StackedMaps", "MIN_EVENTS", "MIN_EVENTS_BASELINE", "Recalibrator", "SurvivalMap",
+    "apply_each", "cross_fitted_ici", "MIN_EVENTS", "MIN_EVENTS_BASELINE", "Recalibrator", "StackedMaps",
+    "SurvivalMap",
 ]
 
 from collections.abc import Sequence
@@ -201,27 +202,6 @@ def apply_each(recalibrators: Sequence[SurvivalMap], curves: np.ndarray | None,
     if not fitted.any():
         return _monotone(np.clip(surv, 0.0, 1.0))
     return _recalibrate(maps, fitted, _cloglog_event(surv), lambda k, t: surv[k, :, t])
-
-
-def cloglog_each(recalibrators: Sequence[SurvivalMap], cloglog: np.ndarray) -> np.ndarray | None:
-    """log(-log S) of ``apply_each(recalibrators, None, cloglog)``, computed on that scale: no exponential or
-    logarithm is evaluated (``StackedMaps.cloglog``; build the ``StackedMaps`` once where the same maps are
-    applied again).
-
-    Parameters
-    ----------
-    recalibrators : sequence of SurvivalMap
-        K maps on the same time grid.
-    cloglog : array (K, n, T)
-        log(-log S) of each map's models' curves.
-
-    Returns
-    -------
-    array (K, n, T) or None
-        None when a map is not a ``Recalibrator`` (a centre's chained map reads the curves themselves).
-    """
-    maps = StackedMaps.of(recalibrators)
-    return None if maps is None else maps.cloglog(cloglog)
 
 
 @dataclass

@@ -139,4 +139,3 @@ def _with_baseline(log_hazard: np.ndarray, s0: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):  # s0 = 1 (no event yet): -inf, S = 1
         log_h0 = np.log(-np.log(np.clip(s0, 0.0, 1.0)))
     return np.add(log_hazard.T[:, :, None], log_h0[:, None, :])
-

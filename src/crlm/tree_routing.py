@@ -22,18 +22,22 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def _route(X, tree_model, roots, feature, threshold, children, default_left, out):  # pragma: no cover (compiled)
+def _leaf(X, m, i, node, feature, threshold, children, default_left):  # pragma: no cover (compiled)
+    """The leaf patient ``i`` of matrix ``m`` reaches from ``node`` (a tree's root)."""
+    left = children[node, 0]
+    while left != node:  # a leaf points to itself
+        x = X[m, i, feature[node]]
+        go_left = default_left[node] if np.isnan(x) else np.float64(x) <= threshold[node]
+        node = left if go_left else children[node, 1]
+        left = children[node, 0]
+    return node
+
+
+@numba.njit(cache=True, nogil=True)
+def _route(X, tree_matrix, roots, feature, threshold, children, default_left, out):  # pragma: no cover (compiled)
     for i in range(X.shape[1]):
         for t in range(roots.shape[0]):
-            m = tree_model[t]
-            node = roots[t]
-            left = children[node, 0]
-            while left != node:  # a leaf points to itself
-                x = X[m, i, feature[node]]
-                go_left = default_left[node] if np.isnan(x) else np.float64(x) <= threshold[node]
-                node = left if go_left else children[node, 1]
-                left = children[node, 0]
-            out[i, t] = node
+            out[i, t] = _leaf(X, tree_matrix[t], i, roots[t], feature, threshold, children, default_left)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -41,14 +45,7 @@ def _route_sums(X, tree_matrix, tree_model, roots, feature, threshold, children,
                 out):  # pragma: no cover (compiled)
     for i in range(X.shape[1]):
         for t in range(roots.shape[0]):
-            m = tree_matrix[t]
-            node = roots[t]
-            left = children[node, 0]
-            while left != node:
-                x = X[m, i, feature[node]]
-                go_left = default_left[node] if np.isnan(x) else np.float64(x) <= threshold[node]
-                node = left if go_left else children[node, 1]
-                left = children[node, 0]
+            node = _leaf(X, tree_matrix[t], i, roots[t], feature, threshold, children, default_left)
             out[i, tree_model[t]] += leaf_value[node]
 
 
@@ -83,14 +80,24 @@ def route(X32: np.ndarray, tree_model: np.ndarray, roots: np.ndarray, feature: n
     -------
     ndarray of int64, shape (n, n_trees)
     """
-    X3 = np.ascontiguousarray(X32[None] if X32.ndim == 2 else X32, dtype=np.float32)
-    models = (np.zeros(len(roots), dtype=np.int64) if X32.ndim == 2
-              else np.ascontiguousarray(tree_model, dtype=np.int64))
+    X3, matrices, (roots_, feature_, threshold_, children_, default_left_) = _tables(
+        X32, tree_model, roots, feature, threshold, children, default_left)
     out = np.empty((X3.shape[1], len(roots)), dtype=np.int64)
-    _route(X3, models, np.ascontiguousarray(roots, dtype=np.int64), np.ascontiguousarray(feature, dtype=np.int64),
-           np.ascontiguousarray(threshold, dtype=np.float64), np.ascontiguousarray(children, dtype=np.int64),
-           np.ascontiguousarray(default_left, dtype=np.bool_), out)
+    _route(X3, matrices, roots_, feature_, threshold_, children_, default_left_, out)
     return out
+
+
+def _tables(X32, tree_model, roots, feature, threshold, children,
+            default_left) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """The compiled loops' arguments: the (K, n, P) float32 input, the matrix each tree reads (0 for a 2-D
+    ``X32``), and the node table as contiguous arrays of fixed types."""
+    X3 = np.ascontiguousarray(X32[None] if X32.ndim == 2 else X32, dtype=np.float32)
+    matrices = (np.zeros(len(roots), dtype=np.int64) if X32.ndim == 2
+                else np.ascontiguousarray(tree_model, dtype=np.int64))
+    tables = (np.ascontiguousarray(roots, dtype=np.int64), np.ascontiguousarray(feature, dtype=np.int64),
+              np.ascontiguousarray(threshold, dtype=np.float64), np.ascontiguousarray(children, dtype=np.int64),
+              np.ascontiguousarray(default_left, dtype=np.bool_))
+    return X3, matrices, tables
 
 
 def route_sums(X32: np.ndarray, tree_model: np.ndarray, roots: np.ndarray, feature: np.ndarray,
@@ -111,13 +118,11 @@ def route_sums(X32: np.ndarray, tree_model: np.ndarray, roots: np.ndarray, featu
     ndarray, shape (n, K)
         Added tree by tree in order, from 0.
     """
-    X3 = np.ascontiguousarray(X32[None] if X32.ndim == 2 else X32, dtype=np.float32)
+    X3, matrices, (roots_, feature_, threshold_, children_, default_left_) = _tables(
+        X32, tree_model, roots, feature, threshold, children, default_left)
     models = np.ascontiguousarray(tree_model, dtype=np.int64)
-    matrices = np.zeros(len(roots), dtype=np.int64) if X32.ndim == 2 else models
     out = np.zeros((X3.shape[1], int(models.max()) + 1))
-    _route_sums(X3, matrices, models, np.ascontiguousarray(roots, dtype=np.int64),
-                np.ascontiguousarray(feature, dtype=np.int64), np.ascontiguousarray(threshold, dtype=np.float64),
-                np.ascontiguousarray(children, dtype=np.int64), np.ascontiguousarray(default_left, dtype=np.bool_),
+    _route_sums(X3, matrices, models, roots_, feature_, threshold_, children_, default_left_,
                 np.ascontiguousarray(leaf_value, dtype=np.float64), out)
     return out
 
