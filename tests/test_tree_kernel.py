@@ -216,6 +216,16 @@ def test_the_compiled_loops_reach_the_reference_routes_leaves_and_do_not_depend_
     np.testing.assert_allclose(reference_risk, risk, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["rsf", "gbsa"])
+def test_each_trees_depth_is_scikit_learns(name, data):
+    """The lanes' step count per tree (a patient still walking after them would get a wrong leaf)."""
+    models = fitted(name, data)
+    trees = [t for m in models for t in (m.estimators_ if name == "rsf" else m.estimators_[:, 0])]
+    depths = TreeKernel(models, TIMES).tree_depth
+    np.testing.assert_array_equal(depths, [t.tree_.max_depth for t in trees])
+    assert len(set(depths)) > 1 or name == "gbsa"  # the forest's trees differ: each runs its own count
+
+
 @pytest.mark.parametrize("name", list(FACTORIES))
 def test_cox_loss_ensembles_give_log_cumulative_hazard_directly(name, data):
     X, _ = data

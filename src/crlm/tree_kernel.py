@@ -230,9 +230,10 @@ class TreeKernel:
         shift = np.repeat(offsets, sizes)
         left = np.concatenate([t.left for t in trees]) + shift
         right = np.concatenate([t.right for t in trees]) + shift
-        self.depth = _depth(offsets, np.where(leaf, -1, left), np.where(leaf, -1, right))
         # a leaf points to itself on both sides, so routing can run a fixed number of levels
         self.children = np.stack([np.where(leaf, node, left), np.where(leaf, node, right)], axis=1)
+        self.tree_depth = _tree_depths(self.roots, self.children)
+        self.depth = int(self.tree_depth.max(initial=0))
         self.default_left = np.concatenate([t.default_left for t in trees])
         self.feature = np.concatenate([t.feature for t in trees]).clip(min=0)
         self.threshold = np.where(leaf, np.inf, np.concatenate([t.threshold for t in trees]))
@@ -273,7 +274,7 @@ class TreeKernel:
         X32 = self._matrices(X)
         if COMPILED_ROUTE:
             return _compiled().route(X32, self.tree_model, self.roots, self.feature, self.threshold,
-                                     self.children, self.default_left)
+                                     self.children, self.default_left, self.tree_depth)
         if X32.shape[-2] * len(self.roots) * max(self.depth, 1) <= NUMPY_ROUTE_MAX_CELLS:
             return self._route_numpy(X32)
         return self._route_per_tree(X32)
@@ -324,7 +325,7 @@ class TreeKernel:
         table of leaves)."""
         if COMPILED_ROUTE:
             return _compiled().route_sums(X32, self.tree_model, self.roots, self.feature, self.threshold,
-                                          self.children, self.default_left, self.leaf_value)
+                                          self.children, self.default_left, self.leaf_value, self.tree_depth)
         return self._sums(self.apply(X32))
 
     # ------------------------------------------------------------------ outputs
@@ -423,12 +424,16 @@ def _baseline_survival(estimator, times) -> np.ndarray:
     return np.clip(np.concatenate([[1.0], values])[idx], 0.0, 1.0)
 
 
-def _depth(roots: np.ndarray, left: np.ndarray, right: np.ndarray) -> int:
-    """Number of splits on the longest root-to-leaf path of any tree (global node ids, -1 = no child)."""
-    depth, frontier = 0, roots
+def _tree_depths(roots: np.ndarray, children: np.ndarray) -> np.ndarray:
+    """Each tree's number of splits on its longest root-to-leaf path (global node ids; a leaf's children point
+    to itself)."""
+    depths = np.zeros(len(roots), dtype=np.int64)
+    frontier, owner, level = np.asarray(roots), np.arange(len(roots)), 0
     while True:
-        frontier = frontier[left[frontier] >= 0]
+        inner = children[frontier, 0] != frontier
+        frontier, owner = frontier[inner], owner[inner]
         if len(frontier) == 0:
-            return depth
-        depth += 1
-        frontier = np.concatenate([left[frontier], right[frontier]])
+            return depths
+        level += 1
+        depths[owner] = level
+        frontier, owner = children[frontier].T.ravel(), np.concatenate([owner, owner])

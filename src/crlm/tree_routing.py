@@ -1,10 +1,17 @@
 """Compiled loops of the tree kernel (numba): the leaf each patient reaches in every tree, and the forests'
 averaged leaf curves.
 
-One patient and one tree at a time, in machine code: a patient walks each tree from its root to a leaf (a
-dozen comparisons), where the vectorised numpy route (``TreeKernel._route_numpy``) gathers whole
-(patients x trees) arrays once per tree level, and a forest's curve adds its trees' leaf curves directly,
-where the numpy path builds a sparse routing matrix per call. Same rules as the other routes: float32 inputs
+In machine code: a patient walks each tree from its root to a leaf (a dozen comparisons), where the
+vectorised numpy route (``TreeKernel._route_numpy``) gathers whole (patients x trees) arrays once per tree
+level, and a forest's curve adds its trees' leaf curves directly, where the numpy path builds a sparse
+routing matrix per call.
+
+A lone patient walks the trees one after the other, branching at each node. Several patients go tree by tree,
+``LANES`` of them through the same tree at once, each step without a branch and for as many steps as that
+tree is deep (a leaf points to itself, so a patient who has arrived stays): the walks of one tree are
+independent, so the processor overlaps their loads instead of waiting on a mispredicted branch at every
+node, and the tree's nodes and the patients' rows of its matrix stay in cache. Measured on the 50 bootstrap
+forests x 100 trees of an RSF (``benchmarks/serving.py``'s forest, 1,000 patients): 240 -> 110 ms. Same rules as the other routes: float32 inputs
 compared as float64 with ``x <= threshold`` (xgboost's ``x < c`` is stored as the float32 just below ``c``),
 a missing value follows the node's default direction. Each patient's result depends only on that patient,
 so an answer does not change with the batch it is computed in.
@@ -15,10 +22,14 @@ that is not writable); ``nogil``: a call in a worker thread leaves the event loo
 
 from __future__ import annotations
 
-__all__ = ["forest_curves", "route", "route_sums"]
+__all__ = ["LANES", "forest_curves", "route", "route_sums"]
 
 import numba
 import numpy as np
+
+# Patients routed through one tree together (a compile-time constant: the step loop is unrolled over them).
+# 8, 16 and 32 within 3% of each other on 1,000 patients (scratch measurement); 4: 16% slower.
+LANES = 16
 
 
 @numba.njit(cache=True, nogil=True)
@@ -41,6 +52,48 @@ def _route(X, tree_matrix, roots, feature, threshold, children, default_left, ou
 
 
 @numba.njit(cache=True, nogil=True)
+def _route_lanes(X, tree_matrix, roots, depths, feature, threshold, children, default_left,
+                 out):  # pragma: no cover (compiled)
+    n = X.shape[1]
+    nodes = np.empty(LANES, dtype=np.int64)
+    for t in range(roots.shape[0]):
+        m = tree_matrix[t]
+        for i0 in range(0, n, LANES):
+            lanes = min(LANES, n - i0)
+            for g in range(lanes):
+                nodes[g] = roots[t]
+            for _ in range(depths[t]):
+                for g in range(lanes):  # no branch but the missing value's: the walks overlap
+                    node = nodes[g]
+                    x = X[m, i0 + g, feature[node]]
+                    right = not (default_left[node] if np.isnan(x) else np.float64(x) <= threshold[node])
+                    nodes[g] = children[node, 1 if right else 0]
+            for g in range(lanes):
+                out[i0 + g, t] = nodes[g]
+
+
+@numba.njit(cache=True, nogil=True)
+def _route_sums_lanes(X, tree_matrix, tree_model, roots, depths, feature, threshold, children, default_left,
+                      leaf_value, out):  # pragma: no cover (compiled)
+    n = X.shape[1]
+    nodes = np.empty(LANES, dtype=np.int64)
+    for t in range(roots.shape[0]):
+        m, k = tree_matrix[t], tree_model[t]
+        for i0 in range(0, n, LANES):
+            lanes = min(LANES, n - i0)
+            for g in range(lanes):
+                nodes[g] = roots[t]
+            for _ in range(depths[t]):
+                for g in range(lanes):  # no branch but the missing value's: the walks overlap
+                    node = nodes[g]
+                    x = X[m, i0 + g, feature[node]]
+                    right = not (default_left[node] if np.isnan(x) else np.float64(x) <= threshold[node])
+                    nodes[g] = children[node, 1 if right else 0]
+            for g in range(lanes):  # tree by tree, as for a lone patient: the same sum to the last bit
+                out[i0 + g, k] += leaf_value[nodes[g]]
+
+
+@numba.njit(cache=True, nogil=True)
 def _route_sums(X, tree_matrix, tree_model, roots, feature, threshold, children, default_left, leaf_value,
                 out):  # pragma: no cover (compiled)
     for i in range(X.shape[1]):
@@ -50,20 +103,21 @@ def _route_sums(X, tree_matrix, tree_model, roots, feature, threshold, children,
 
 
 @numba.njit(cache=True, nogil=True)
-def _forest_curves(leaves, leaf_row, leaf_curves, model_starts, trees_per_model, out):  # pragma: no cover
+def _forest_curves(leaves, leaf_row, leaf_curves, tree_model, trees_per_model, out):  # pragma: no cover
+    # tree by tree (a tree's few leaf curves stay in cache), each (forest, patient) sum still in tree order
     n_times = leaf_curves.shape[1]
-    for k in range(model_starts.shape[0]):
-        start, count = model_starts[k], trees_per_model[k]
-        weight = 1.0 / count
+    for t in range(leaves.shape[1]):
+        k = tree_model[t]
+        weight = 1.0 / trees_per_model[k]
         for i in range(leaves.shape[0]):
-            for j in range(start, start + count):
-                row = leaf_row[leaves[i, j]]
-                for s in range(n_times):
-                    out[k, i, s] += weight * leaf_curves[row, s]
+            row = leaf_row[leaves[i, t]]
+            for s in range(n_times):
+                out[k, i, s] += weight * leaf_curves[row, s]
 
 
 def route(X32: np.ndarray, tree_model: np.ndarray, roots: np.ndarray, feature: np.ndarray,
-          threshold: np.ndarray, children: np.ndarray, default_left: np.ndarray) -> np.ndarray:
+          threshold: np.ndarray, children: np.ndarray, default_left: np.ndarray,
+          depths: np.ndarray) -> np.ndarray:
     """Global node id of the leaf each patient reaches in every tree.
 
     Parameters
@@ -75,16 +129,26 @@ def route(X32: np.ndarray, tree_model: np.ndarray, roots: np.ndarray, feature: n
     roots, feature, threshold, children, default_left : ndarray
         The flattened node table (``TreeKernel``): each tree's root, each node's split feature and threshold,
         its (left, right) children (a leaf's both point to itself) and its direction for a missing value.
+    depths : ndarray of int
+        Each tree's number of splits on its longest path (``TreeKernel.tree_depth``).
 
     Returns
     -------
     ndarray of int64, shape (n, n_trees)
+        The same leaves whichever loop runs (one patient, or several in lanes).
     """
     X3, matrices, (roots_, feature_, threshold_, children_, default_left_) = _tables(
         X32, tree_model, roots, feature, threshold, children, default_left)
     out = np.empty((X3.shape[1], len(roots)), dtype=np.int64)
-    _route(X3, matrices, roots_, feature_, threshold_, children_, default_left_, out)
+    if X3.shape[1] == 1:
+        _route(X3, matrices, roots_, feature_, threshold_, children_, default_left_, out)
+    else:
+        _route_lanes(X3, matrices, roots_, _depths(depths), feature_, threshold_, children_, default_left_, out)
     return out
+
+
+def _depths(depths: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(depths, dtype=np.int64)
 
 
 def _tables(X32, tree_model, roots, feature, threshold, children,
@@ -102,7 +166,7 @@ def _tables(X32, tree_model, roots, feature, threshold, children,
 
 def route_sums(X32: np.ndarray, tree_model: np.ndarray, roots: np.ndarray, feature: np.ndarray,
                threshold: np.ndarray, children: np.ndarray, default_left: np.ndarray,
-               leaf_value: np.ndarray) -> np.ndarray:
+               leaf_value: np.ndarray, depths: np.ndarray) -> np.ndarray:
     """Each model's sum of the values of the leaves a patient reaches in its trees (boosting's margin), in the
     routing loop itself: no (patients x trees) table of leaves is written and read back.
 
@@ -112,18 +176,24 @@ def route_sums(X32: np.ndarray, tree_model: np.ndarray, roots: np.ndarray, featu
         ``tree_model`` is also the column of each tree's model in the output.
     leaf_value : ndarray
         Node id -> the (scaled) value of a leaf.
+    depths : ndarray of int
+        As for ``route``.
 
     Returns
     -------
     ndarray, shape (n, K)
-        Added tree by tree in order, from 0.
+        Added tree by tree in order, from 0, whichever loop runs.
     """
     X3, matrices, (roots_, feature_, threshold_, children_, default_left_) = _tables(
         X32, tree_model, roots, feature, threshold, children, default_left)
     models = np.ascontiguousarray(tree_model, dtype=np.int64)
     out = np.zeros((X3.shape[1], int(models.max()) + 1))
-    _route_sums(X3, matrices, models, roots_, feature_, threshold_, children_, default_left_,
-                np.ascontiguousarray(leaf_value, dtype=np.float64), out)
+    values = np.ascontiguousarray(leaf_value, dtype=np.float64)
+    if X3.shape[1] == 1:
+        _route_sums(X3, matrices, models, roots_, feature_, threshold_, children_, default_left_, values, out)
+    else:
+        _route_sums_lanes(X3, matrices, models, roots_, _depths(depths), feature_, threshold_, children_,
+                          default_left_, values, out)
     return out
 
 
@@ -147,6 +217,7 @@ def forest_curves(leaves: np.ndarray, leaf_row: np.ndarray, leaf_curves: np.ndar
     ndarray, shape (K, n, T)
     """
     out = np.zeros((len(model_starts), leaves.shape[0], leaf_curves.shape[1]))
-    ints = [np.ascontiguousarray(a, dtype=np.int64) for a in (leaves, leaf_row, model_starts, trees_per_model)]
+    tree_model = np.repeat(np.arange(len(model_starts)), trees_per_model)  # the forests' trees are consecutive
+    ints = [np.ascontiguousarray(a, dtype=np.int64) for a in (leaves, leaf_row, tree_model, trees_per_model)]
     _forest_curves(ints[0], ints[1], np.ascontiguousarray(leaf_curves, dtype=np.float64), ints[2], ints[3], out)
     return out
