@@ -209,6 +209,32 @@ def test_admission_is_the_outermost_layer_of_the_served_app(monkeypatch):
     assert not isinstance(app.app, AdmissionMiddleware)  # once, however often the module is imported
 
 
+def _layers(app) -> list[str]:
+    """The class names of an ASGI app's layers, outermost first (Starlette's built middleware stack included)."""
+    names = []
+    while app is not None:
+        names.append(type(app).__name__)
+        app = getattr(app, "middleware_stack", None) or getattr(app, "app", None)
+    return names
+
+
+def test_requests_are_traced_only_when_an_exporter_is_configured(asgi_client, monkeypatch):
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    from crlm.serving import bentoml_fixes
+    from crlm.serving.service import CRLMService
+
+    # no exporter (the default): OpenTelemetry's layer is replaced, and each answer still carries its own id
+    app = asgi_client.app
+    assert "RequestIdLayer" in _layers(app) and "OpenTelemetryMiddleware" not in _layers(app)
+    ids = {asgi_client.post("/scores", json={"patient": VALID}).headers["x-bentoml-request-id"] for _ in range(3)}
+    assert len(ids) == 3 and all(len(i) == 16 for i in ids)
+    # with an exporter, BentoML's layer stays
+    monkeypatch.setattr(bentoml_fixes, "tracing_exported", lambda: True)
+    kinds = [m.cls.__name__ for m in ServiceAppFactory(CRLMService).middlewares]
+    assert "OpenTelemetryMiddleware" in kinds and "RequestIdLayer" not in kinds
+
+
 # ---------------------------------------------------------------------------------------------- metrics labels (5)
 
 def test_only_known_paths_keep_their_label():

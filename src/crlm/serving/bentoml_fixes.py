@@ -1,4 +1,4 @@
-"""Two defects of BentoML 1.4's HTTP middlewares, corrected where they sit (each outside every middleware a
+"""Three defects of BentoML 1.4's HTTP middlewares, corrected where they sit (each outside every middleware a
 service can add, so a service cannot correct them from its own layer). ``apply()`` is idempotent.
 
 - Metrics labels: ``RunnerTrafficMetricsMiddleware`` labels each request with its raw path, so requests to
@@ -8,11 +8,18 @@ service can add, so a service cannot correct them from its own layer). ``apply()
   it, so each answered request's context (its OpenTelemetry span, its future) stays alive for the whole
   timeout (120 s): the server's memory grew by ~5 KB per request for two minutes. The timer is cancelled when
   the request ends; the timeout and its 504 are unchanged.
+- Tracing nobody collects: every request goes through OpenTelemetry's ASGI layer, a server span and a span per
+  message received and sent, although without a configured exporter (``tracing.exporter_type``) no span ever
+  leaves the process. That cost 0.38 ms of a worker's CPU per request (``/scores``, one client: 1.87 against
+  1.48 ms; ``/predict`` 4.6 against 4.3 ms), about 40% of the HTTP stack's. Without an exporter the layer is
+  replaced by ``RequestIdLayer``, which keeps what BentoML took from it: an id per request, returned in the
+  ``X-BentoML-Request-ID`` header. With an exporter, the layer stays as BentoML built it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 
 from crlm.serving.settings import KNOWN_PATHS, KNOWN_PREFIXES
 
@@ -26,6 +33,7 @@ def known_path(path: str) -> bool:
 def apply() -> None:
     _bound_metric_labels()
     _cancel_request_timers()
+    _trace_only_when_exported()
 
 
 def _bound_metric_labels() -> None:
@@ -80,3 +88,50 @@ def _cancel_request_timers() -> None:
 
     call.crlm_fixed = True  # type: ignore[attr-defined]
     TimeoutMiddleware.__call__ = call  # type: ignore[method-assign]  # likewise
+
+
+
+def tracing_exported() -> bool:
+    """Whether BentoML's configuration names a tracing exporter (``tracing.exporter_type``): the only case in
+    which a span can leave the server."""
+    # deferred: BentoML's container loads its configuration (apply)
+    from bentoml._internal.container import BentoMLContainer
+
+    return BentoMLContainer.tracing.exporter_type.get() is not None
+
+
+class RequestIdLayer:
+    """Pure ASGI layer in place of OpenTelemetry's when nothing is traced: each HTTP request gets a random 64-bit
+    id (``trace_context.request_id``, which BentoML returns as ``X-BentoML-Request-ID``), as the server span's id
+    was before."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            # deferred: BentoML's internals load only in a server that applies the fixes (apply)
+            from bentoml._internal.context import trace_context
+
+            trace_context.request_id = random.getrandbits(64) or 1
+        return await self.app(scope, receive, send)
+
+
+def _trace_only_when_exported() -> None:
+    # deferred: BentoML's internals load only in a server that applies the fixes (apply)
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from starlette.middleware import Middleware
+
+    built = ServiceAppFactory.middlewares
+    if getattr(built.fget, "crlm_fixed", False):
+        return
+
+    def middlewares(self) -> list:
+        found = built.fget(self)
+        if tracing_exported():
+            return found
+        return [Middleware(RequestIdLayer) if m.cls is OpenTelemetryMiddleware else m for m in found]
+
+    middlewares.crlm_fixed = True  # type: ignore[attr-defined]
+    ServiceAppFactory.middlewares = property(middlewares)  # the monkeypatch is the point of this module
