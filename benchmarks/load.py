@@ -7,8 +7,9 @@ temporary directory), then:
 3. for each multiple of that rate (``--multiples``, default 0.5, 1 and 2), an open loop: requests are sent on a
    fixed schedule for ``--seconds`` whatever the answers (as real clients do), each with a 60 s timeout.
 For each rate it prints the requests sent, answered (200), shed (503 with Retry-After), other errors, p50/p99
-of the answered and p99 of the shed, the answers per second, and the server's resident memory (all its processes) at the start, the
-middle and the end of the run. Nothing is asserted; the summary states the issue's criteria at 2x (shed in
+of the answered and p99 of the shed, the answers per second, the server's resident memory (all its processes) at
+the start, the middle and the end of the run, and the CPU the server (all its processes) and this load generator
+used during the run, in % of one core (a worker at 100% is saturated, whatever the rate). Nothing is asserted; the summary states the issue's criteria at 2x (shed in
 under 100 ms, answered p99 within 3x the unloaded p99, no other errors, memory flat) with the figures.
 
 Usage: ``.venv/bin/python benchmarks/load.py [--seconds 20] [--multiples 0.5 1 2] [--workers N]
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import sys
 import time
 from collections import Counter
@@ -30,29 +32,48 @@ import numpy as np
 from raw_http import RawClient, json_bodies
 from serving import bundles_or_small, patients, server
 
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (MB, from /proc)."""
+
+def _tree(pid: int, read) -> float:
+    """The sum of ``read(proc directory, stat fields)`` over a process and all its descendants (from /proc)."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
+    value: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            status = (entry / "status").read_text()
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            value[int(entry.name)] = read(entry, fields)
         except OSError:
             continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-        kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        rss[int(entry.name)] = kb
-    total, todo = 0, [pid]
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
+        total += value.get(p, 0.0)
         todo.extend(children.get(p, []))
-    return total / 1024
+    return total
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (MB)."""
+    def rss_kb(entry: Path, _) -> float:
+        lines = (entry / "status").read_text().splitlines()
+        return next((int(line.split()[1]) for line in lines if line.startswith("VmRSS:")), 0)
+
+    return _tree(pid, rss_kb) / 1024
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process and all its living descendants have used."""
+    return _tree(pid, lambda _, fields: (int(fields[11]) + int(fields[12])) / TICKS_PER_S)
+
+
+def own_cpu_s() -> float:
+    """CPU seconds this process (the load generator) has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def ms(values: list[float], q: float) -> float:
@@ -65,6 +86,7 @@ async def open_loop(url: str, sample: list[dict], rate: float, seconds: float, p
     n = max(1, int(rate * seconds))
     results: list[tuple[int | str, float]] = []
     rss = {"start": tree_rss_mb(pid)}
+    cpu = (tree_cpu_s(pid), own_cpu_s(), time.perf_counter())
 
     async def one(i: int, scheduled: float) -> None:
         try:
@@ -89,12 +111,14 @@ async def open_loop(url: str, sample: list[dict], rate: float, seconds: float, p
     await asyncio.gather(*tasks)
     client.close()
     rss["end"] = tree_rss_mb(pid)
+    wall = time.perf_counter() - cpu[2]
+    busy = {"server": (tree_cpu_s(pid) - cpu[0]) / wall, "client": (own_cpu_s() - cpu[1]) / wall}
     counts = Counter(status for status, _ in results)
     answered = [t for status, t in results if status == 200]
     shed = [t for status, t in results if status == 503]
     lag = max(0.0, time.perf_counter() - started - seconds)
     return {"rate": rate, "sent": n, "counts": counts, "answered": answered, "shed": shed, "rss": rss,
-            "drain_s": lag}
+            "drain_s": lag, "busy": busy}
 
 
 def closed_loop_rate(url: str, sample: list[dict], concurrency: int, n: int) -> float:
@@ -177,14 +201,15 @@ def main(argv=None) -> None:
         runs = [asyncio.run(open_loop(url, sample, m * capacity, args.seconds, proc.pid)) for m in args.multiples]
 
     print(f"{'rate':>14}{'sent':>7}{'200':>7}{'503':>7}{'other':>7}{'p50 ms':>9}{'p99 ms':>9}{'shed p99':>10}"
-          f"{'200/s':>8}{'RSS MB start/middle/end':>26}")
+          f"{'200/s':>8}{'RSS MB start/middle/end':>26}{'CPU server/client':>19}")
     for m, r in zip(args.multiples, runs, strict=True):
         other = sum(n for status, n in r["counts"].items() if status not in (200, 503))
         rss = r["rss"]
         print(f"{m:>4.1f}x {r['rate']:>5.1f}/s{r['sent']:>7}{r['counts'][200]:>7}{r['counts'][503]:>7}{other:>7}"
               f"{ms(r['answered'], 50):>9.1f}{ms(r['answered'], 99):>9.1f}{ms(r['shed'], 99):>10.1f}"
               f"{r['counts'][200] / args.seconds:>8.1f}"
-              f"{rss['start']:>10.0f}/{rss.get('middle', float('nan')):.0f}/{rss['end']:.0f}")
+              f"{rss['start']:>10.0f}/{rss.get('middle', float('nan')):.0f}/{rss['end']:.0f}"
+              f"{100 * r['busy']['server']:>11.0f}%/{100 * r['busy']['client']:.0f}%")
         if other:
             print(f"      other answers: {dict((k, v) for k, v in r['counts'].items() if k not in (200, 503))}")
     top = runs[-1]
