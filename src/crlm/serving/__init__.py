@@ -9,7 +9,7 @@
 - ``batching``: merging concurrent single-patient requests into one Predictor call;
 - ``guard``: API key, body size, content type and JSON, before BentoML sees a byte;
 - ``model_checks``: a loaded model against its slot (endpoint, schema, library versions);
-- ``openapi``: the complete OpenAPI document; ``bentoml_fixes``: two BentoML middleware defects corrected;
+- ``openapi``: the complete OpenAPI document; ``bentoml_fixes``: three BentoML middleware defects corrected;
 - ``launch``: ``crlm serve``; ``service``: the BentoML class service and the calculator (``static/``).
 
 Only ``service`` and ``bentoml_fixes`` import BentoML; everything else is testable in-process. Request bodies
