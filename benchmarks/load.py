@@ -9,8 +9,9 @@ temporary directory), then:
 For each rate it prints the requests sent, answered (200), shed (503 with Retry-After), other errors, p50/p99
 of the answered and p99 of the shed, the answers per second, the server's resident memory (all its processes) at
 the start, the middle and the end of the run, and the CPU the server (all its processes) and this load generator
-used during the run, in % of one core (a worker at 100% is saturated, whatever the rate). Nothing is asserted; the summary states the issue's criteria at 2x (shed in
-under 100 ms, answered p99 within 3x the unloaded p99, no other errors, memory flat) with the figures.
+used during the run, in % of one core (a worker at 100% is saturated, whatever the rate). Nothing is asserted;
+the summary states the issue's criteria at 2x (shed in under 100 ms, answered p99 within 3x the unloaded p99, no
+other errors, memory flat) with the figures.
 
 Usage: ``.venv/bin/python benchmarks/load.py [--seconds 20] [--multiples 0.5 1 2] [--workers N]
 [--max-concurrency N] [--max-queue-ms auto|0|MS] [--rate R] [--models-dir DIR]``.

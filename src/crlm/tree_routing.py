@@ -11,10 +11,10 @@ A lone patient walks the trees one after the other, branching at each node. Seve
 tree is deep (a leaf points to itself, so a patient who has arrived stays): the walks of one tree are
 independent, so the processor overlaps their loads instead of waiting on a mispredicted branch at every
 node, and the tree's nodes and the patients' rows of its matrix stay in cache. Measured on the 50 bootstrap
-forests x 100 trees of an RSF (``benchmarks/serving.py``'s forest, 1,000 patients): 240 -> 110 ms. Same rules as the other routes: float32 inputs
-compared as float64 with ``x <= threshold`` (xgboost's ``x < c`` is stored as the float32 just below ``c``),
-a missing value follows the node's default direction. Each patient's result depends only on that patient,
-so an answer does not change with the batch it is computed in.
+forests x 100 trees of an RSF (``benchmarks/serving.py``'s forest, 1,000 patients): 240 -> 110 ms. Same rules
+as the other routes: float32 inputs compared as float64 with ``x <= threshold`` (xgboost's ``x < c`` is stored
+as the float32 just below ``c``), a missing value follows the node's default direction. Each patient's result
+depends only on that patient, so an answer does not change with the batch it is computed in.
 
 Compiled on first use and cached on disk (``cache=True``: next to this file, or numba's user-wide cache when
 that is not writable); ``nogil``: a call in a worker thread leaves the event loop the GIL.

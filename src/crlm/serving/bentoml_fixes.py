@@ -90,7 +90,6 @@ def _cancel_request_timers() -> None:
     TimeoutMiddleware.__call__ = call  # type: ignore[method-assign]  # likewise
 
 
-
 def tracing_exported() -> bool:
     """Whether BentoML's configuration names a tracing exporter (``tracing.exporter_type``): the only case in
     which a span can leave the server."""
@@ -106,14 +105,14 @@ class RequestIdLayer:
     was before."""
 
     def __init__(self, app):
-        self.app = app
+        # deferred: BentoML's internals load only in a server that applies the fixes (apply)
+        from bentoml._internal.context import trace_context
+
+        self.app, self.trace_context = app, trace_context
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
-            # deferred: BentoML's internals load only in a server that applies the fixes (apply)
-            from bentoml._internal.context import trace_context
-
-            trace_context.request_id = random.getrandbits(64) or 1
+            self.trace_context.request_id = random.getrandbits(64) or 1
         return await self.app(scope, receive, send)
 
 
